@@ -1,0 +1,1 @@
+"""Runtime shells that drive tokios_proto and tokios_translate with real I/O."""

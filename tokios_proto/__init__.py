@@ -1,0 +1,1 @@
+"""Tokios tunnel protocol: a pure, I/O-free (sans-IO) state machine."""

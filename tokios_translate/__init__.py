@@ -1,0 +1,1 @@
+"""Tokios translators between client API formats and model backends. Pure, no I/O."""
