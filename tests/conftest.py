@@ -1,0 +1,10 @@
+"""Shared test configuration: makes ``tests.upstreams`` importable from every test module."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,429 @@
+"""Model servers for tests and benchmarks that speak the backends' real wire protocols.
+
+Two servers, both real HTTP/1.1 over real sockets (h11 does the framing, chunked like Go's
+net/http and llama.cpp's httplib):
+
+* :class:`OllamaServer` - Ollama's native API: ``POST /api/chat`` (NDJSON stream or one JSON
+  object), ``POST /api/embed``, ``GET /api/tags``, ``GET /api/version``.
+* :class:`OpenAICompatServer` - the OpenAI-compatible API that llama.cpp's ``llama-server``,
+  vLLM and LM Studio serve: ``POST /v1/chat/completions`` (SSE ending in ``data: [DONE]``),
+  ``POST /v1/embeddings``, ``GET /v1/models``, plus llama.cpp's ``GET /props`` and ``/health``.
+
+The answers are scripted, deterministic and depend on the prompt, so end-to-end tests can assert
+exact content:
+
+* the reply text is ``"Echo: " + last user text``, streamed one word per event;
+* if the request offers tools and the last user text mentions "weather", the model calls the
+  first tool with ``{"city": "Paris"}`` (two calls when it mentions "both");
+* if thinking is requested (Ollama ``think``, OpenAI ``reasoning_effort``), a reasoning part
+  ``"Let me think."`` comes first, in the backend's own reasoning field;
+* a last user text containing "upstream-error" gets HTTP 500 before streaming, and
+  "midstream-error" gets an error after the first event;
+* ``slow`` (seconds between events) and ``events`` (count) stretch the stream, so cancellation
+  can be observed: :attr:`disconnects` records each stream the client abandoned.
+
+Every request's decoded JSON body is kept in :attr:`requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import orjson
+
+MAX_BODY = 64 * 1024 * 1024
+
+#: The reader of the connection being served (each connection runs in its own task).
+_current_reader: contextvars.ContextVar[asyncio.StreamReader] = contextvars.ContextVar("reader")
+
+
+@dataclass
+class Disconnect:
+    """A stream the client abandoned before it ended."""
+
+    path: str
+    events_sent: int
+    at: float
+
+
+@dataclass
+class _Script:
+    text_words: list[str]
+    tool_calls: list[tuple[str, dict[str, Any]]]
+    thinking: str | None
+    error_status: int | None
+    midstream_error: bool
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(
+                part.get("text", "") for part in content if isinstance(part, dict)
+            )
+    return ""
+
+
+def _script(body: dict[str, Any], thinking_requested: bool, events: int) -> _Script:
+    text = _last_user_text(body.get("messages") or [])
+    tools = body.get("tools") or []
+    calls: list[tuple[str, dict[str, Any]]] = []
+    if tools and "weather" in text:
+        name = tools[0]["function"]["name"]
+        calls.append((name, {"city": "Paris"}))
+        if "both" in text:
+            calls.append((name, {"city": "Tokyo"}))
+    words = f"Echo: {text}".split(" ")
+    if events > len(words):
+        words = words + [f"w{i}" for i in range(events - len(words))]
+    words = [w + " " for w in words[:-1]] + [words[-1]]
+    return _Script(
+        text_words=[] if calls else words,
+        tool_calls=calls,
+        thinking="Let me think." if thinking_requested else None,
+        error_status=500 if "upstream-error" in text else None,
+        midstream_error="midstream-error" in text,
+    )
+
+
+@dataclass
+class _BaseServer:
+    """An HTTP/1.1 server on 127.0.0.1 with an ephemeral port. Use ``async with``."""
+
+    slow: float = 0.0
+    events: int = 0
+    model_names: tuple[str, ...] = ("llama3.2:1b",)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    disconnects: list[Disconnect] = field(default_factory=list)
+    connections_accepted: int = 0
+    port: int = 0
+    _server: asyncio.base_events.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> _BaseServer:
+        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections_accepted += 1
+        _current_reader.set(reader)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await self._read_request(conn, reader)
+                if request is None:
+                    return
+                self.paths.append(request.target.decode())
+                await self._dispatch(conn, writer, request, body)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data and request is None:
+                    return None, b""
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise h11.RemoteProtocolError("body too large")
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None, b""
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, conn: h11.Connection, event: Any) -> None:
+        data = conn.send(event)
+        if data:
+            writer.write(data)
+            await writer.drain()
+
+    async def _send_json(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, obj: Any
+    ) -> None:
+        body = orjson.dumps(obj)
+        headers = [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        await self._send(writer, conn, h11.Response(status_code=status, headers=headers))
+        await self._send(writer, conn, h11.Data(data=body))
+        await self._send(writer, conn, h11.EndOfMessage())
+
+    async def _stream(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        path: str,
+        content_type: str,
+        chunks: list[bytes],
+        *,
+        error_after_first: bytes | None = None,
+    ) -> None:
+        headers = [("Content-Type", content_type), ("Transfer-Encoding", "chunked")]
+        await self._send(writer, conn, h11.Response(status_code=200, headers=headers))
+        sent = 0
+        # Clients do not pipeline, so any read completing during the stream means EOF or reset:
+        # the client abandoned the stream (what a real server notices as a broken connection).
+        client_gone = asyncio.ensure_future(_current_reader.get().read(1))
+        try:
+            for chunk in chunks:
+                await self._send(writer, conn, h11.Data(data=chunk))
+                sent += 1
+                if error_after_first is not None:
+                    await self._send(writer, conn, h11.Data(data=error_after_first))
+                    break
+                if self.slow:
+                    await asyncio.sleep(self.slow)
+                if client_gone.done() or writer.transport.is_closing():
+                    raise ConnectionResetError
+            await self._send(writer, conn, h11.EndOfMessage())
+        except (ConnectionError, RuntimeError):
+            self.disconnects.append(Disconnect(path, sent, time.monotonic()))
+            raise ConnectionResetError from None
+        finally:
+            client_gone.cancel()
+
+    async def _dispatch(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class OllamaServer(_BaseServer):
+    """Ollama's native API (see api-formats.md §4), byte for byte."""
+
+    async def _dispatch(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:
+        path = request.target.decode().split("?")[0]
+        if request.method == b"GET" and path == "/api/version":
+            await self._send_json(conn, writer, 200, {"version": "0.12.6"})
+            return
+        if request.method == b"GET" and path == "/api/tags":
+            models = [
+                {
+                    "name": name, "model": name, "modified_at": "2025-07-07T20:22:19.123Z",
+                    "size": 1321098329, "digest": "a" * 64,
+                    "details": {"format": "gguf", "family": "llama", "families": ["llama"],
+                                "parameter_size": "1.2B", "quantization_level": "Q8_0"},
+                }
+                for name in self.model_names
+            ]
+            await self._send_json(conn, writer, 200, {"models": models})
+            return
+        if request.method != b"POST" or path not in ("/api/chat", "/api/embed"):
+            await self._send_json(conn, writer, 404, {"error": "404 page not found"})
+            return
+        payload = orjson.loads(body)
+        self.requests.append(payload)
+        model = payload.get("model", "")
+        if model not in self.model_names:
+            await self._send_json(conn, writer, 404, {"error": f"model '{model}' not found"})
+            return
+        if path == "/api/embed":
+            inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+            vectors = [[round(len(text) / 10, 3), 0.5, -0.25] for text in inputs]
+            await self._send_json(conn, writer, 200, {
+                "model": model, "embeddings": vectors, "total_duration": 14143917,
+                "load_duration": 1019500, "prompt_eval_count": sum(len(t) // 4 for t in inputs),
+            })
+            return
+        script = _script(payload, bool(payload.get("think")), self.events)
+        if script.error_status:
+            await self._send_json(conn, writer, script.error_status,
+                                  {"error": "model runner has unexpectedly stopped"})
+            return
+        created = "2025-07-07T20:22:19.184789Z"
+        lines: list[dict[str, Any]] = []
+        if script.thinking:
+            lines.append({"role": "assistant", "content": "", "thinking": script.thinking})
+        for word in script.text_words:
+            lines.append({"role": "assistant", "content": word})
+        if script.tool_calls:
+            lines.append({"role": "assistant", "content": "", "tool_calls": [
+                {"id": f"call_{i:08x}", "function": {"index": i, "name": name, "arguments": args}}
+                for i, (name, args) in enumerate(script.tool_calls)
+            ]})
+        prompt_tokens = len(orjson.dumps(payload.get("messages"))) // 4
+        final = {
+            "model": model, "created_at": created,
+            "message": {"role": "assistant", "content": ""}, "done": True,
+            "done_reason": "length" if "limit-me" in _last_user_text(payload["messages"])
+            else "stop",
+            "total_duration": 182242375, "load_duration": 41295167,
+            "prompt_eval_count": prompt_tokens, "prompt_eval_duration": 24573166,
+            "eval_count": len(lines), "eval_duration": 115959084,
+        }
+        if payload.get("stream", True):
+            chunks = [
+                orjson.dumps({"model": model, "created_at": created, "message": m, "done": False})
+                + b"\n"
+                for m in lines
+            ]
+            chunks.append(orjson.dumps(final) + b"\n")
+            error = b'{"error":"an error was encountered while running the model"}\n'
+            await self._stream(conn, writer, path, "application/x-ndjson", chunks,
+                               error_after_first=error if script.midstream_error else None)
+            return
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": "".join(script.text_words)}
+        if script.thinking:
+            message["thinking"] = script.thinking
+        if script.tool_calls:
+            message["tool_calls"] = lines[-1]["tool_calls"]
+        await self._send_json(conn, writer, 200, {**final, "message": message})
+
+
+class OpenAICompatServer(_BaseServer):
+    """The OpenAI-compatible API of llama.cpp / vLLM / LM Studio (api-formats.md §2, §5).
+
+    ``reasoning_field`` picks the backend's dialect: ``reasoning_content`` (llama.cpp),
+    ``reasoning`` (vLLM, LM Studio).
+    """
+
+    reasoning_field: str = "reasoning_content"
+
+    async def _dispatch(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:
+        path = request.target.decode().split("?")[0]
+        if request.method == b"GET" and path == "/health":
+            await self._send_json(conn, writer, 200, {"status": "ok"})
+            return
+        if request.method == b"GET" and path == "/props":
+            await self._send_json(conn, writer, 200, {"n_ctx": 8192, "chat_template": "",
+                                                      "build_info": "b1-test"})
+            return
+        if request.method == b"GET" and path == "/v1/models":
+            data = [{"id": name, "object": "model", "created": 1735000000, "owned_by": "llamacpp"}
+                    for name in self.model_names]
+            await self._send_json(conn, writer, 200, {"object": "list", "data": data})
+            return
+        if request.method != b"POST" or path not in ("/v1/chat/completions", "/v1/embeddings"):
+            await self._send_json(conn, writer, 404, {"error": {
+                "code": 404, "message": "File Not Found", "type": "not_found_error"}})
+            return
+        payload = orjson.loads(body)
+        self.requests.append(payload)
+        model = payload.get("model", "")
+        if path == "/v1/embeddings":
+            inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+            data = [{"object": "embedding", "index": i,
+                     "embedding": [round(len(text) / 10, 3), 0.5, -0.25]}
+                    for i, text in enumerate(inputs)]
+            tokens = sum(len(t) // 4 for t in inputs)
+            await self._send_json(conn, writer, 200, {
+                "object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return
+        script = _script(payload, bool(payload.get("reasoning_effort")), self.events)
+        if script.error_status:
+            await self._send_json(conn, writer, script.error_status, {"error": {
+                "code": 500, "message": "Internal server error", "type": "server_error"}})
+            return
+        cid, created = "chatcmpl-upstream1", 1735000000
+        prompt_tokens = len(orjson.dumps(payload.get("messages"))) // 4
+        finish = "tool_calls" if script.tool_calls else (
+            "length" if "limit-me" in _last_user_text(payload["messages"]) else "stop")
+        completion_tokens = len(script.text_words) + len(script.tool_calls)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        if payload.get("stream"):
+            await self._stream_chat(conn, writer, path, payload, script, cid, created, model,
+                                    finish, usage)
+            return
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": "".join(script.text_words) or None}
+        if script.thinking:
+            message[self.reasoning_field] = script.thinking
+        if script.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function",
+                 "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
+                for i, (name, args) in enumerate(script.tool_calls)
+            ]
+        await self._send_json(conn, writer, 200, {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "system_fingerprint": "b1-test",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
+        })
+
+    async def _stream_chat(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,
+        payload: dict[str, Any], script: _Script, cid: str, created: int, model: str,
+        finish: str, usage: dict[str, int],
+    ) -> None:
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                   "model": model, "system_fingerprint": "b1-test",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        chunks = [chunk({"role": "assistant", "content": None})]
+        if script.thinking:
+            for word in script.thinking.split(" "):
+                chunks.append(chunk({self.reasoning_field: word + " "}))
+        for word in script.text_words:
+            chunks.append(chunk({"content": word}))
+        for i, (name, args) in enumerate(script.tool_calls):
+            arguments = orjson.dumps(args).decode()
+            chunks.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                                 "function": {"name": name, "arguments": ""}}]}))
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                chunks.append(chunk({"tool_calls": [{"index": i,
+                                                     "function": {"arguments": piece}}]}))
+        chunks.append(chunk({}, finish))
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                   "model": model, "choices": [], "usage": usage}
+            chunks.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+        chunks.append(b"data: [DONE]\n\n")
+        error = (b'data: {"error":{"code":500,"message":"generation failed",'
+                 b'"type":"server_error"}}\n\n')
+        await self._stream(conn, writer, path, "text/event-stream", chunks,
+                           error_after_first=error if script.midstream_error else None)
