@@ -1,0 +1,107 @@
+"""OpenAI Chat Completions stream encoder (``chat.completion.chunk`` SSE, ends ``[DONE]``).
+
+Every chunk shares one precomputed prefix (id, object, created, model); the role is sent once,
+in the first delta. Reasoning goes out as ``delta.reasoning_content``. With
+``ctx.include_usage`` a usage chunk (``choices: []``) follows the finish chunk.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate.stream.events import (
+    Finished,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+)
+
+FINISH_REASONS: dict[StopReason, bytes] = {
+    StopReason.END_TURN: b'"stop"',
+    StopReason.STOP_SEQUENCE: b'"stop"',
+    StopReason.MAX_TOKENS: b'"length"',
+    StopReason.TOOL_USE: b'"tool_calls"',
+    StopReason.CONTENT_FILTER: b'"content_filter"',
+}
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def chat_completion_id(response_id: str) -> str:
+    """The ``id`` of every chunk of the answer."""
+    return f"chatcmpl-{response_id}"
+
+
+class ChatEncoder:
+    """Encodes stream events as Chat Completions chunks."""
+
+    __slots__ = ("_bare", "_include_usage", "_prefix", "_suffix")
+
+    def __init__(self, ctx: StreamContext) -> None:
+        head = orjson.dumps(
+            {
+                "id": chat_completion_id(ctx.response_id),
+                "object": "chat.completion.chunk",
+                "created": ctx.created,
+                "model": ctx.model,
+            }
+        )[:-1]
+        self._bare = b"data: " + head
+        self._prefix = self._bare + b',"choices":[{"index":0,"delta":'
+        self._suffix = b',"finish_reason":null}]}\n\n'
+        self._include_usage = ctx.include_usage
+
+    def start(self) -> bytes:
+        return self._prefix + b'{"role":"assistant","content":""}' + self._suffix
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, TextDelta):
+            return self._prefix + b'{"content":' + orjson.dumps(event.text) + b"}" + self._suffix
+        if isinstance(event, ReasoningDelta):
+            return (
+                self._prefix
+                + b'{"reasoning_content":'
+                + orjson.dumps(event.text)
+                + b"}"
+                + self._suffix
+            )
+        if isinstance(event, ToolCallArgumentsDelta):
+            return (
+                self._prefix
+                + b'{"tool_calls":[{"index":'
+                + str(event.index).encode()
+                + b',"function":{"arguments":'
+                + orjson.dumps(event.fragment)
+                + b"}}]}"
+                + self._suffix
+            )
+        if isinstance(event, ToolCallStarted):
+            call = {
+                "index": event.index,
+                "id": event.id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return self._prefix + b'{"tool_calls":[' + orjson.dumps(call) + b"]}" + self._suffix
+        if isinstance(event, Finished):
+            out = self._prefix + b'{},"finish_reason":' + FINISH_REASONS[event.stop] + b"}]}\n\n"
+            if self._include_usage:
+                out += self._usage_chunk(event.usage or Usage())
+            return out + _DONE
+        return b""  # ToolCallEnded: nothing to say in Chat.
+
+    def _usage_chunk(self, usage: Usage) -> bytes:
+        body = {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        }
+        return self._bare + b',"choices":[],"usage":' + orjson.dumps(body) + b"}\n\n"
+
+    def error(self, message: str) -> bytes:
+        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+        return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE

@@ -1,0 +1,272 @@
+"""OpenAI Responses stream encoder (``event:``-named SSE, every event has ``sequence_number``).
+
+Order per item: ``output_item.added`` first (reasoning included, before any summary delta:
+Codex rejects orphan deltas), its parts and deltas, then the ``.done`` events and
+``output_item.done`` (which is what Codex builds history from). The stream ends with
+``response.completed``, ``response.incomplete`` (length / content filter) or, on failure,
+``error`` followed by ``response.failed``. No ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate.stream.events import (
+    Finished,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallEnded,
+    ToolCallStarted,
+)
+
+_NONE, _MESSAGE, _REASONING, _CALL = 0, 1, 2, 3
+
+_INCOMPLETE: dict[StopReason, str] = {
+    StopReason.MAX_TOKENS: "max_output_tokens",
+    StopReason.CONTENT_FILTER: "content_filter",
+}
+
+
+def response_id(ctx_response_id: str) -> str:
+    """The Responses ``response.id`` of the answer."""
+    return f"resp_{ctx_response_id}"
+
+
+class ResponsesEncoder:
+    """Encodes stream events as Responses API SSE events."""
+
+    __slots__ = (
+        "_call",
+        "_ctx",
+        "_delta_prefix",
+        "_item",
+        "_item_id",
+        "_kind",
+        "_output",
+        "_parts",
+        "_seq",
+    )
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self._ctx = ctx
+        self._seq = 0
+        self._kind = _NONE
+        self._item_id = ""
+        self._parts: list[str] = []
+        self._output: list[dict[str, Any]] = []
+        self._delta_prefix = b""
+        self._call: dict[str, Any] = {}
+        self._item = -1
+
+    # -- framing ---------------------------------------------------------------------------
+
+    def _event(self, kind: str, body: dict[str, Any]) -> bytes:
+        body = {"type": kind, **body, "sequence_number": self._seq}
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+    def _delta(self, text: str, tail: bytes) -> bytes:
+        seq = self._seq
+        self._seq += 1
+        return self._delta_prefix + orjson.dumps(text) + tail + str(seq).encode() + b"}\n\n"
+
+    def _response(self, status: str, **fields: Any) -> dict[str, Any]:
+        ctx = self._ctx
+        response: dict[str, Any] = {
+            "id": response_id(ctx.response_id),
+            "object": "response",
+            "created_at": ctx.created,
+            "status": status,
+            "model": ctx.model,
+            "output": list(self._output),
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "tools": [],
+            "tool_choice": "auto",
+            "parallel_tool_calls": ctx.parallel_tool_calls,
+            "temperature": None,
+            "top_p": None,
+            "max_output_tokens": None,
+            "previous_response_id": None,
+            "store": False,
+            "metadata": {},
+            "usage": None,
+        }
+        response.update(ctx.echo)
+        response.update(fields)
+        return response
+
+    # -- public ----------------------------------------------------------------------------
+
+    def start(self) -> bytes:
+        response = self._response("in_progress")
+        return self._event("response.created", {"response": response}) + self._event(
+            "response.in_progress", {"response": response}
+        )
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, TextDelta):
+            head = b"" if self._kind == _MESSAGE else self._open_message()
+            self._parts.append(event.text)
+            return head + self._delta(event.text, b',"logprobs":[],"sequence_number":')
+        if isinstance(event, ReasoningDelta):
+            head = b"" if self._kind == _REASONING else self._open_reasoning()
+            self._parts.append(event.text)
+            return head + self._delta(event.text, b',"sequence_number":')
+        if isinstance(event, ToolCallArgumentsDelta):
+            self._parts.append(event.fragment)
+            return self._delta(event.fragment, b',"sequence_number":')
+        if isinstance(event, ToolCallStarted):
+            return self._open_call(event)
+        if isinstance(event, ToolCallEnded):
+            return self._close()
+        if isinstance(event, Finished):
+            return self._close() + self._finish(event)
+        return b""
+
+    def error(self, message: str) -> bytes:
+        error = {"code": "server_error", "message": message}
+        return self._event("error", {**error, "param": None}) + self._event(
+            "response.failed", {"response": self._response("failed", error=error)}
+        )
+
+    # -- items -----------------------------------------------------------------------------
+
+    def _begin(self, kind: int, prefix: str) -> int:
+        self._kind = kind
+        self._item = len(self._output)
+        self._item_id = f"{prefix}_{self._ctx.response_id}_{self._item}"
+        self._parts = []
+        return self._item
+
+    def _open_message(self) -> bytes:
+        out = self._close()
+        index = self._begin(_MESSAGE, "msg")
+        item = {
+            "id": self._item_id,
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        where = {"item_id": self._item_id, "output_index": index, "content_index": 0}
+        self._delta_prefix = (
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+            + orjson.dumps(where)[1:-1]
+            + b',"delta":'
+        )
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return (
+            out
+            + self._event("response.output_item.added", {"output_index": index, "item": item})
+            + self._event("response.content_part.added", {**where, "part": part})
+        )
+
+    def _open_reasoning(self) -> bytes:
+        out = self._close()
+        index = self._begin(_REASONING, "rs")
+        item = {"id": self._item_id, "type": "reasoning", "summary": []}
+        where = {"item_id": self._item_id, "output_index": index, "summary_index": 0}
+        self._delta_prefix = (
+            b"event: response.reasoning_summary_text.delta\n"
+            b'data: {"type":"response.reasoning_summary_text.delta",'
+            + orjson.dumps(where)[1:-1]
+            + b',"delta":'
+        )
+        part = {"type": "summary_text", "text": ""}
+        return (
+            out
+            + self._event("response.output_item.added", {"output_index": index, "item": item})
+            + self._event("response.reasoning_summary_part.added", {**where, "part": part})
+        )
+
+    def _open_call(self, event: ToolCallStarted) -> bytes:
+        out = self._close()
+        index = self._begin(_CALL, "fc")
+        self._call = {
+            "id": self._item_id,
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": event.id,
+            "name": event.name,
+            "arguments": "",
+        }
+        where = {"item_id": self._item_id, "output_index": index}
+        self._delta_prefix = (
+            b"event: response.function_call_arguments.delta\n"
+            b'data: {"type":"response.function_call_arguments.delta",'
+            + orjson.dumps(where)[1:-1]
+            + b',"delta":'
+        )
+        return out + self._event(
+            "response.output_item.added", {"output_index": index, "item": self._call}
+        )
+
+    def _close(self) -> bytes:
+        kind = self._kind
+        if kind == _NONE:
+            return b""
+        self._kind = _NONE
+        text = "".join(self._parts)
+        self._parts = []
+        index = self._item
+        item_id = self._item_id
+        item: dict[str, Any]
+        if kind == _MESSAGE:
+            where = {"item_id": item_id, "output_index": index, "content_index": 0}
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            item = {
+                "id": item_id,
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [part],
+            }
+            out = self._event("response.output_text.done", {**where, "text": text, "logprobs": []})
+            out += self._event("response.content_part.done", {**where, "part": part})
+        elif kind == _REASONING:
+            where = {"item_id": item_id, "output_index": index, "summary_index": 0}
+            part = {"type": "summary_text", "text": text}
+            item = {"id": item_id, "type": "reasoning", "summary": [part]}
+            out = self._event("response.reasoning_summary_text.done", {**where, "text": text})
+            out += self._event("response.reasoning_summary_part.done", {**where, "part": part})
+        else:
+            item = {**self._call, "status": "completed", "arguments": text}
+            out = self._event(
+                "response.function_call_arguments.done",
+                {
+                    "item_id": item_id,
+                    "output_index": index,
+                    "name": item["name"],
+                    "arguments": text,
+                },
+            )
+        self._output.append(item)
+        return out + self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _finish(self, event: Finished) -> bytes:
+        usage = event.usage or Usage()
+        usage_body = {
+            "input_tokens": usage.input_tokens,
+            "input_tokens_details": {
+                "cached_tokens": usage.cached_input_tokens,
+                "cache_write_tokens": 0,
+            },
+            "output_tokens": usage.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.total_tokens,
+        }
+        reason = _INCOMPLETE.get(event.stop)
+        if reason is None:
+            response = self._response("completed", usage=usage_body)
+            return self._event("response.completed", {"response": response})
+        response = self._response(
+            "incomplete", usage=usage_body, incomplete_details={"reason": reason}
+        )
+        return self._event("response.incomplete", {"response": response})
