@@ -1,0 +1,51 @@
+"""The tenant store: tenants, deployments, API keys and connector tokens.
+
+``open_store(data_dir)`` returns the embedded SQLite store; everything else should depend only
+on :class:`Store` and the records in :mod:`runtimes.store.base`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runtimes.store.base import (
+    AlreadyExists,
+    ApiKeyInfo,
+    ConnectorGrant,
+    ConnectorTokenInfo,
+    Deployment,
+    InvalidName,
+    KeyGrant,
+    LimitExceeded,
+    NotFound,
+    Store,
+    StoreError,
+    Tenant,
+)
+from runtimes.store.cache import AuthCache
+from runtimes.store.sqlite import SqliteStore
+
+
+def open_store(data_dir: str | os.PathLike[str], *, create: bool = True) -> SqliteStore:
+    """Open the store in ``data_dir`` (created 0700 if missing, unless ``create=False``, which
+    raises NotFound instead); close it when done."""
+    return SqliteStore.open(data_dir, create=create)
+
+
+__all__ = [
+    "AlreadyExists",
+    "ApiKeyInfo",
+    "AuthCache",
+    "ConnectorGrant",
+    "ConnectorTokenInfo",
+    "Deployment",
+    "InvalidName",
+    "KeyGrant",
+    "LimitExceeded",
+    "NotFound",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "Tenant",
+    "open_store",
+]

@@ -1,0 +1,260 @@
+"""The tenant store: records, grants, errors, secret formats and the interface.
+
+The gateway and the admin CLI talk to a :class:`Store`. ``runtimes.store.sqlite.SqliteStore`` is
+the embedded implementation; a PostgreSQL one can replace it for a multi-node gateway, because
+nothing outside this package depends on more than what is declared here.
+
+Secrets, shown once and stored only as a SHA-256 hash (see docs/operations.md):
+
+- API key:         ``sk-tokios-<public id>_<secret>``
+- connector token: ``tkct-<public id>_<secret>``
+
+``<public id>`` is 12 characters of lowercase base32 (``a-z2-7``, 60 random bits) and is not
+secret: it finds the row, and ``sk-tokios-<public id>`` / ``tkct-<public id>`` is the prefix that
+listings show. ``<secret>`` is ``secrets.token_urlsafe(32)`` (256 random bits, 43 characters of
+``A-Za-z0-9_-``). The record ids are ``key_<public id>`` and ``tct_<public id>``.
+
+All methods are synchronous and thread-safe; the asyncio gateway calls them from a worker thread
+or through :class:`runtimes.store.cache.AuthCache`. Timestamps are Unix seconds (float, UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+# --- secret formats ----------------------------------------------------------------------------
+
+API_KEY_PREFIX = "sk-tokios-"
+CONNECTOR_TOKEN_PREFIX = "tkct-"  # noqa: S105 (a format prefix, not a secret)
+KEY_ID_PREFIX = "key_"
+CONNECTOR_TOKEN_ID_PREFIX = "tct_"  # noqa: S105
+PUBLIC_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+PUBLIC_ID_LENGTH = 12
+SECRET_BYTES = 32
+#: The longest presented credential we even look at (a real one is 66 or 61 characters).
+MAX_PRESENTED_LENGTH = 256
+
+_PUBLIC_ID = f"[a-z2-7]{{{PUBLIC_ID_LENGTH}}}"
+_SECRET = "[A-Za-z0-9_-]{43}"  # noqa: S105 (a pattern)
+API_KEY_PATTERN = re.compile(rf"sk-tokios-(?P<public_id>{_PUBLIC_ID})_(?P<secret>{_SECRET})")
+CONNECTOR_TOKEN_PATTERN = re.compile(rf"tkct-(?P<public_id>{_PUBLIC_ID})_(?P<secret>{_SECRET})")
+
+
+def secret_hash(presented: str) -> bytes:
+    """Return the SHA-256 digest stored for a whole presented credential (prefix and id too)."""
+    return hashlib.sha256(presented.encode("ascii")).digest()
+
+
+# --- names -------------------------------------------------------------------------------------
+
+TENANT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+#: Deployment names are what clients send as ``model``: ``/`` is allowed too (``org/model``).
+DEPLOYMENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+LABEL_MAX_LENGTH = 100
+#: Limits on what one tenant may hold, so that no listing or grant grows without bound.
+MAX_DEPLOYMENTS_PER_TENANT = 1000
+MAX_DEPLOYMENTS_PER_CREDENTIAL = 1000
+MAX_TENANTS = 100_000
+
+
+def validate_tenant_name(name: str) -> str:
+    """Return ``name`` if it is a valid tenant name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str) or TENANT_NAME_PATTERN.fullmatch(name) is None:
+        raise InvalidName(
+            f"invalid tenant name {_shown(name)}: use 1-64 characters of A-Z a-z 0-9 . _ : -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_deployment_name(name: str) -> str:
+    """Return ``name`` if it is a valid deployment name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str) or DEPLOYMENT_NAME_PATTERN.fullmatch(name) is None:
+        raise InvalidName(
+            f"invalid deployment name {_shown(name)}: use 1-128 characters of "
+            "A-Z a-z 0-9 . _ : / -, starting with a letter or digit"
+        )
+    return name
+
+
+def validate_label(label: str | None) -> str | None:
+    """Return a key/token label if printable and at most 100 characters, else raise."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or not 1 <= len(label) <= LABEL_MAX_LENGTH \
+            or not label.isprintable():
+        raise InvalidName(f"invalid label: use 1-{LABEL_MAX_LENGTH} printable characters")
+    return label
+
+
+def _shown(name: object) -> str:
+    """A name quoted for an error message, cut short so a huge input cannot flood a log."""
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of every store error. The message is fit for a CLI user and holds no secret."""
+
+    code = "store_error"
+
+
+class NotFound(StoreError):  # noqa: N818 (names from the store contract)
+    """A tenant, deployment, key or token that does not exist."""
+
+    code = "not_found"
+
+
+class AlreadyExists(StoreError):  # noqa: N818 (names from the store contract)
+    """A tenant or deployment name already taken."""
+
+    code = "already_exists"
+
+
+class InvalidName(StoreError):  # noqa: N818 (names from the store contract)
+    """A name, label or argument that does not meet the rules."""
+
+    code = "invalid"
+
+
+class LimitExceeded(StoreError):  # noqa: N818 (names from the store contract)
+    """A per-tenant or global limit reached."""
+
+    code = "limit_exceeded"
+
+
+# --- records and grants ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    id: str
+    tenant_id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyInfo:
+    """An API key as listed: never the secret. ``deployments is None`` means all of the
+    tenant's deployments, present and future."""
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    deployments: tuple[str, ...] | None
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorTokenInfo:
+    """A connector token as listed: never the secret. It serves exactly ``deployments``."""
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    deployments: tuple[str, ...]
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyGrant:
+    """What a valid API key allows. ``deployments is None``: every deployment of the tenant
+    (ask :meth:`Store.list_deployments` for the current set)."""
+
+    key_id: str
+    tenant_id: str
+    tenant_name: str
+    deployments: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorGrant:
+    """What a valid connector token allows: serving exactly ``deployments``."""
+
+    token_id: str
+    tenant_id: str
+    tenant_name: str
+    deployments: frozenset[str]
+
+
+# --- the interface -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The tenant store. Tenants and deployments are addressed by name, keys and tokens by id.
+
+    Every method may raise :class:`StoreError` (NotFound, AlreadyExists, InvalidName,
+    LimitExceeded). ``authenticate_*`` never raise for bad input: they return None.
+    """
+
+    def add_tenant(self, name: str) -> Tenant: ...
+
+    def get_tenant(self, name: str) -> Tenant: ...
+
+    def list_tenants(self) -> list[Tenant]: ...
+
+    def add_deployment(self, tenant: str, name: str) -> Deployment: ...
+
+    def list_deployments(self, tenant: str) -> list[Deployment]: ...
+
+    def add_key(
+        self, tenant: str, deployments: tuple[str, ...] | list[str] | None = None,
+        name: str | None = None,
+    ) -> tuple[ApiKeyInfo, str]:
+        """Create a key; return its info and the secret, which is never available again."""
+        ...
+
+    def list_keys(self, tenant: str) -> list[ApiKeyInfo]: ...
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        """Revoke (idempotent: a second call keeps the first revoked_at)."""
+        ...
+
+    def authenticate_key(self, presented: str) -> KeyGrant | None:
+        """The grant of an active key; None for unknown, malformed or revoked."""
+        ...
+
+    def add_connector_token(
+        self, tenant: str, deployments: tuple[str, ...] | list[str], name: str | None = None,
+    ) -> tuple[ConnectorTokenInfo, str]: ...
+
+    def list_connector_tokens(self, tenant: str) -> list[ConnectorTokenInfo]: ...
+
+    def revoke_connector_token(self, token_id: str) -> ConnectorTokenInfo: ...
+
+    def authenticate_connector_token(self, presented: str) -> ConnectorGrant | None: ...
+
+    def is_connector_token_active(self, token_id: str) -> bool:
+        """False once revoked (or unknown): the gateway closes that token's live tunnels."""
+        ...
+
+    def close(self) -> None: ...
