@@ -143,3 +143,6 @@ class StreamContext:
     parallel_tool_calls: bool = True
     #: For Responses: request fields echoed in the response object (instructions, tools, ...).
     echo: dict[str, object] = field(default_factory=dict)
+    #: True when the request went to the backend untranslated (the backend serves the client's
+    #: format natively, api-formats.md §0); only ``model`` is rewritten in the answer.
+    passthrough: bool = False

@@ -1,0 +1,1 @@
+"""Upstream codecs: Ollama native (NDJSON) and OpenAI-compatible chat (SSE)."""

@@ -1,0 +1,1 @@
+"""Client codecs: one per API format a client speaks (Chat, Responses, Messages)."""

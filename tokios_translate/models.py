@@ -1,0 +1,48 @@
+"""``GET /v1/models``: the backend's model list (Ollama ``/api/tags``, OpenAI-compatible
+``/v1/models``) shaped as an OpenAI or Anthropic model list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from ._common import ClientFormat
+
+
+def list_body(client: ClientFormat, names: Iterable[str], *, created: int,
+              owned_by: str = "tokios") -> bytes:
+    """An OpenAI ``{"object":"list","data":[model...]}`` or, for Messages clients, an Anthropic
+    ``{"data":[{"type":"model",...}],"has_more":false,...}`` list of ``names``."""
+    ids = list(dict.fromkeys(names))
+    if client is ClientFormat.MESSAGES:
+        created_at = _rfc3339(created)
+        return orjson.dumps({
+            "data": [{"type": "model", "id": n, "display_name": n, "created_at": created_at}
+                     for n in ids],
+            "has_more": False,
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+        })
+    return orjson.dumps({
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": owned_by}
+                 for n in ids],
+    })
+
+
+def _rfc3339(unix: int) -> str:
+    # Civil-from-days (H. Hinnant), so no clock or datetime-with-timezone module is needed.
+    days, rest = divmod(unix, 86400)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
