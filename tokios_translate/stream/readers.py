@@ -73,7 +73,7 @@ class SSEParser:
                 scan = size
                 break
             end = match.start()
-            if buf[end] == _CR and match.end() == size:
+            if match.end() == size and end == size - 1 and buf[end] == _CR:
                 # A CR at the end of the read may be the first half of a CRLF: wait.
                 scan = end
                 break

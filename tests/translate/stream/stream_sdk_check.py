@@ -107,14 +107,19 @@ def check_chat(body: bytes, *, expect_usage: bool | None = None) -> ChatResult:
     stream = client.chat.completions.create(model="m", messages=[], stream=True)
     if error is None:
         assert len(list(stream)) == len(chunks)
-        return ChatResult(completion=state.get_final_completion(), chunks=chunks, error=None)
+        try:
+            completion = state.get_final_completion()
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError):
+            # The SDK's way of reporting these finish reasons; the snapshot is still complete.
+            completion = state.current_completion_snapshot
+        return ChatResult(completion=completion, chunks=chunks, error=None)
     try:
         list(stream)
     except openai.APIError:
         pass
     else:
         raise AssertionError("openai client did not raise on the error chunk")
-    return ChatResult(completion=None, chunks=chunks, error=error)
+    return ChatResult(completion=state.current_completion_snapshot, chunks=chunks, error=error)
 
 
 # -- Responses ----------------------------------------------------------------------------------
@@ -259,3 +264,85 @@ def check_messages(body: bytes) -> MessagesResult:
             else:
                 raise AssertionError("anthropic client did not raise on event: error")
     return MessagesResult(message=snapshot, events=typed, error=error)
+
+
+# -- One summary of any client stream, read from the SDK-accumulated objects ---------------------
+
+
+@dataclass
+class Outcome:
+    """What the client ends up with, read from the SDK's accumulated objects only."""
+
+    text: str
+    reasoning: str
+    tools: list[tuple[str, str, Any]]  # (id, name, parsed arguments)
+    stop: str | None  # the client's own stop value (finish_reason / status / stop_reason)
+    input_tokens: int | None
+    output_tokens: int | None
+    error: str | None
+
+
+def outcome(client: str, body: bytes, *, include_usage: bool = True) -> Outcome:
+    """Validate ``body`` as a stream of ``client`` format and summarise it."""
+    if client == "chat":
+        chat = check_chat(body, expect_usage=include_usage)
+        message = chat.completion.choices[0].message
+        if chat.error is not None:
+            return Outcome(message.content or "", "", [], None, None, None, chat.error["message"])
+        extra = message.model_extra or {}
+        usage = chat.completion.usage
+        return Outcome(
+            text=message.content or "",
+            reasoning=extra.get("reasoning_content") or "",
+            tools=[
+                (t.id, t.function.name, json.loads(t.function.arguments))
+                for t in message.tool_calls or []
+            ],
+            stop=chat.completion.choices[0].finish_reason,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            error=None,
+        )
+    if client == "responses":
+        result = check_responses(body)
+        response = result.response
+        text = reasoning = ""
+        tools = []
+        for item in response.output:
+            if item.type == "message":
+                text += "".join(part.text for part in item.content)
+            elif item.type == "reasoning":
+                reasoning += "".join(part.text for part in item.summary)
+            elif item.type == "function_call":
+                tools.append((item.call_id, item.name, json.loads(item.arguments)))
+        if response.status == "failed":
+            return Outcome(text, reasoning, tools, None, None, None, response.error.message)
+        stop = response.status
+        if response.incomplete_details is not None:
+            stop = f"incomplete/{response.incomplete_details.reason}"
+        return Outcome(
+            text=text,
+            reasoning=reasoning,
+            tools=tools,
+            stop=stop,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            error=None,
+        )
+    assert client == "messages"
+    result_m = check_messages(body)
+    message = result_m.message
+    text = "".join(b.text for b in message.content if b.type == "text")
+    reasoning = "".join(b.thinking for b in message.content if b.type == "thinking")
+    tools = [(b.id, b.name, b.input) for b in message.content if b.type == "tool_use"]
+    if result_m.error is not None:
+        return Outcome(text, reasoning, tools, None, None, None, result_m.error["message"])
+    return Outcome(
+        text=text,
+        reasoning=reasoning,
+        tools=tools,
+        stop=message.stop_reason,
+        input_tokens=message.usage.input_tokens,
+        output_tokens=message.usage.output_tokens,
+        error=None,
+    )
