@@ -1,0 +1,91 @@
+"""What ``tokios-gateway serve`` hands to ``runtimes.gateway.server.run``.
+
+The CLI builds a :class:`ServeOptions` after validating every argument (addresses parsed, TLS
+pair complete, plain HTTP only on loopback unless insisted, the event loop resolved), so the
+server can trust it as is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+MIN_MAX_BODY_BYTES = 1024
+MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
+MAX_GRACE_PERIOD = 3600.0
+
+LoopName = Literal["asyncio", "uvloop"]
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenAddress:
+    """A host and a TCP port (0: any free port, for tests)."""
+
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for localhost, 127.0.0.0/8 and ::1; a host name other than localhost is not."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """Validated settings for the gateway server.
+
+    ``tls_cert``/``tls_key`` are both set unless ``insecure_http`` (then both None).
+    ``tunnel_listen`` None: connectors use ``/v1/tunnel`` on ``listen``.
+    """
+
+    data_dir: Path
+    listen: ListenAddress
+    tls_cert: Path | None
+    tls_key: Path | None
+    insecure_http: bool
+    allow_insecure_non_loopback: bool
+    tunnel_listen: ListenAddress | None
+    loop: LoopName
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "info"
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """Parse ``HOST:PORT`` or ``[IPv6]:PORT``; raise ValueError with a readable reason."""
+    if len(text) > 300:
+        raise ValueError("address too long")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ValueError(f"{host!r} is not an IPv6 address") from exc
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        if ":" in host:
+            raise ValueError(f"write an IPv6 address in brackets: [{host}]:{port_text}")
+        if _HOST.fullmatch(host) is None:
+            raise ValueError(f"{host!r} is not an IP address or host name")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+    return ListenAddress(host=host, port=int(port_text))
