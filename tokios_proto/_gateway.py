@@ -1,0 +1,196 @@
+"""The gateway end: waits for HELLO, lets the shell decide, opens streams."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ._codes import DEFAULT_RETRYABLE, ErrorCode, FrameType, RejectReason, ResetCode
+from ._config import Config, Settings
+from ._connection import Connection
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import HelloReceived, ResponseReceived, SettingsChanged, StreamReset
+from ._frames import encode_frame
+from ._payloads import (
+    Hello,
+    Reject,
+    RequestHead,
+    Welcome,
+    decode_hello,
+    decode_response_head,
+    decode_settings_update,
+    encode_reject,
+    encode_request_head,
+    encode_welcome,
+)
+from ._state import (
+    CONNECTION_TRANSITIONS,
+    STREAM_TRANSITIONS,
+    ConnectionInput,
+    ConnectionState,
+    StreamInput,
+    StreamState,
+)
+
+__all__ = ["GatewayConnection"]
+
+_MAX_STREAM_ID = 2**31 - 1
+
+
+class GatewayConnection(Connection):
+    """The gateway's end of one tunnel connection.
+
+    Feed it bytes; on :class:`HelloReceived` check the credential and call :meth:`accept` or
+    :meth:`reject`. Once OPEN, :meth:`open_stream` sends a request down the tunnel. Call
+    :meth:`start` when the transport is up to arm the handshake deadline (the first
+    ``receive_data`` arms it otherwise).
+    """
+
+    _INITIAL_STATE = ConnectionState.AWAITING_HELLO
+    _DATA_SENT = StreamInput.REQUEST_DATA
+    _END_SENT = StreamInput.REQUEST_END
+    _DATA_RECEIVED = StreamInput.RESPONSE_DATA
+    _END_RECEIVED = StreamInput.RESPONSE_END
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        self._hello: Hello | None = None
+        self._proposal: Settings | None = None
+        self._version = 0
+        self._next_stream_id = 1
+        #: Streams the connector lets us have open (WELCOME value, then SETTINGS updates).
+        self._peer_max_streams = 0
+        self._handlers[FrameType.HELLO] = self._on_hello
+        self._handlers[FrameType.RESPONSE] = self._on_response
+        self._handlers[FrameType.SETTINGS] = self._on_settings
+        for unexpected in (FrameType.WELCOME, FrameType.REJECT, FrameType.OPEN):
+            self._handlers[unexpected] = self._on_unexpected
+
+    def start(self, now: float) -> None:
+        """Arm the handshake deadline (``config.handshake_timeout`` from ``now``)."""
+        if self._state is ConnectionState.AWAITING_HELLO and self._deadline is None:
+            self._deadline = now + self.config.handshake_timeout
+
+    def _on_unexpected(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        raise RemoteProtocolError("a connector must not send WELCOME, REJECT or OPEN")
+
+    def _on_hello(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        new = self._state_after(ConnectionInput.RECV_HELLO, stream_id)
+        hello, proposal = decode_hello(payload)
+        self._state = new
+        common = set(hello.versions) & set(self.config.versions)
+        if not common:
+            self.reject(RejectReason.UNSUPPORTED_VERSION,
+                        f"supported versions: {sorted(self.config.versions)}")
+            return
+        self._hello, self._proposal, self._version = hello, proposal, max(common)
+        self._events.append(HelloReceived(hello=hello, version=self._version))
+
+    def _state_after(self, inp: ConnectionInput, stream_id: int) -> ConnectionState:
+        new = CONNECTION_TRANSITIONS.get((self._state, inp))
+        if new is None or stream_id != 0:
+            raise RemoteProtocolError(f"{inp.value} in state {self._state.name} "
+                                      f"on stream {stream_id}")
+        return new
+
+    def accept(self, session_id: str, deployments: tuple[str, ...], now: float) -> Settings:
+        """Accept the HELLO: queue WELCOME with the negotiated settings; the state is OPEN.
+
+        ``deployments`` must be names the connector offered. Returns the :class:`Settings`.
+        """
+        new = self._command(ConnectionInput.ACCEPT)
+        assert self._hello is not None and self._proposal is not None
+        offered = {d.name for d in self._hello.deployments}
+        if not isinstance(deployments, tuple) or not set(deployments) <= offered:
+            raise LocalProtocolError("granted deployments must be a tuple of offered names")
+        settings = self.config.settings.negotiate(self._proposal)
+        welcome = Welcome(version=self._version, session_id=session_id,
+                          deployments=deployments, settings=settings)
+        self._control.append(encode_frame(FrameType.WELCOME, 0, 0, encode_welcome(welcome)))
+        self._state = new
+        self._peer_max_streams = settings.max_concurrent_streams
+        self._apply_settings(settings, now)
+        return settings
+
+    def reject(self, reason: RejectReason, message: str = "", retryable: bool | None = None,
+               retry_after: float | None = None) -> None:
+        """Refuse the HELLO: queue REJECT; the state is CLOSED (flush, then close).
+
+        ``retryable`` defaults to what suits ``reason`` (only OVERLOADED and INTERNAL retry).
+        """
+        self._command(ConnectionInput.REJECT)
+        if retryable is None:
+            retryable = DEFAULT_RETRYABLE.get(reason, True)
+        if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+            retry_after = float(retry_after)
+        reject = Reject(reason=reason, retryable=retryable, message=message,
+                        retry_after=retry_after)
+        self._control.append(encode_frame(FrameType.REJECT, 0, 0, encode_reject(reject)))
+        self._close(ErrorCode.REJECTED, reason.value, remote=False, send_goaway=False)
+
+    def open_stream(self, head: RequestHead) -> int:
+        """Open a stream carrying ``head`` (queues OPEN); returns its id.
+
+        Then ``send_data`` the request body and ``end_stream``. Raises
+        :class:`LocalProtocolError` at the connector's ``max_concurrent_streams``, after a
+        GOAWAY either way, before the handshake, or if the head is too large.
+        """
+        self._command()
+        assert self._settings is not None
+        if not isinstance(head, RequestHead):
+            raise LocalProtocolError("head must be a RequestHead")
+        if self._goaway_sent or self._goaway_received:
+            raise LocalProtocolError("no new streams after GOAWAY")
+        if len(self._streams) >= self._peer_max_streams:
+            raise LocalProtocolError(f"the connector allows {self._peer_max_streams} "
+                                     "concurrent streams")
+        stream_id = self._next_stream_id
+        if stream_id > _MAX_STREAM_ID:
+            raise LocalProtocolError("stream ids are exhausted: open a new connection")
+        payload = encode_request_head(head)
+        if len(payload) > self._settings.max_header_block_size:
+            raise LocalProtocolError(f"request head of {len(payload)} bytes exceeds "
+                                     "max_header_block_size")
+        self._next_stream_id += 2
+        self._new_stream(stream_id)
+        self._control.append(encode_frame(FrameType.OPEN, 0, stream_id, payload))
+        return stream_id
+
+    def _on_response(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        self._require_live(FrameType.RESPONSE)
+        stream = self._peer_stream(stream_id, FrameType.RESPONSE)
+        if stream is None:
+            return
+        assert self._settings is not None
+        if (stream.state, StreamInput.RESPONSE_HEAD) not in STREAM_TRANSITIONS:
+            self._reset_locally(stream, ResetCode.PROTOCOL_ERROR)
+            return
+        if len(payload) > self._settings.max_header_block_size:
+            self._reset_locally(stream, ResetCode.HEADER_TOO_LARGE)
+            return
+        try:
+            head = decode_response_head(payload)
+        except LocalProtocolError:
+            self._reset_locally(stream, ResetCode.PROTOCOL_ERROR)
+            return
+        self._set_stream_state(stream, STREAM_TRANSITIONS[(stream.state,
+                                                                 StreamInput.RESPONSE_HEAD)])
+        self._events.append(ResponseReceived(stream_id=stream_id, status=head.status,
+                                             headers=head.headers))
+
+    def _on_settings(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        self._require_live(FrameType.SETTINGS)
+        assert self._settings is not None
+        value = decode_settings_update(payload)
+        if stream_id != 0 or value > self._settings.max_concurrent_streams:
+            raise RemoteProtocolError("SETTINGS must be on stream 0 and within the WELCOME value")
+        self._peer_max_streams = value
+        settings = dataclasses.replace(self._settings, max_concurrent_streams=value)
+        self._events.append(SettingsChanged(settings=settings))
+
+    def _on_goaway_streams(self, last_stream_id: int) -> None:
+        for stream_id in [s for s in self._streams if s > last_stream_id]:
+            stream = self._streams[stream_id]
+            self._send_window += stream.drop_output()
+            self._set_stream_state(stream, StreamState.CLOSED)
+            self._events.append(StreamReset(stream_id=stream_id, code=ResetCode.REFUSED,
+                                            remote=True))
