@@ -314,7 +314,10 @@ def outcome(client: str, body: bytes, *, include_usage: bool = True) -> Outcome:
             elif item.type == "reasoning":
                 reasoning += "".join(part.text for part in item.summary)
             elif item.type == "function_call":
-                tools.append((item.call_id, item.name, json.loads(item.arguments)))
+                arguments = item.arguments
+                if response.status != "failed":  # a failed answer may hold a cut call
+                    arguments = json.loads(arguments)
+                tools.append((item.call_id, item.name, arguments))
         if response.status == "failed":
             return Outcome(text, reasoning, tools, None, None, None, response.error.message)
         stop = response.status

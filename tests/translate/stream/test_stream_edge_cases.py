@@ -1,0 +1,373 @@
+"""The stream edge cases of api-formats.md §9 (1–7, 9, 10), each checked through the SDKs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from stream_scenarios import (
+    CLIENTS,
+    oa,
+    oa_call,
+    oa_usage,
+    ollama,
+    ollama_done,
+    ollama_msg,
+    sse,
+)
+from stream_sdk_check import check_chat, check_messages, check_responses, outcome, sse_events
+
+from tokios_translate._common import BackendKind, ClientFormat, StopReason, StreamContext, Usage
+from tokios_translate.stream import open_stream_translator
+from tokios_translate.stream.encoders import MessagesEncoder
+from tokios_translate.stream.events import Finished
+
+SSE_BACKENDS = [BackendKind.LLAMACPP, BackendKind.VLLM, BackendKind.LMSTUDIO, BackendKind.OPENAI]
+
+
+def ctx(client: ClientFormat, backend: BackendKind, **kw: object) -> StreamContext:
+    return StreamContext(client=client, backend=backend, model="dep", response_id="e1",
+                         created=1, stream=True, include_usage=True,
+                         estimated_input_tokens=3, **kw)  # type: ignore[arg-type]
+
+
+def translate(client: ClientFormat, backend: BackendKind, upstream: bytes, **kw: object) -> bytes:
+    translator = open_stream_translator(ctx(client, backend, **kw))
+    out = translator.feed(upstream) + translator.finish()
+    assert translator.done
+    return out
+
+
+# -- §9.1 parallel calls with interleaved fragments -------------------------------------------
+
+
+def test_interleaved_parallel_calls_become_sequential_anthropic_blocks() -> None:
+    upstream = sse(
+        oa({"role": "assistant", "content": "Let me check."}),
+        oa_call(0, id="a", name="f0", args='{"n":'),
+        oa_call(1, id="b", name="f1", args='{"n":'),
+        oa_call(2, id="c", name="f2", args="{"),
+        oa_call(1, args="1}"), oa_call(0, args="0}"), oa_call(2, args='"n":2}'),
+        oa(finish="tool_calls"), oa_usage(), "[DONE]",
+    )
+    body = translate(ClientFormat.MESSAGES, BackendKind.LLAMACPP, upstream)
+    result = check_messages(body)  # checks one open block at a time, deltas in their block
+    assert [(b.type, getattr(b, "input", None)) for b in result.message.content] == [
+        ("text", None), ("tool_use", {"n": 0}), ("tool_use", {"n": 1}), ("tool_use", {"n": 2}),
+    ]
+    # The live call streamed its first fragment at once, before the finish.
+    first_json = body.index(b"input_json_delta")
+    assert first_json < body.index(b"message_delta")
+    for client in CLIENTS:
+        got = outcome(client.value, translate(client, BackendKind.LLAMACPP, upstream))
+        assert got.tools == [("a", "f0", {"n": 0}), ("b", "f1", {"n": 1}), ("c", "f2", {"n": 2})]
+
+
+# -- §9.2 fragment shapes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_name_in_a_later_chunk_and_empty_tool_calls_on_text(client: ClientFormat) -> None:
+    upstream = sse(
+        oa({"content": "Hi", "tool_calls": []}),
+        oa_call(0, id="x", args='{"q"'),
+        oa_call(0, name="search"),
+        oa_call(0, args=':"a"}'),
+        oa(finish="tool_calls"), "[DONE]",
+    )
+    got = outcome(client.value, translate(client, BackendKind.VLLM, upstream))
+    assert got.text == "Hi"
+    assert got.tools == [("x", "search", {"q": "a"})]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_arguments_only_in_the_final_chunk_and_missing_ids(client: ClientFormat) -> None:
+    upstream = sse(
+        oa_call(0, name="a"), oa_call(1, name="b"),
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '{"x":1}'}},
+            {"index": 1, "function": {"arguments": '{"y":2}'}}]}, "finish_reason": "tool_calls"}]},
+        "[DONE]",
+    )
+    got = outcome(client.value, translate(client, BackendKind.LMSTUDIO, upstream))
+    # Ids generated deterministically: call_{response_id}_{index}.
+    assert got.tools == [("call_e1_0", "a", {"x": 1}), ("call_e1_1", "b", {"y": 2})]
+    assert got.stop in {"tool_calls", "completed", "tool_use"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_ollama_whole_calls_object_arguments_no_ids_and_no_arguments(
+    client: ClientFormat,
+) -> None:
+    upstream = ollama(
+        ollama_msg(tool_calls=[
+            {"function": {"name": "write", "arguments": {"path": "a.py", "body": "x = 'é'\n",
+                                                         "n": [1, 2.5, None, True]}}},
+            {"function": {"name": "noargs"}},
+        ]),
+        ollama_done(),  # done_reason stays "stop" when tools were called
+    )
+    got = outcome(client.value, translate(client, BackendKind.OLLAMA, upstream))
+    assert got.tools == [
+        ("call_e1_0", "write", {"path": "a.py", "body": "x = 'é'\n", "n": [1, 2.5, None, True]}),
+        ("call_e1_1", "noargs", {}),
+    ]
+    assert got.stop == {"chat": "tool_calls", "responses": "completed",
+                        "messages": "tool_use"}[client.value]
+
+
+@pytest.mark.parametrize("backend", [BackendKind.OLLAMA, BackendKind.LLAMACPP])
+def test_parallel_tool_calls_false_keeps_only_the_first(backend: BackendKind) -> None:
+    if backend is BackendKind.OLLAMA:
+        upstream = ollama(ollama_msg(tool_calls=[{"function": {"name": "a", "arguments": {}}},
+                                                 {"function": {"name": "b", "arguments": {}}}]),
+                          ollama_msg(tool_calls=[{"function": {"name": "c", "arguments": {}}}]),
+                          ollama_done())
+    else:
+        upstream = sse(oa_call(0, name="a", args="{}"), oa_call(1, name="b", args="{}"),
+                       oa(finish="tool_calls"), "[DONE]")
+    for client in CLIENTS:
+        body = translate(client, backend, upstream, parallel_tool_calls=False)
+        assert [t[1] for t in outcome(client.value, body).tools] == ["a"]
+
+
+# -- §9.3 thinking placement --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [BackendKind.OLLAMA, *SSE_BACKENDS])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning", "thinking"])
+def test_thinking_only_response_any_reasoning_field(backend: BackendKind, field: str) -> None:
+    if backend is BackendKind.OLLAMA:
+        upstream = ollama(ollama_msg(thinking="deep"), ollama_done())
+    else:
+        upstream = sse(oa({field: "deep"}), oa(finish="stop"), "[DONE]")
+    for client in CLIENTS:
+        got = outcome(client.value, translate(client, backend, upstream))
+        assert (got.reasoning, got.text) == ("deep", "")
+
+
+def test_thinking_after_text_opens_a_new_thinking_block_with_signature() -> None:
+    upstream = ollama(ollama_msg("A"), ollama_msg(thinking="B"), ollama_msg("C"), ollama_done())
+    result = check_messages(translate(ClientFormat.MESSAGES, BackendKind.OLLAMA, upstream))
+    blocks = result.message.content
+    assert [b.type for b in blocks] == ["text", "thinking", "text"]
+    assert blocks[1].signature  # placeholder, required by Claude Code
+    responses = check_responses(translate(ClientFormat.RESPONSES, BackendKind.OLLAMA, upstream))
+    assert [i.type for i in responses.response.output] == ["message", "reasoning", "message"]
+
+
+def test_responses_reasoning_item_is_added_before_any_summary_delta() -> None:
+    body = translate(ClientFormat.RESPONSES, BackendKind.LLAMACPP,
+                     sse(oa({"reasoning_content": "x"}), oa(finish="stop"), "[DONE]"))
+    kinds = [json.loads(e.data)["type"] for e in sse_events(body)]
+    assert kinds.index("response.output_item.added") < kinds.index(
+        "response.reasoning_summary_part.added") < kinds.index(
+        "response.reasoning_summary_text.delta")
+
+
+# -- §9.4 empty completion ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [BackendKind.OLLAMA, BackendKind.LLAMACPP])
+def test_empty_completion_still_frames_the_answer(backend: BackendKind) -> None:
+    upstream = (ollama(ollama_done(completion=0)) if backend is BackendKind.OLLAMA
+                else sse(oa(finish="stop"), "[DONE]"))
+    chat = check_chat(translate(ClientFormat.CHAT, backend, upstream))
+    assert chat.chunks[0].choices[0].delta.role == "assistant"
+    messages = check_messages(translate(ClientFormat.MESSAGES, backend, upstream))
+    assert [e.type for e in messages.events] == ["message_start", "message_delta", "message_stop"]
+    responses = check_responses(translate(ClientFormat.RESPONSES, backend, upstream))
+    assert responses.response.status == "completed" and responses.response.output == []
+
+
+# -- §9.5 usage ---------------------------------------------------------------------------------
+
+
+def test_usage_in_the_finish_chunk_or_after_it() -> None:
+    same_chunk = sse({**oa({"content": "x"}, finish="stop"),
+                      "usage": {"prompt_tokens": 4, "completion_tokens": 1}}, "[DONE]")
+    after = sse(oa({"content": "x"}), oa(finish="stop"), oa_usage(4, 1), "[DONE]")
+    for upstream in (same_chunk, after):
+        for client in CLIENTS:
+            got = outcome(client.value, translate(client, BackendKind.LLAMACPP, upstream))
+            assert (got.input_tokens, got.output_tokens) == (4, 1)
+
+
+def test_prompt_eval_count_absent_uses_the_estimate_for_anthropic() -> None:
+    upstream = ollama(ollama_msg("x"), ollama_done(prompt=None, completion=9))
+    got = outcome("messages", translate(ClientFormat.MESSAGES, BackendKind.OLLAMA, upstream))
+    assert (got.input_tokens, got.output_tokens) == (3, 9)
+    got = outcome("chat", translate(ClientFormat.CHAT, BackendKind.OLLAMA, upstream))
+    assert (got.input_tokens, got.output_tokens) == (0, 9)
+
+
+def test_anthropic_message_start_carries_the_estimate_and_delta_the_exact_count() -> None:
+    upstream = ollama(ollama_msg("x"), ollama_done(prompt=40, completion=2))
+    result = check_messages(translate(ClientFormat.MESSAGES, BackendKind.OLLAMA, upstream))
+    assert result.events[0].message.usage.input_tokens == 3
+    assert result.events[-2].usage.input_tokens == 40
+    assert result.events[-2].usage.output_tokens == 2
+
+
+def test_cached_prompt_tokens_map_to_cache_read() -> None:
+    upstream = sse(oa({"content": "x"}), oa(finish="stop"), {
+        "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 1,
+                                 "prompt_tokens_details": {"cached_tokens": 6}}}, "[DONE]")
+    message = check_messages(translate(ClientFormat.MESSAGES, BackendKind.VLLM, upstream)).message
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (4, 6)
+    chat = check_chat(translate(ClientFormat.CHAT, BackendKind.VLLM, upstream))
+    assert chat.completion.usage.prompt_tokens_details.cached_tokens == 6
+
+
+# -- §9.6 errors --------------------------------------------------------------------------------
+
+
+ERROR_UPSTREAMS = {
+    "ollama error line": (BackendKind.OLLAMA, ollama(ollama_msg("a"), {"error": "boom"})),
+    "ollama error first": (BackendKind.OLLAMA, b'{"error":"boom"}\n'),
+    "sse error object": (BackendKind.LLAMACPP,
+                         sse(oa({"content": "a"}), {"error": {"message": "boom", "code": 500}})),
+    "sse event: error": (BackendKind.VLLM, b'event: error\ndata: {"message":"boom"}\n\n'),
+    "sse error string": (BackendKind.LMSTUDIO, sse({"error": "boom"})),
+}
+
+
+@pytest.mark.parametrize("name", list(ERROR_UPSTREAMS))
+@pytest.mark.parametrize("client", CLIENTS)
+def test_mid_stream_error_becomes_the_in_stream_error_event(
+    name: str, client: ClientFormat
+) -> None:
+    backend, upstream = ERROR_UPSTREAMS[name]
+    translator = open_stream_translator(ctx(client, backend))
+    body = translator.feed(upstream)
+    assert translator.done
+    assert translator.feed(b'{"message":{"content":"more"}}\n') == b""
+    assert translator.finish() == b"" and translator.fail("x") == b""
+    got = outcome(client.value, body)
+    assert got.error == "boom"
+    tail = body.rstrip().rsplit(b"\n\n", 2)
+    if client is ClientFormat.CHAT:
+        assert tail[-1] == b"data: [DONE]" and b'"error"' in tail[-2]
+    elif client is ClientFormat.MESSAGES:
+        assert tail[-1].startswith(b"event: error\n") and b"message_stop" not in body
+    else:
+        assert tail[-1].startswith(b"event: response.failed\n")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_shell_detected_failure(client: ClientFormat) -> None:
+    translator = open_stream_translator(ctx(client, BackendKind.OLLAMA))
+    body = translator.feed(ollama(ollama_msg("par")))
+    body += translator.fail("upstream connection lost")
+    assert translator.done and translator.feed(b"x") == b""
+    assert outcome(client.value, body).error == "upstream connection lost"
+
+
+@pytest.mark.parametrize("backend", [BackendKind.OLLAMA, BackendKind.LLAMACPP])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_eof_before_the_end_is_an_error_not_a_hang(
+    backend: BackendKind, client: ClientFormat
+) -> None:
+    upstream = (ollama(ollama_msg("cut")) if backend is BackendKind.OLLAMA
+                else sse(oa({"content": "cut"})))
+    translator = open_stream_translator(ctx(client, backend))
+    body = translator.feed(upstream)
+    assert not translator.done
+    body += translator.finish()
+    assert translator.done
+    assert "ended before" in (outcome(client.value, body).error or "")
+
+
+def test_eof_after_finish_reason_without_done_marker_completes() -> None:
+    upstream = sse(oa({"content": "x"}), oa(finish="length"))
+    for client in CLIENTS:
+        got = outcome(client.value, translate(client, BackendKind.OPENAI, upstream))
+        assert got.error is None and got.text == "x"
+
+
+MALFORMED = {
+    "invalid json ndjson": (BackendKind.OLLAMA, b'{"message": {"content": "a"\n'),
+    "json not an object": (BackendKind.OLLAMA, b"[1,2]\n"),
+    "message not an object": (BackendKind.OLLAMA, b'{"message": "x"}\n'),
+    "tool_calls not a list": (BackendKind.OLLAMA, b'{"message": {"tool_calls": 3}}\n'),
+    "tool call without name": (BackendKind.OLLAMA,
+                               b'{"message": {"tool_calls": [{"function": {}}]}}\n'),
+    "invalid utf-8": (BackendKind.OLLAMA, b'{"message": {"content": "\xff\xfe"}}\n'),
+    "invalid json sse": (BackendKind.LLAMACPP, b"data: {nope\n\n"),
+    "choices not a list": (BackendKind.LLAMACPP, b'data: {"choices": 5}\n\n'),
+    "delta not an object": (BackendKind.LLAMACPP, b'data: {"choices": [{"delta": 5}]}\n\n'),
+    "binary garbage": (BackendKind.VLLM, b"data: \x00\x01\x02\n\n"),
+    "sse name never arrives": (BackendKind.LLAMACPP, sse(oa_call(0, args="{}"),
+                                                         oa(finish="tool_calls"), "[DONE]")),
+    "fragment after the call closed": (BackendKind.LLAMACPP, sse(
+        oa_call(0, name="a", args="{"), oa({"content": "text"}), oa_call(0, args="}"))),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+@pytest.mark.parametrize("client", CLIENTS)
+def test_malformed_upstream_data_is_a_clean_in_stream_error(
+    name: str, client: ClientFormat
+) -> None:
+    backend, upstream = MALFORMED[name]
+    translator = open_stream_translator(ctx(client, backend))
+    body = translator.feed(upstream)
+    body += translator.finish()
+    assert translator.done
+    got = outcome(client.value, body)
+    assert got.error
+    # The error names no content of the stream.
+    assert "text" not in got.error and "nope" not in got.error
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_oversized_unit_is_a_clean_error(client: ClientFormat) -> None:
+    translator = open_stream_translator(ctx(client, BackendKind.LLAMACPP))
+    body = translator.feed(b"data: " + b"x" * (9 * 1024 * 1024))
+    assert translator.done
+    assert "size limit" in (outcome(client.value, body).error or "")
+
+
+# -- §9.7 stop reasons --------------------------------------------------------------------------
+
+
+def test_stop_sequence_with_its_value_reaches_anthropic() -> None:
+    context = ctx(ClientFormat.MESSAGES, BackendKind.OLLAMA)
+    encoder = MessagesEncoder(context)
+    body = encoder.start() + encoder.encode(
+        Finished(stop=StopReason.STOP_SEQUENCE, usage=Usage(), stop_sequence="###"))
+    message = check_messages(body).message
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "###")
+
+
+# -- §9.9 SSE framing through the translator, §9.10 unknown fields --------------------------------
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_comments_event_lines_unknown_events_and_unknown_fields(client: ClientFormat) -> None:
+    upstream = (
+        b": ping\r\n\r\n"
+        b"event: message\r\ndata: "
+        + json.dumps({"choices": [{"index": 0, "delta": {"content": "a", "new_field": 1},
+                                   "finish_reason": None, "logprobs": None}],
+                      "timings": {"predicted_ms": 1}, "system_fingerprint": "x"}).encode()
+        + b"\r\n\r\n"
+        b"event: future_thing\r\ndata: {\"whatever\": true}\r\n\r\n"
+        b"data: " + json.dumps(oa(finish="stop")).encode() + b"\r\n\r\n"
+        b"data: [DONE]\r\n\r\n"
+    )
+    got = outcome(client.value, translate(client, BackendKind.LLAMACPP, upstream))
+    assert (got.text, got.error) == ("a", None)
+
+
+def test_done_marker_without_finish_reason_ends_the_turn() -> None:
+    got = outcome("messages", translate(ClientFormat.MESSAGES, BackendKind.OPENAI,
+                                        sse(oa({"content": "a"}), "[DONE]")))
+    assert got.stop == "end_turn"
+
+
+def test_bytes_after_the_end_are_ignored() -> None:
+    translator = open_stream_translator(ctx(ClientFormat.CHAT, BackendKind.LLAMACPP))
+    body = translator.feed(sse(oa({"content": "a"}), oa(finish="stop"), "[DONE]") + b"data: {")
+    assert translator.done and translator.finish() == b""
+    assert outcome("chat", body).text == "a"
