@@ -20,6 +20,7 @@ import importlib.util
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -327,7 +328,8 @@ def _common_options(*, top_level: bool) -> _Parser:
 def _add_command(group: Any, name: str, handler: AdminHandler, help_text: str,  # noqa: PLR0917
                  description: str, example: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = group.add_parser(
-        name, help=help_text, description=description, epilog=f"example:\n  {example}",
+        name, help=help_text, description=textwrap.fill(description, 79),
+        epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common_options(top_level=False)])
     parser.set_defaults(handler=handler)
