@@ -8,7 +8,8 @@ at most ``max_entries`` are kept (least recently used evicted first).
 
 Call :meth:`AuthCache.get_key_grant` / :meth:`AuthCache.get_connector_grant` from any thread
 (they block on the store on a miss: from asyncio, call them via ``asyncio.to_thread`` or accept
-the short read); :meth:`AuthCache.clear` drops everything.
+the short read); then :meth:`AuthCache.deployments_for` gives the deployments a key grant may use
+now (for routing and ``/v1/models``); :meth:`AuthCache.clear` drops everything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
-from runtimes.store.base import ConnectorGrant, KeyGrant, Store
+from runtimes.store.base import ConnectorGrant, KeyGrant, NotFound, Store
 
 DEFAULT_TTL = 1.0
 DEFAULT_MAX_ENTRIES = 10_000
@@ -63,6 +64,36 @@ class AuthCache:
         return self._get("connector", presented, self._store.authenticate_connector_token,
                          ConnectorGrant)
 
+    def deployments_for(self, grant: KeyGrant) -> frozenset[str]:
+        """The deployment names ``grant`` may use now: its own list, or for an all-deployments
+        key the tenant's current deployments (cached for at most ttl seconds, like grants)."""
+        if grant.deployments is not None:
+            return grant.deployments
+        cache_key = ("tenant-deployments", grant.tenant_name.encode())
+        with self._lock:
+            entry = self._entries.get(cache_key)
+            if entry is not None:
+                expires_at, names = entry
+                if self._clock() < expires_at and isinstance(names, frozenset):
+                    self._entries.move_to_end(cache_key)
+                    return names
+                del self._entries[cache_key]
+        try:
+            found = frozenset(d.name for d in self._store.list_deployments(grant.tenant_name))
+        except NotFound:
+            found = frozenset()
+        self._remember(cache_key, found)
+        return found
+
+    def _remember(self, cache_key: tuple[str, bytes], value: object) -> None:
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            self._entries[cache_key] = (self._clock() + self._ttl, value)
+            self._entries.move_to_end(cache_key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
     def _get(self, kind: str, presented: str, authenticate: Callable[[str], _Grant | None],
              grant_type: type[_Grant]) -> _Grant | None:
         if not isinstance(presented, str):
@@ -79,10 +110,5 @@ class AuthCache:
                 del self._entries[cache_key]
         # The store call happens outside the lock so that one slow read does not stall others.
         grant_found = authenticate(presented)
-        if self._ttl > 0:
-            with self._lock:
-                self._entries[cache_key] = (self._clock() + self._ttl, grant_found)
-                self._entries.move_to_end(cache_key)
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
+        self._remember(cache_key, grant_found)
         return grant_found

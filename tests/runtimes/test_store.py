@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import sqlite3
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -361,3 +362,23 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
         assert errors == []
         assert len(store.list_keys("acme")) == 1 + 4 * 15
         assert len(store.list_deployments("acme")) == 2 + 4 * 15
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_only_the_exact_credential_authenticates(data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as directory, open_store(directory) as store:
+        store.add_tenant("acme")
+        store.add_deployment("acme", "m")
+        _, key = store.add_key("acme")
+        _, token = store.add_connector_token("acme", ["m"])
+        original = data.draw(st.sampled_from([key, token]))
+        position = data.draw(st.integers(0, len(original) - 1))
+        replacement = data.draw(st.text(min_size=0, max_size=3))
+        presented = original[:position] + replacement + original[position + 1:]
+        noise = data.draw(st.text(max_size=100))
+        for candidate in (presented, noise):
+            expected = candidate == key
+            assert (store.authenticate_key(candidate) is not None) == expected
+            expected = candidate == token
+            assert (store.authenticate_connector_token(candidate) is not None) == expected

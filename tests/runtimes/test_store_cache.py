@@ -131,3 +131,27 @@ def test_ttl_zero_caches_nothing_and_bad_settings_are_refused(tmp_path: Path) ->
             AuthCache(store, ttl=-1)
         with pytest.raises(ValueError, match="max_entries"):
             AuthCache(store, max_entries=0)
+
+
+def test_deployments_for_resolves_all_deployment_keys_with_the_same_ttl(tmp_path: Path) -> None:
+    with open_store(tmp_path / "d") as store:
+        store.add_tenant("acme")
+        store.add_deployment("acme", "gemma")
+        store.add_deployment("acme", "qwen")
+        _, all_key = store.add_key("acme")
+        _, scoped_key = store.add_key("acme", ["qwen"])
+        clock = FakeClock()
+        cache = AuthCache(store, clock=clock)
+        everything = cache.get_key_grant(all_key)
+        scoped = cache.get_key_grant(scoped_key)
+        assert everything is not None and scoped is not None
+        assert cache.deployments_for(everything) == {"gemma", "qwen"}
+        assert cache.deployments_for(scoped) == {"qwen"}
+        store.add_deployment("acme", "llama")
+        assert cache.deployments_for(everything) == {"gemma", "qwen"}  # cached
+        clock.now += 1.0
+        assert cache.deployments_for(everything) == {"gemma", "qwen", "llama"}
+        assert cache.deployments_for(scoped) == {"qwen"}
+        ghost = KeyGrant(key_id="key_x", tenant_id="ten_x", tenant_name="ghost",
+                         deployments=None)
+        assert cache.deployments_for(ghost) == frozenset()
