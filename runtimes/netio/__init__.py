@@ -1,0 +1,51 @@
+"""Network plumbing for the asyncio shells: no Tokios business logic lives here.
+
+- `HttpServer` (http_server.py): HTTP/1.1 (h11) + HTTP/2 (h2, ALPN) with one handler API.
+- `WebSocket`, `connect_websocket` (websocket.py): wsproto channels, server and client.
+- `UpstreamPool` (upstream.py): pooled HTTP/1.1 client (h11) for the local model.
+- `server_context`, `client_context` (tls.py); `install_loop`, `run` (loop.py).
+"""
+
+from runtimes.netio._http import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Handler,
+    HttpRequest,
+    HttpResponse,
+    ServerConfig,
+    WebSocketUpgradeError,
+)
+from runtimes.netio.http_server import HttpServer
+from runtimes.netio.loop import install_loop, run
+from runtimes.netio.tls import client_context, server_context
+from runtimes.netio.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from runtimes.netio.websocket import (
+    CloseInfo,
+    WebSocket,
+    WebSocketClosed,
+    WebSocketHandshakeError,
+    connect_websocket,
+)
+
+__all__ = [
+    "BodyTooLarge",
+    "ClientDisconnected",
+    "CloseInfo",
+    "Handler",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpServer",
+    "ServerConfig",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketHandshakeError",
+    "WebSocketUpgradeError",
+    "client_context",
+    "connect_websocket",
+    "install_loop",
+    "run",
+    "server_context",
+]

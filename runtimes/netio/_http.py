@@ -1,0 +1,341 @@
+"""The protocol-independent half of the HTTP server: request, response, limits, errors.
+
+`HttpRequest` and `HttpResponse` are what a handler sees, whether the connection speaks
+HTTP/1.1 (`h1.py`) or HTTP/2 (`h2.py`). Each protocol module implements the two small channel
+interfaces below (`RequestChannel`, `ResponseChannel`); the wrappers add the state checks.
+
+A handler's life:
+
+    async def handler(request: HttpRequest, response: HttpResponse) -> None:
+        if request.headers.get("authorization") != ...:       # nothing of the body read yet
+            await response.respond(401, [("content-type", "text/plain")], b"no")
+            return
+        body = await request.body(limit=1 << 20)              # may raise BodyTooLarge
+        await response.start(200, [("content-type", "text/event-stream")])
+        await response.send(b"data: 1\\n\\n")                  # written at once; may wait
+        await response.end()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from runtimes.netio.websocket import WebSocket
+
+__all__ = [
+    "BodyTooLarge",
+    "ClientDisconnected",
+    "Handler",
+    "HeadersInput",
+    "HttpRequest",
+    "HttpResponse",
+    "ServerConfig",
+    "WebSocketUpgradeError",
+    "WriteFlow",
+    "encode_headers",
+]
+
+
+class BodyTooLarge(Exception):  # noqa: N818 - the name the handlers read best
+    """The request body is longer than the limit the handler passed to `body()`."""
+
+
+class ClientDisconnected(Exception):  # noqa: N818
+    """The client went away (reset, EOF, connection lost) while a request was in flight."""
+
+
+class WebSocketUpgradeError(Exception):
+    """`accept_websocket` was called on a request that is not a valid WebSocket upgrade."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Limits and timeouts of `HttpServer`; every input has a cap."""
+
+    #: Largest request head (request line + headers), as h11's default (16 KiB) - 431 past it.
+    max_header_bytes: int = 16 * 1024
+    #: Seconds a client has to send a complete request head once it began (slowloris guard).
+    header_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection (h1) or a connection with no streams (h2) lives.
+    keepalive_timeout: float = 30.0
+    #: Open connections; more are closed at once.
+    max_connections: int = 1024
+    #: SETTINGS_MAX_CONCURRENT_STREAMS advertised on HTTP/2 (nginx and hypercorn use 100/128).
+    max_h2_streams: int = 100
+    #: h2 per-stream receive window: the most request-body bytes buffered per stream.
+    h2_stream_window: int = 256 * 1024
+    #: h2 connection receive window.
+    h2_connection_window: int = 1024 * 1024
+    #: h1: request-body bytes read ahead of the handler before the socket stops being read.
+    read_high_water: int = 64 * 1024
+    #: Transport write buffer above which `send()` waits (asyncio's default is 64 KiB).
+    write_high_water: int = 64 * 1024
+    #: h1: unread request body discarded after the response to keep the connection alive;
+    #: a longer body closes the connection instead.
+    discard_body_limit: int = 64 * 1024
+    #: h1: seconds the unread rest of a request body is read and dropped before closing,
+    #: so the client reads the response instead of a TCP reset.
+    linger_timeout: float = 2.0
+    #: Accept HTTP/2 prior-knowledge (h2c) on plain-text connections.
+    allow_h2c: bool = True
+    #: Seconds `HttpServer.shutdown` waits for in-flight requests by default.
+    shutdown_grace: float = 10.0
+
+
+HeadersInput = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+
+
+def encode_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
+    """Return headers as lower-cased byte pairs, accepting a mapping or pairs of str/bytes."""
+    items: Iterable[tuple[str | bytes, str | bytes]]
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in items:
+        raw_name = name.encode("latin-1") if isinstance(name, str) else name
+        raw_value = value.encode("latin-1") if isinstance(value, str) else value
+        out.append((raw_name.lower(), raw_value))
+    return out
+
+
+class WriteFlow:
+    """Write-side backpressure shared by a connection's senders (pause/resume_writing)."""
+
+    __slots__ = ("_loop", "_paused", "_waiters", "closed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._paused = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.closed = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake()
+
+    def close(self) -> None:
+        """The transport is gone: release every waiter (they re-check `closed`)."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_writable(self) -> None:
+        """Return once the transport accepts more data; raise ClientDisconnected if closed."""
+        while self._paused and not self.closed:
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        if self.closed:
+            raise ClientDisconnected("connection closed")
+
+
+class RequestChannel(Protocol):
+    """What a protocol module provides to read one request's body."""
+
+    async def receive_body_chunk(self) -> bytes:
+        """Return the next body chunk, b"" at the end; raise ClientDisconnected."""
+        ...
+
+    def body_complete(self) -> bool:
+        """True once the whole body has been delivered."""
+        ...
+
+    async def accept_websocket(
+        self,
+        request: HttpRequest,
+        *,
+        subprotocol: str | None,
+        extra_headers: list[tuple[bytes, bytes]],
+        max_message_size: int,
+    ) -> WebSocket:
+        """Answer 101 and hand the connection to a WebSocket."""
+        ...
+
+
+class ResponseChannel(Protocol):
+    """What a protocol module provides to write one response."""
+
+    disconnected: asyncio.Event
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class HttpRequest:
+    """One request as the handler sees it; the body is read only when asked for."""
+
+    __slots__ = (
+        "_body_started",
+        "_channel",
+        "header_list",
+        "headers",
+        "http_version",
+        "method",
+        "path",
+        "peer",
+        "query",
+        "scheme",
+    )
+
+    def __init__(
+        self,
+        *,
+        channel: RequestChannel,
+        method: str,
+        target: str,
+        header_list: list[tuple[str, str]],
+        http_version: str,
+        peer: tuple[str, int] | None,
+        scheme: str,
+    ) -> None:
+        self._channel = channel
+        self.method = method
+        path, _, query = target.partition("?")
+        self.path = path
+        self.query = query
+        #: Every header as received, names lower-cased, in order.
+        self.header_list = header_list
+        #: Headers by lower-cased name; repeated headers joined with ", ".
+        self.headers: dict[str, str] = {}
+        for name, value in header_list:
+            previous = self.headers.get(name)
+            self.headers[name] = value if previous is None else f"{previous}, {value}"
+        self.http_version = http_version
+        self.peer = peer
+        self.scheme = scheme
+        self._body_started = False
+
+    @property
+    def content_length(self) -> int | None:
+        raw = self.headers.get("content-length")
+        if raw is None or not raw.isdigit():
+            return None
+        return int(raw)
+
+    async def body(self, limit: int) -> bytes:
+        """Read the whole body; raise BodyTooLarge past `limit` bytes (nothing more is read)."""
+        declared = self.content_length
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self.stream():
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"body exceeds {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield body chunks as the client sends them (with backpressure); once only."""
+        if self._body_started:
+            raise RuntimeError("the request body was already read")
+        self._body_started = True
+        while True:
+            chunk = await self._channel.receive_body_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    async def accept_websocket(
+        self,
+        *,
+        subprotocol: str | None = None,
+        headers: HeadersInput = (),
+        max_message_size: int = 1024 * 1024,
+    ) -> WebSocket:
+        """Complete a WebSocket upgrade (HTTP/1.1 only) and return the channel.
+
+        Raises WebSocketUpgradeError when the request is not an upgrade; the handler then
+        answers with an ordinary response (400/426).
+        """
+        return await self._channel.accept_websocket(
+            self,
+            subprotocol=subprotocol,
+            extra_headers=encode_headers(headers),
+            max_message_size=max_message_size,
+        )
+
+
+class HttpResponse:
+    """The response of one request: start, send (flushed at once), end."""
+
+    __slots__ = ("_channel", "ended", "started", "status")
+
+    def __init__(self, channel: ResponseChannel) -> None:
+        self._channel = channel
+        self.started = False
+        self.ended = False
+        self.status = 0
+
+    @property
+    def disconnected(self) -> asyncio.Event:
+        """Set as soon as the client is known to be gone (EOF, reset, connection lost)."""
+        return self._channel.disconnected
+
+    async def start(self, status: int, headers: HeadersInput = ()) -> None:
+        """Send the status line and headers. Then call `send` any number of times, `end`."""
+        if self.started:
+            raise RuntimeError("response already started")
+        if self._channel.disconnected.is_set():
+            raise ClientDisconnected("client went away")
+        self.started = True
+        self.status = status
+        await self._channel.start(status, encode_headers(headers))
+
+    async def send(self, data: bytes) -> None:
+        """Write `data` now; wait while the client is slow; ClientDisconnected once gone."""
+        if not self.started or self.ended:
+            raise RuntimeError("send() outside start()..end()")
+        if self._channel.disconnected.is_set():
+            raise ClientDisconnected("client went away")
+        if data:
+            await self._channel.send(data)
+
+    async def end(self) -> None:
+        """Finish the response. Nothing may be sent after it."""
+        if not self.started:
+            raise RuntimeError("end() before start()")
+        if self.ended:
+            return
+        self.ended = True
+        if self._channel.disconnected.is_set():
+            raise ClientDisconnected("client went away")
+        await self._channel.end()
+
+    async def respond(self, status: int, headers: HeadersInput = (), body: bytes = b"") -> None:
+        """Send a whole response with a content-length in one call."""
+        pairs = encode_headers(headers)
+        if not any(name == b"content-length" for name, _ in pairs):
+            pairs.append((b"content-length", str(len(body)).encode()))
+        await self.start(status, pairs)
+        if body:
+            await self.send(body)
+        await self.end()
+
+
+Handler = Callable[[HttpRequest, HttpResponse], Awaitable[None]]
+
+
+def decode_header_list(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Decode wire headers (already lower-cased by h11/h2) to str pairs."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]

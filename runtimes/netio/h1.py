@@ -1,0 +1,490 @@
+"""HTTP/1.1 server connection: an asyncio.Protocol driving h11.
+
+Theory of operation. Bytes from the socket go into h11 (`receive_data`). While no request is
+in flight the connection pulls events until a full request head arrives, then runs the handler
+in a task. During the handler, body events are pulled only when the handler asks for them
+(`receive_body_chunk`); meanwhile the socket keeps being read (to notice EOF at once) until
+`read_high_water` unread bytes pile up, then reading pauses until the handler consumes. After
+the response, an unread body is discarded up to `discard_body_limit` (else the connection
+closes) and the next cycle starts. A WebSocket upgrade hands the transport to `WebSocket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+import h11
+import wsproto
+import wsproto.connection
+
+from runtimes.netio._http import (
+    ClientDisconnected,
+    HttpRequest,
+    HttpResponse,
+    ServerConfig,
+    WebSocketUpgradeError,
+    WriteFlow,
+    decode_header_list,
+)
+from runtimes.netio.websocket import WebSocket
+
+if TYPE_CHECKING:
+    from runtimes.netio.http_server import ServerState
+
+__all__ = ["H1Connection"]
+
+logger = logging.getLogger("tokios.netio.h1")
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+
+
+class H1Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection. Created by the server's dispatcher after TLS/ALPN."""
+
+    def __init__(self, state: ServerState, scheme: str) -> None:
+        self._state = state
+        self._config: ServerConfig = state.config
+        self._scheme = scheme
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._config.max_header_bytes
+        )
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._peer: tuple[str, int] | None = None
+        self._flow = WriteFlow(self._loop)
+        self._task: asyncio.Task[None] | None = None
+        self._data_waiter: asyncio.Future[None] | None = None
+        self._disconnected = asyncio.Event()
+        self._reading_paused = False
+        self._eof = False
+        self._closed = False
+        self._closing_after_response = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_first_byte = True
+        self._switched = False
+        self._declared_length: int | None = None
+        self._lingering = False
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._config.write_high_water)
+        peer = transport.get_extra_info("peername")
+        self._peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._state.connections.add(self)
+        self._arm_timer(self._config.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the response is out; the unread request body is dropped
+        self._conn.receive_data(data)
+        if self._task is None:
+            if self._awaiting_first_byte:
+                self._awaiting_first_byte = False
+                self._arm_timer(self._config.header_timeout)
+            self._process_idle()
+            return
+        self._wake_reader()
+        if not self._reading_paused and len(self._conn.trailing_data[0]) > (
+            self._config.read_high_water
+        ):
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._disconnected.set()
+        self._wake_reader()
+        if self._task is None or self._lingering:
+            self._close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._eof = True
+        self._disconnected.set()
+        self._flow.close()
+        self._wake_reader()
+        self._cancel_timer()
+        self._state.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        self._flow.pause()
+
+    def resume_writing(self) -> None:
+        self._flow.resume()
+
+    # ---- server control ----------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def begin_shutdown(self) -> None:
+        """Finish the request in flight (with `connection: close`), then close."""
+        self._closing_after_response = True
+        if self._task is None:
+            self._close()
+
+    def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ---- request cycle -----------------------------------------------------------------
+
+    def _process_idle(self) -> None:
+        """Pull events while idle: start the handler when a request head is complete."""
+        if self._closed or self._switched:
+            return
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._send_error(exc.error_status_hint or 400)
+            return
+        if event is h11.NEED_DATA:
+            if self._eof:
+                self._close()
+            return
+        if isinstance(event, h11.Request):
+            self._cancel_timer()
+            head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if head_size > self._config.max_header_bytes:
+                self._send_error(431)
+                return
+            if not any(
+                name in (b"content-length", b"transfer-encoding") for name, _ in (event.headers)
+            ):
+                self._conn.next_event()  # no body: EndOfMessage, so the cycle can complete
+            self._start_handler(event)
+            return
+        self._close()  # ConnectionClosed or anything unexpected while idle
+
+    def _start_handler(self, event: h11.Request) -> None:
+        self._disconnected = asyncio.Event()
+        if self._eof:
+            self._disconnected.set()
+        self._declared_length = None
+        for name, value in event.headers:
+            if name == b"content-length" and value.isdigit():
+                self._declared_length = int(value)
+        channel = _H1Exchange(self)
+        request = HttpRequest(
+            channel=channel,
+            method=event.method.decode("ascii"),
+            target=event.target.decode("latin-1"),
+            header_list=decode_header_list(list(event.headers)),
+            http_version=event.http_version.decode("ascii"),
+            peer=self._peer,
+            scheme=self._scheme,
+        )
+        response = HttpResponse(channel)
+        self._task = self._loop.create_task(self._run(request, response))
+
+    async def _run(self, request: HttpRequest, response: HttpResponse) -> None:
+        try:
+            await self._state.handler(request, response)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            self._abort_transport()
+            raise
+        except Exception as exc:
+            logger.error("handler failed: %s", type(exc).__name__)
+            if not response.started and not self._disconnected.is_set():
+                with contextlib.suppress(ClientDisconnected):
+                    await response.respond(500, [("content-type", "text/plain")], b"error\n")
+            else:
+                self._abort_transport()
+        if self._switched:
+            return
+        if response.started and not response.ended and not self._disconnected.is_set():
+            with contextlib.suppress(ClientDisconnected):
+                await response.end()
+        if not response.started and not self._disconnected.is_set():
+            with contextlib.suppress(ClientDisconnected):
+                await response.respond(500, [("content-type", "text/plain")], b"no response\n")
+        await self._finish_cycle()
+
+    async def _finish_cycle(self) -> None:
+        """After a response: discard an unread body if small, then serve the next request."""
+        if self._closed or self._conn.our_state is not h11.DONE:
+            self._task = None
+            self._linger_close()
+            return
+        if self._conn.their_state is h11.SEND_BODY:
+            discarded = 0
+            try:
+                while discarded <= self._config.discard_body_limit:
+                    chunk = await asyncio.wait_for(
+                        self.receive_body_chunk(), self._config.header_timeout
+                    )
+                    if not chunk:
+                        break
+                    discarded += len(chunk)
+            except (ClientDisconnected, TimeoutError):
+                pass
+        self._task = None
+        if (
+            self._closed
+            or self._closing_after_response
+            or self._conn.our_state is not h11.DONE
+            or self._conn.their_state is not h11.DONE
+        ):
+            self._linger_close()
+            return
+        self._conn.start_next_cycle()
+        self._awaiting_first_byte = not self._conn.trailing_data[0]
+        self._arm_timer(
+            self._config.keepalive_timeout
+            if self._awaiting_first_byte
+            else self._config.header_timeout
+        )
+        if self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        self._process_idle()
+
+    # ---- body ---------------------------------------------------------------------------
+
+    async def receive_body_chunk(self) -> bytes:
+        while True:
+            if self._conn.their_state is not h11.SEND_BODY:
+                return b""
+            if self._conn.client_is_waiting_for_100_continue and self._conn.our_state is (
+                h11.SEND_RESPONSE
+            ):
+                self._write(self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._abort_transport()
+                raise ClientDisconnected("malformed request body") from exc
+            if isinstance(event, h11.Data):
+                self._maybe_resume_reading()
+                data = event.data
+                return data if isinstance(data, bytes) else bytes(data)
+            if isinstance(event, h11.EndOfMessage):
+                self._maybe_resume_reading()
+                return b""
+            if event is h11.NEED_DATA:
+                if self._eof:
+                    raise ClientDisconnected("client closed the connection")
+                self._maybe_resume_reading()
+                self._data_waiter = self._loop.create_future()
+                try:
+                    await self._data_waiter
+                finally:
+                    self._data_waiter = None
+                continue
+            raise ClientDisconnected("unexpected event while reading the body")
+
+    def body_complete(self) -> bool:
+        return self._conn.their_state is not h11.SEND_BODY
+
+    def _maybe_resume_reading(self) -> None:
+        if self._reading_paused and len(self._conn.trailing_data[0]) <= (
+            self._config.read_high_water // 2
+        ):
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+
+    def _wake_reader(self) -> None:
+        waiter = self._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---- response -----------------------------------------------------------------------
+
+    async def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._closing_after_response or self._must_close_for_unread_body():
+            headers = [*headers, (b"connection", b"close")]
+        self._write(self._conn.send(h11.Response(status_code=status, headers=headers)))
+        if self._flow.paused:
+            await self._flow.wait_writable()
+
+    def _must_close_for_unread_body(self) -> bool:
+        if self._conn.their_state is not h11.SEND_BODY:
+            return False
+        if self._conn.client_is_waiting_for_100_continue:
+            return True
+        declared = self._declared_length
+        return declared is None or declared > self._config.discard_body_limit
+
+    async def send_body(self, data: bytes) -> None:
+        if self._closed:
+            raise ClientDisconnected("connection closed")
+        self._write(self._conn.send(h11.Data(data=data)))
+        if self._flow.paused:
+            await self._flow.wait_writable()
+
+    async def end_response(self) -> None:
+        if self._closed:
+            raise ClientDisconnected("connection closed")
+        self._write(self._conn.send(h11.EndOfMessage()))
+
+    # ---- WebSocket upgrade --------------------------------------------------------------
+
+    async def upgrade_websocket(
+        self,
+        request: HttpRequest,
+        *,
+        subprotocol: str | None,
+        extra_headers: list[tuple[bytes, bytes]],
+        max_message_size: int,
+    ) -> WebSocket:
+        headers = request.headers
+        key = headers.get("sec-websocket-key", "")
+        if (
+            request.method != "GET"
+            or "websocket" not in headers.get("upgrade", "").lower()
+            or "upgrade" not in headers.get("connection", "").lower()
+            or headers.get("sec-websocket-version") != "13"
+            or not key
+        ):
+            raise WebSocketUpgradeError("not a WebSocket upgrade request")
+        while await self.receive_body_chunk():
+            pass
+        accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest())  # noqa: S324
+        response_headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", accept),
+        ]
+        if subprotocol is not None:
+            response_headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+        response_headers.extend(extra_headers)
+        self._write(
+            self._conn.send(h11.InformationalResponse(status_code=101, headers=response_headers))
+        )
+        self._switched = True
+        trailing = bytes(self._conn.trailing_data[0])
+        assert self._transport is not None
+        ws = WebSocket(
+            wsproto.connection.Connection(wsproto.ConnectionType.SERVER),
+            max_message_size=max_message_size,
+            subprotocol=subprotocol,
+        )
+        self._state.connections.discard(self)
+        self._state.websockets.add(ws)
+        ws.closed_future.add_done_callback(lambda _: self._state.websockets.discard(ws))
+        self._transport.set_protocol(ws)
+        ws.adopt_transport(self._transport, write_paused=self._flow.paused)
+        if self._reading_paused:
+            self._transport.resume_reading()
+        if trailing:
+            ws.data_received(trailing)
+        if self._eof:
+            ws.eof_received()
+        return ws
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _write(self, data: bytes | None) -> None:
+        if data and self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    def _send_error(self, status: int) -> None:
+        body = _REASONS.get(status, b"Error") + b"\n"
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS.get(status, b"Error"), len(body))
+        )
+        self._write(head + body)
+        self._close()
+
+    def _arm_timer(self, delay: float) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(delay, self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self._task is not None or self._closed:
+            return
+        if self._conn.trailing_data[0]:
+            self._send_error(408)  # a request head began but did not complete in time
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        self._state.connections.discard(self)
+        if self._transport is not None and not self._closed and not self._switched:
+            self._transport.close()
+
+    def _linger_close(self) -> None:
+        """Close; if the client may still be sending a body, drop its bytes for a while first.
+
+        Closing with unread bytes in the kernel buffer sends a TCP RST, which can destroy the
+        response (e.g. a 413) before the client reads it: Apache's "lingering close".
+        """
+        if (
+            self._closed
+            or self._eof
+            or self._conn.their_state is not h11.SEND_BODY
+            or self._transport is None
+        ):
+            self._close()
+            return
+        self._lingering = True
+        self._state.connections.discard(self)
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._cancel_timer()
+        self._timer = self._loop.call_later(self._config.linger_timeout, self._close)
+
+    def _abort_transport(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+
+
+class _H1Exchange:
+    """The request and response channel of one HTTP/1.1 exchange."""
+
+    __slots__ = ("_owner", "disconnected")
+
+    def __init__(self, owner: H1Connection) -> None:
+        self._owner = owner
+        self.disconnected = owner._disconnected
+
+    async def receive_body_chunk(self) -> bytes:
+        return await self._owner.receive_body_chunk()
+
+    def body_complete(self) -> bool:
+        return self._owner.body_complete()
+
+    async def accept_websocket(self, request: HttpRequest, **options: Any) -> WebSocket:
+        return await self._owner.upgrade_websocket(request, **options)
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        await self._owner.start_response(status, headers)
+
+    async def send(self, data: bytes) -> None:
+        await self._owner.send_body(data)
+
+    async def end(self) -> None:
+        await self._owner.end_response()

@@ -1,0 +1,341 @@
+"""A WebSocket channel over wsproto, used by the server (after an HTTP/1.1 upgrade) and by
+`connect_websocket` (the connector's outbound wss:// client).
+
+Theory of operation. `WebSocket` is the asyncio.Protocol of the transport once the handshake is
+done. Incoming bytes go to wsproto; message fragments are reassembled up to
+`max_message_size` (past it: close 1009); whole messages wait in a queue of at most
+`queue_bytes` bytes, past which the socket stops being read until `recv()` catches up, so a
+slow consumer pushes back on the peer. Pings are answered at once. `send()` writes at once and
+waits while the transport's write buffer is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import wsproto
+import wsproto.connection
+import wsproto.events as ws_events
+import wsproto.utilities
+
+__all__ = [
+    "CloseInfo",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketHandshakeError",
+    "connect_websocket",
+]
+
+#: Close codes used here (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_ABNORMAL = 1006  # never sent: reported when the TCP connection is lost without a close
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseInfo:
+    """How the WebSocket ended: the close code and reason (1006 when the link just dropped)."""
+
+    code: int
+    reason: str
+
+
+class WebSocketClosed(Exception):  # noqa: N818
+    """The WebSocket is closed; `.code` and `.reason` tell why."""
+
+    def __init__(self, info: CloseInfo) -> None:
+        super().__init__(f"websocket closed with code {info.code}")
+        self.code = info.code
+        self.reason = info.reason
+
+
+class WebSocketHandshakeError(Exception):
+    """The server refused the upgrade (`.status` is its HTTP status, 0 if none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocket(asyncio.Protocol):
+    """A message channel: `recv()`, `send()`, `close()`, `closed`."""
+
+    def __init__(
+        self,
+        connection: wsproto.connection.Connection | wsproto.WSConnection,
+        *,
+        max_message_size: int = 1024 * 1024,
+        queue_bytes: int | None = None,
+        subprotocol: str | None = None,
+    ) -> None:
+        self._ws = connection
+        self._loop = asyncio.get_running_loop()
+        self.max_message_size = max_message_size
+        self._queue_bytes = queue_bytes if queue_bytes is not None else max_message_size
+        self.subprotocol = subprotocol
+        self._transport: asyncio.Transport | None = None
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._partial = bytearray()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._reading_paused = False
+        self._close_sent = False
+        self._closed: CloseInfo | None = None
+        #: Resolved with the CloseInfo once the connection is over (close handshake or drop).
+        self.closed_future: asyncio.Future[CloseInfo] = self._loop.create_future()
+        #: Client side only: resolved when the server accepted the upgrade.
+        self._handshake: asyncio.Future[None] | None = None
+        self._reject_status = 0
+
+    # ---- public API ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> CloseInfo | None:
+        """None while open; the close code and reason once closed."""
+        return self._closed
+
+    async def recv(self) -> bytes:
+        """Return the next whole message (text is returned UTF-8 encoded).
+
+        Raises WebSocketClosed once the peer closed (or the link dropped) and the queue is empty.
+        """
+        while not self._messages:
+            if self._closed is not None:
+                raise WebSocketClosed(self._closed)
+            self._recv_waiter = self._loop.create_future()
+            try:
+                await self._recv_waiter
+            finally:
+                self._recv_waiter = None
+        message = self._messages.popleft()
+        self._queued -= len(message)
+        if self._reading_paused and self._queued <= self._queue_bytes // 2:
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+        return message
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message; waits while the peer is slow. WebSocketClosed if closed."""
+        self._check_open()
+        self._write(self._ws.send(ws_events.BytesMessage(data=data)))
+        while self._write_paused and self._closed is None:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        self._check_open()
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (the peer's pong is consumed silently)."""
+        self._check_open()
+        self._write(self._ws.send(ws_events.Ping(payload=payload)))
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
+        """Start (or finish) the close handshake and wait up to `timeout` for the peer."""
+        if self._closed is None and not self._close_sent:
+            self._send_close(code, reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed_future), timeout)
+        if self._transport is not None:
+            self._transport.close()
+        if self._closed is None:
+            self._finish(CloseInfo(code=code, reason=reason))
+
+    async def wait_closed(self) -> CloseInfo:
+        return await asyncio.shield(self.closed_future)
+
+    def abort(self) -> None:
+        """Drop the connection without a close handshake."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._finish(CloseInfo(code=CLOSE_ABNORMAL, reason="aborted"))
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------
+
+    def adopt_transport(self, transport: asyncio.Transport, *, write_paused: bool) -> None:
+        """Take over a transport whose handshake is done (server side, after the 101)."""
+        self._transport = transport
+        self._write_paused = write_paused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._ws.receive_data(data)
+            events = list(self._ws.events())
+        except wsproto.utilities.RemoteProtocolError:
+            self._fail_handshake("invalid handshake response")
+            return
+        for event in events:
+            self._on_event(event)
+        if self._messages:
+            self._wake_recv()
+            if not self._reading_paused and self._queued > self._queue_bytes:
+                self._reading_paused = True
+                if self._transport is not None:
+                    self._transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        with contextlib.suppress(wsproto.utilities.LocalProtocolError):
+            self._ws.receive_data(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_handshake("connection lost during the handshake")
+        self._finish(CloseInfo(code=CLOSE_ABNORMAL, reason="connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _on_event(self, event: ws_events.Event) -> None:
+        if isinstance(event, ws_events.Message):
+            if self._closed is not None or self._close_sent:
+                return
+            chunk = event.data.encode() if isinstance(event.data, str) else event.data
+            if len(self._partial) + len(chunk) > self.max_message_size:
+                self._partial.clear()
+                self._send_close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+                self._finish(CloseInfo(code=CLOSE_MESSAGE_TOO_BIG, reason="message too big"))
+                if self._transport is not None:
+                    self._transport.close()
+                return
+            if event.message_finished:
+                if self._partial:
+                    self._partial += chunk
+                    chunk = bytes(self._partial)
+                    self._partial.clear()
+                self._messages.append(chunk)
+                self._queued += len(chunk)
+            else:
+                self._partial += chunk
+        elif isinstance(event, ws_events.Ping):
+            if self._ws.state is wsproto.connection.ConnectionState.OPEN:
+                self._write(self._ws.send(event.response()))
+        elif isinstance(event, ws_events.CloseConnection):
+            if self._ws.state is wsproto.connection.ConnectionState.REMOTE_CLOSING:
+                self._write(self._ws.send(event.response()))
+            self._finish(CloseInfo(code=int(event.code), reason=event.reason or ""))
+            if self._transport is not None:
+                self._transport.close()
+        elif isinstance(event, ws_events.AcceptConnection):
+            self.subprotocol = event.subprotocol
+            if self._handshake is not None and not self._handshake.done():
+                self._handshake.set_result(None)
+        elif isinstance(event, ws_events.RejectConnection):
+            self._reject_status = event.status_code
+            self._fail_handshake(f"upgrade refused with HTTP {event.status_code}")
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if self._close_sent or self._ws.state is not wsproto.connection.ConnectionState.OPEN:
+            return
+        self._close_sent = True
+        self._write(self._ws.send(ws_events.CloseConnection(code=code, reason=reason)))
+
+    def _finish(self, info: CloseInfo) -> None:
+        if self._closed is None:
+            self._closed = info
+            if info.code == CLOSE_MESSAGE_TOO_BIG:
+                self._messages.clear()
+        if not self.closed_future.done():
+            self.closed_future.set_result(self._closed)
+        self._wake_recv()
+        self._wake_drain()
+
+    def _fail_handshake(self, message: str) -> None:
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.set_exception(WebSocketHandshakeError(message, self._reject_status))
+            if self._transport is not None:
+                self._transport.close()
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise WebSocketClosed(self._closed)
+        if self._close_sent:
+            raise WebSocketClosed(CloseInfo(code=CLOSE_NORMAL, reason="closing"))
+
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _wake_recv(self) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    subprotocols: Iterable[str] = (),
+    connect_timeout: float = 10.0,
+    max_message_size: int = 1024 * 1024,
+) -> WebSocket:
+    """Dial `ws://` or `wss://` (SNI and hostname checked by `ssl_context`, default: system
+    roots) and complete the upgrade; raise WebSocketHandshakeError, OSError or TimeoutError.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        raise ValueError("url must be ws://host[:port]/path or wss://...")
+    secure = parsed.scheme == "wss"
+    host = parsed.hostname
+    port = parsed.port or (443 if secure else 80)
+    target = parsed.path or "/"
+    if parsed.query:
+        target = f"{target}?{parsed.query}"
+    default_port = (secure and port == 443) or (not secure and port == 80)
+    host_header = host if ":" not in host else f"[{host}]"
+    if not default_port:
+        host_header = f"{host_header}:{port}"
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    loop = asyncio.get_running_loop()
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    ws = WebSocket(connection, max_message_size=max_message_size)
+    ws._handshake = loop.create_future()
+    extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    kwargs: dict[str, Any] = {}
+    if secure:
+        kwargs = {"ssl": ssl_context, "server_hostname": host}
+    async with asyncio.timeout(connect_timeout):
+        transport, _ = await loop.create_connection(lambda: ws, host, port, **kwargs)
+        try:
+            ws._write(
+                connection.send(
+                    ws_events.Request(
+                        host=host_header,
+                        target=target,
+                        extra_headers=extra,
+                        subprotocols=list(subprotocols),
+                    )
+                )
+            )
+            await ws._handshake
+        except BaseException:
+            transport.abort()
+            raise
+    return ws
