@@ -62,7 +62,7 @@ def _data_url(image: Image) -> str:
 
 def _content(parts: list[Text | Image]) -> str | list[JSONObject]:
     if all(isinstance(p, Text) for p in parts):
-        return "".join(p.text for p in parts if isinstance(p, Text))
+        return "\n".join(p.text for p in parts if isinstance(p, Text))
     return [
         {"type": "text", "text": p.text} if isinstance(p, Text)
         else {"type": "image_url", "image_url": {"url": _data_url(p)}}

@@ -267,12 +267,14 @@ def output_items(completion: Completion, response_id: str) -> list[dict[str, obj
     item per call, in order."""
     items: list[dict[str, object]] = []
     text: list[str] = []
+    cut = completion.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTENT_FILTER)
 
     def flush_text() -> None:
         if text:
             item_id = responses_item_id(response_id, "msg", len(items))
             items.append({
-                "type": "message", "id": item_id, "status": "completed", "role": "assistant",
+                "type": "message", "id": item_id, "role": "assistant",
+                "status": "incomplete" if cut else "completed",
                 "content": [{"type": "output_text", "text": "".join(text), "annotations": [],
                              "logprobs": []}],
             })
