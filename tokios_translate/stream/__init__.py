@@ -36,6 +36,7 @@ from tokios_translate.stream.encoders import (
     MessagesEncoder,
     ResponsesEncoder,
 )
+from tokios_translate.stream.encoders.messages import StreamEncodeError
 from tokios_translate.stream.events import Finished, StreamEvent, UpstreamError
 
 __all__ = [
@@ -109,6 +110,9 @@ class StreamTranslator:
                 if isinstance(event, Finished):
                     self.done = True
                     break
+        except StreamEncodeError as exc:
+            self.done = True
+            parts.append(encoder.error(str(exc)))
         except Exception:  # a bug must not kill the connection silently: tell the client
             self.done = True
             parts.append(encoder.error(_INTERNAL))

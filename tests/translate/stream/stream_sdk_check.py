@@ -69,7 +69,9 @@ class ChatResult:
     error: dict[str, Any] | None
 
 
-def check_chat(body: bytes, *, expect_usage: bool | None = None) -> ChatResult:
+def check_chat(
+    body: bytes, *, expect_usage: bool | None = None, run_client: bool = True
+) -> ChatResult:
     events = sse_events(body)
     assert events, "empty stream"
     assert events[-1].data == "[DONE]", "chat stream must end with [DONE]"
@@ -100,6 +102,8 @@ def check_chat(body: bytes, *, expect_usage: bool | None = None) -> ChatResult:
         finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
         assert len(finish) == 1
     # The SDK client itself, over the same bytes.
+    if not run_client:
+        return ChatResult(completion=state.current_completion_snapshot, chunks=chunks, error=error)
     client = openai.OpenAI(
         api_key="x", base_url="http://t/v1",
         http_client=_http_client(body),
@@ -132,7 +136,7 @@ class ResponsesResult:
     error: dict[str, Any] | None
 
 
-def check_responses(body: bytes) -> ResponsesResult:
+def check_responses(body: bytes, *, run_client: bool = True) -> ResponsesResult:
     events = sse_events(body)
     assert events
     assert all(e.data != "[DONE]" for e in events)
@@ -175,6 +179,8 @@ def check_responses(body: bytes) -> ResponsesResult:
         assert final.usage is not None
         assert final.usage.total_tokens == final.usage.input_tokens + final.usage.output_tokens
     # The SDK client's own stream helper over the same bytes.
+    if not run_client:
+        return ResponsesResult(response=final, events=typed, error=error)
     client = openai.OpenAI(
         api_key="x", base_url="http://t/v1",
         http_client=_http_client(body),
@@ -197,7 +203,7 @@ class MessagesResult:
     error: dict[str, Any] | None
 
 
-def check_messages(body: bytes) -> MessagesResult:
+def check_messages(body: bytes, *, run_client: bool = True) -> MessagesResult:
     events = sse_events(body)
     assert events
     snapshot: Any = None
@@ -248,6 +254,8 @@ def check_messages(body: bytes) -> MessagesResult:
         assert [e.type for e in typed[-2:]] == ["message_delta", "message_stop"]
         assert snapshot.stop_reason is not None
     # The SDK client's own message stream over the same bytes.
+    if not run_client:
+        return MessagesResult(message=snapshot, events=typed, error=error)
     client = anthropic.Anthropic(
         api_key="x", base_url="http://t",
         http_client=_http_client(body, _ANTHROPIC_HTTP),
@@ -282,10 +290,12 @@ class Outcome:
     error: str | None
 
 
-def outcome(client: str, body: bytes, *, include_usage: bool = True) -> Outcome:
+def outcome(
+    client: str, body: bytes, *, include_usage: bool = True, run_client: bool = True
+) -> Outcome:
     """Validate ``body`` as a stream of ``client`` format and summarise it."""
     if client == "chat":
-        chat = check_chat(body, expect_usage=include_usage)
+        chat = check_chat(body, expect_usage=include_usage, run_client=run_client)
         message = chat.completion.choices[0].message
         if chat.error is not None:
             return Outcome(message.content or "", "", [], None, None, None, chat.error["message"])
@@ -304,7 +314,7 @@ def outcome(client: str, body: bytes, *, include_usage: bool = True) -> Outcome:
             error=None,
         )
     if client == "responses":
-        result = check_responses(body)
+        result = check_responses(body, run_client=run_client)
         response = result.response
         text = reasoning = ""
         tools = []
@@ -333,7 +343,7 @@ def outcome(client: str, body: bytes, *, include_usage: bool = True) -> Outcome:
             error=None,
         )
     assert client == "messages"
-    result_m = check_messages(body)
+    result_m = check_messages(body, run_client=run_client)
     message = result_m.message
     text = "".join(b.text for b in message.content if b.type == "text")
     reasoning = "".join(b.thinking for b in message.content if b.type == "thinking")

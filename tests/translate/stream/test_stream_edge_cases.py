@@ -55,9 +55,11 @@ def test_interleaved_parallel_calls_become_sequential_anthropic_blocks() -> None
     assert [(b.type, getattr(b, "input", None)) for b in result.message.content] == [
         ("text", None), ("tool_use", {"n": 0}), ("tool_use", {"n": 1}), ("tool_use", {"n": 2}),
     ]
-    # The live call streamed its first fragment at once, before the finish.
-    first_json = body.index(b"input_json_delta")
-    assert first_json < body.index(b"message_delta")
+    # The live call streams its fragments at once (to clients that take partial arguments).
+    translator = open_stream_translator(ctx(ClientFormat.CHAT, BackendKind.LLAMACPP))
+    reads = upstream.split(b"\n\n")
+    translator.feed(reads[0] + b"\n\n")
+    assert b'{\\"n\\":' in translator.feed(reads[1] + b"\n\n")
     for client in CLIENTS:
         got = outcome(client.value, translate(client, BackendKind.LLAMACPP, upstream))
         assert got.tools == [("a", "f0", {"n": 0}), ("b", "f1", {"n": 1}), ("c", "f2", {"n": 2})]
@@ -371,3 +373,12 @@ def test_bytes_after_the_end_are_ignored() -> None:
     body = translator.feed(sse(oa({"content": "a"}), oa(finish="stop"), "[DONE]") + b"data: {")
     assert translator.done and translator.finish() == b""
     assert outcome("chat", body).text == "a"
+
+
+def test_invalid_tool_arguments_are_an_anthropic_error_and_passed_as_is_elsewhere() -> None:
+    upstream = sse(oa_call(0, id="a", name="f", args='{"x": tru'), oa(finish="tool_calls"),
+                   "[DONE]")
+    got = outcome("messages", translate(ClientFormat.MESSAGES, BackendKind.LLAMACPP, upstream))
+    assert got.error == "tool call arguments are not a JSON object"
+    chat = check_chat(translate(ClientFormat.CHAT, BackendKind.LLAMACPP, upstream))
+    assert chat.completion.choices[0].message.tool_calls[0].function.arguments == '{"x": tru'

@@ -5,6 +5,10 @@ estimated ``input_tokens``), a ``content_block_start`` before any delta of its b
 indices equal to positions, blocks closed in order, each thinking block closed with a
 ``signature_delta`` carrying :data:`THINKING_SIGNATURE_PLACEHOLDER`, ``message_delta`` with the
 exact cumulative usage, then ``message_stop``. A failure is ``event: error`` and nothing after.
+
+Tool arguments are held until the call ends and sent as one ``input_json_delta`` once they parse
+as a JSON object: the Anthropic SDKs parse every partial ``input_json_delta`` and fail on invalid
+JSON, so a model's malformed arguments become a clean ``event: error`` instead.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ STOP_REASONS: dict[StopReason, str] = {
 
 _NONE, _TEXT, _THINKING, _TOOL = 0, 1, 2, 3
 
+#: Limit on the arguments of one tool call held before they are checked and sent.
+MAX_TOOL_ARGUMENTS = 8 * 1024 * 1024
+
+
+class StreamEncodeError(Exception):
+    """The events cannot be shaped for the client; the message is content-free."""
+
 _DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
 _STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
 _START = b'event: content_block_start\ndata: {"type":"content_block_start","index":'
@@ -57,7 +68,7 @@ def message_id(response_id: str) -> str:
 class MessagesEncoder:
     """Encodes stream events as Anthropic Messages SSE."""
 
-    __slots__ = ("_block", "_ctx", "_index", "_index_bytes", "_next")
+    __slots__ = ("_args", "_args_size", "_block", "_ctx", "_index", "_index_bytes", "_next")
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx
@@ -65,6 +76,8 @@ class MessagesEncoder:
         self._index = -1
         self._index_bytes = b""
         self._next = 0
+        self._args: list[str] = []
+        self._args_size = 0
 
     def start(self) -> bytes:
         ctx = self._ctx
@@ -105,21 +118,38 @@ class MessagesEncoder:
                 + b"}}\n\n"
             )
         if isinstance(event, ToolCallArgumentsDelta):
-            return (
-                _DELTA
-                + self._index_bytes
-                + b',"delta":{"type":"input_json_delta","partial_json":'
-                + orjson.dumps(event.fragment)
-                + b"}}\n\n"
-            )
+            self._args.append(event.fragment)
+            self._args_size += len(event.fragment)
+            if self._args_size > MAX_TOOL_ARGUMENTS:
+                raise StreamEncodeError("tool call arguments exceed the size limit")
+            return b""
         if isinstance(event, ToolCallStarted):
             block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+            self._args = []
+            self._args_size = 0
             return self._open(_TOOL, b',"content_block":' + orjson.dumps(block) + b"}\n\n")
         if isinstance(event, ToolCallEnded):
-            return self._close()
+            return self._tool_arguments() + self._close()
         if isinstance(event, Finished):
             return self._close() + self._finish(event)
         return b""
+
+    def _tool_arguments(self) -> bytes:
+        arguments = "".join(self._args)
+        self._args = []
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise StreamEncodeError("tool call arguments are not a JSON object")
+        return (
+            _DELTA
+            + self._index_bytes
+            + b',"delta":{"type":"input_json_delta","partial_json":'
+            + orjson.dumps(arguments)
+            + b"}}\n\n"
+        )
 
     def _open(self, kind: int, block: bytes) -> bytes:
         out = self._close()
