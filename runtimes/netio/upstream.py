@@ -32,12 +32,14 @@ class UpstreamError(Exception):
 
 
 class _PooledConnection:
-    __slots__ = ("conn", "reader", "writer")
+    __slots__ = ("conn", "reader", "received", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.conn = h11.Connection(h11.CLIENT)
+        #: Bytes received during the current exchange (0: the upstream sent nothing yet).
+        self.received = 0
 
     def reusable(self) -> bool:
         return not self.writer.transport.is_closing() and not self.reader.at_eof()
@@ -117,6 +119,7 @@ async def _receive(connection: _PooledConnection, timeout: float) -> None:
         raise UpstreamError("upstream read timed out") from exc
     except OSError as exc:
         raise UpstreamError(f"upstream read failed: {type(exc).__name__}") from exc
+    connection.received += len(data)
     connection.conn.receive_data(data)  # b"" records EOF; h11 then reports the error
 
 
@@ -213,9 +216,10 @@ class UpstreamPool:
                 try:
                     head = await self._exchange(connection, method, path, header_list, body)
                 except UpstreamError:
-                    if not reused or connection.conn.their_state is not h11.SEND_RESPONSE:
+                    if not reused or connection.received:
                         raise
-                    # A kept-alive connection the upstream closed meanwhile: retry once, fresh.
+                    # A kept-alive connection the upstream closed meanwhile (nothing came
+                    # back): retry once on a fresh connection, as browsers and Go do.
                     connection.abort()
                     connection = await self._connect()
                     head = await self._exchange(connection, method, path, header_list, body)
@@ -235,6 +239,7 @@ class UpstreamPool:
         body: bytes,
     ) -> h11.Response:
         conn = connection.conn
+        connection.received = 0
         wire_headers: list[tuple[bytes, bytes]] = [(b"host", self._host_header)]
         for name, value in headers:
             lowered = name.lower()

@@ -1,0 +1,294 @@
+"""UpstreamPool against a raw asyncio HTTP/1.1 server (h11 on the server side)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import h11
+import pytest
+
+from runtimes.netio import UpstreamError, UpstreamPool
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(coro, 30)
+
+    asyncio.run(bounded())
+
+
+class FakeUpstream:
+    """A model server stand-in: counts accepts, streams, notices disconnects."""
+
+    def __init__(self) -> None:
+        self.accepts = 0
+        self.open_now = 0
+        self.max_open = 0
+        self.requests: list[tuple[str, str, bytes, dict[str, str]]] = []
+        self.chunk_seen = asyncio.Event()
+        self.disconnected_at: float | None = None
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepts += 1
+        self.open_now += 1
+        self.max_open = max(self.max_open, self.open_now)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await self.read_request(conn, reader)
+                if request is None:
+                    return
+                keep = await self.respond(conn, writer, request, body)
+                if not keep or conn.our_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError):
+            pass
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+    async def read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes]:
+        request = None
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return request, body
+            else:
+                return None, b""
+
+    async def respond(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+        body: bytes,
+    ) -> bool:
+        path = request.target.decode()
+        headers = {k.decode(): v.decode() for k, v in request.headers}
+        self.requests.append((request.method.decode(), path, body, headers))
+
+        def send(event: Any) -> None:
+            writer.write(conn.send(event))
+
+        if path == "/json":
+            payload = b'{"echo": "' + body + b'"}'
+            send(h11.Response(status_code=200, headers=[("content-length", str(len(payload)))]))
+            send(h11.Data(data=payload))
+            send(h11.EndOfMessage())
+        elif path == "/stream":
+            send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
+            send(h11.Data(data=b"data: 1\n\n"))
+            await writer.drain()
+            await asyncio.wait_for(self.chunk_seen.wait(), 5)  # the client saw chunk 1 first
+            send(h11.Data(data=b"data: 2\n\n"))
+            send(h11.EndOfMessage())
+        elif path == "/forever":
+            send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
+            try:
+                while True:
+                    send(h11.Data(data=b"data: token\n\n"))
+                    await writer.drain()
+                    if writer.transport.is_closing():
+                        raise ConnectionResetError
+                    await asyncio.sleep(0.02)
+            except ConnectionError:
+                self.disconnected_at = time.monotonic()
+                return False
+        elif path == "/close":
+            send(h11.Response(status_code=200, headers=[("connection", "close")]))
+            send(h11.Data(data=b"bye"))
+            send(h11.EndOfMessage())
+        elif path == "/slow":
+            await asyncio.sleep(1)
+            send(h11.Response(status_code=204, headers=[]))
+            send(h11.EndOfMessage())
+        elif path == "/big":
+            send(h11.Response(status_code=200, headers=[("content-length", "1000000")]))
+            send(h11.Data(data=b"x" * 1_000_000))
+            send(h11.EndOfMessage())
+        elif path == "/wait":
+            await asyncio.sleep(0.2)
+            send(h11.Response(status_code=200, headers=[("content-length", "2")]))
+            send(h11.Data(data=b"ok"))
+            send(h11.EndOfMessage())
+        else:
+            send(h11.Response(status_code=404, headers=[("content-length", "0")]))
+            send(h11.EndOfMessage())
+        await writer.drain()
+        return True
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def test_content_length_bodies_and_keep_alive_reuse() -> None:
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=4)
+        for i in range(5):
+            async with pool.request(
+                "POST", "/json", [("content-type", "application/json")], f"n{i}".encode()
+            ) as r:
+                assert r.status == 200
+                assert r.header("Content-Length") == str(len(f'{{"echo": "n{i}"}}'))
+                assert await r.read(1000) == f'{{"echo": "n{i}"}}'.encode()
+        async with pool.request("GET", "/missing") as r:
+            assert r.status == 404
+            assert await r.read(10) == b""
+        assert upstream.accepts == 1  # one connection, kept alive for all six requests
+        assert pool.connects == 1
+        method, path, body, headers = upstream.requests[0]
+        assert (method, path, body) == ("POST", "/json", b"n0")
+        assert headers["host"] == f"127.0.0.1:{port}"
+        assert headers["content-length"] == "2"
+        await pool.aclose()
+        await upstream.stop()
+
+    run(main())
+
+
+def test_chunked_streaming_yields_each_chunk_as_it_arrives() -> None:
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}")
+        chunks = []
+        async with pool.request("GET", "/stream") as r:
+            assert r.header("transfer-encoding") == "chunked"
+            async for chunk in r.iter_bytes():
+                chunks.append(chunk)
+                if b"data: 1" in chunk:
+                    upstream.chunk_seen.set()
+        assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"
+        assert chunks[0] == b"data: 1\n\n"
+        async with pool.request("GET", "/json") as r:  # reused after a chunked body
+            await r.read(100)
+        assert upstream.accepts == 1
+        await pool.aclose()
+        await upstream.stop()
+
+    run(main())
+
+
+def test_leaving_early_aborts_the_connection_so_the_upstream_stops() -> None:
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}")
+        async with pool.request("POST", "/forever", body=b"{}") as r:
+            async for _chunk in r.iter_bytes():
+                break
+        left_at = time.monotonic()
+        async with asyncio.timeout(1):
+            while upstream.disconnected_at is None:
+                await asyncio.sleep(0.01)
+        assert upstream.disconnected_at - left_at < 1
+        # An exception inside the block aborts too, and the next request opens a new connection.
+        with pytest.raises(RuntimeError):
+            async with pool.request("GET", "/stream") as r:
+                raise RuntimeError("consumer failed")
+        async with pool.request("GET", "/json") as r:
+            assert r.status == 200
+            await r.read(100)
+        assert upstream.accepts == 3
+        await pool.aclose()
+        await upstream.stop()
+
+    run(main())
+
+
+def test_connection_close_timeouts_limits_and_errors() -> None:
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}", read_timeout=0.3)
+        async with pool.request("GET", "/close") as r:
+            assert await r.read(10) == b"bye"
+        async with pool.request("GET", "/json") as r:
+            await r.read(100)
+        assert upstream.accepts == 2  # "connection: close" was honoured: not reused
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match="timed out"):
+            async with pool.request("GET", "/slow"):
+                pass
+        assert time.monotonic() - started < 1
+        with pytest.raises(UpstreamError, match="exceeds"):
+            async with pool.request("GET", "/big") as r:
+                await r.read(1000)
+        await pool.aclose()
+        await upstream.stop()
+        closed = UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout=1)
+        with pytest.raises(UpstreamError, match="connect failed"):
+            async with closed.request("GET", "/json"):
+                pass
+        with pytest.raises(ValueError):
+            UpstreamPool("ftp://example")
+
+    run(main())
+
+
+def test_max_connections_bounds_concurrent_connections() -> None:
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=2)
+
+        async def one() -> bytes:
+            async with pool.request("GET", "/wait") as r:
+                return await r.read(10)
+
+        results = await asyncio.gather(*(one() for _ in range(6)))
+        assert results == [b"ok"] * 6
+        assert upstream.max_open == 2
+        assert upstream.accepts == 2
+        await pool.aclose()
+        await upstream.stop()
+
+    run(main())
+
+
+def test_a_kept_alive_connection_closed_by_the_upstream_is_replaced() -> None:
+    async def main() -> None:
+        accepts = 0
+
+        async def one_shot(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepts
+            accepts += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()  # closes without saying so: the pooled connection is stale
+
+        server = await asyncio.start_server(one_shot, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(f"http://127.0.0.1:{port}")
+        for pause in (0.05, 0.05, 0, 0):  # with or without time to notice the FIN first
+            async with pool.request("GET", "/") as r:
+                assert await r.read(10) == b"ok"
+            if pause:
+                await asyncio.sleep(pause)
+        assert accepts == 4
+        await pool.aclose()
+        server.close()
+
+    run(main())
