@@ -18,8 +18,8 @@ def list_body(client: ClientFormat, names: Iterable[str], *, created: int,
     if client is ClientFormat.MESSAGES:
         created_at = _rfc3339(created)
         return orjson.dumps({
-            "data": [{"type": "model", "id": n, "display_name": n, "created_at": created_at}
-                     for n in ids],
+            "data": [{"type": "model", "id": n, "display_name": n, "created_at": created_at,
+                      "lifecycle": "active"} for n in ids],
             "has_more": False,
             "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None,

@@ -156,6 +156,8 @@ def to_messages(c: Convo, **extra: Any) -> dict[str, Any]:
     return {**body, **extra}
 
 
+HI_TURNS: list[tuple[str, list[Part]]] = [("user", [("text", "hi")])]
+
 RENDER = {ClientFormat.CHAT: to_chat, ClientFormat.RESPONSES: to_responses,
           ClientFormat.MESSAGES: to_messages}
 
