@@ -1,0 +1,303 @@
+"""A whole Tokios deployment on loopback, driven only through its command-line contract.
+
+:class:`Stack` runs, as real processes: ``tokios-gateway serve`` with TLS from a trustme CA,
+``tokios-connector`` dialling it over ``wss://``, and a test model server speaking Ollama's or
+the OpenAI-compatible protocol. Tenants, deployments, keys and tokens are made with the admin
+CLI in yet another process, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import trustme
+
+from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
+
+ROOT = Path(__file__).resolve().parents[2]
+_T = TypeVar("_T")
+
+LISTENING = re.compile(r"listening on (https?)://([0-9.]+):(\d+)")
+
+
+class BackgroundLoop:
+    """An asyncio loop in a daemon thread, for the test model servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 10) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def admin(data: Path, *args: str) -> dict[str, Any]:
+    """Run ``tokios-gateway <args> --json --data DATA`` in its own process; return its JSON."""
+    result = subprocess.run(
+        [sys.executable, "-m", "runtimes.gateway.cli", *args, "--json", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"admin {args} failed: {result.stderr}"
+    parsed: dict[str, Any] = orjson.loads(result.stdout)
+    return parsed
+
+
+@dataclass
+class Proc:
+    """A child process whose output is collected into a file (read it for the canary test)."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Stack:
+    """Gateway + connector + test upstream. Build with :meth:`up`, tear down with :meth:`down`."""
+
+    workdir: Path
+    backend: str  # "ollama" or "llamacpp"
+    upstream_model: str = "qwen3:8b"
+    deployment: str = "coder"
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    bg: BackgroundLoop = field(default_factory=BackgroundLoop)
+    upstream: OllamaServer | OpenAICompatServer | None = None
+    gateway: Proc | None = None
+    connector: Proc | None = None
+    port: int = 0
+    key: str = ""
+    key_id: str = ""
+    token: str = ""
+    token_id: str = ""
+    other_key: str = ""
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.pem"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx
+
+    def http(self, *, http2: bool = False, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(verify=self.ssl_context(), http2=http2, timeout=timeout)
+
+    # -- bring-up -----------------------------------------------------------------------
+
+    def up(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_pem.write_to_path(str(self.workdir / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(self.workdir / "cert.pem"))
+        for extra in cert.cert_chain_pems[1:]:
+            with (self.workdir / "cert.pem").open("ab") as f:
+                f.write(extra.bytes())
+
+        server_cls = OllamaServer if self.backend == "ollama" else OpenAICompatServer
+        self.upstream = server_cls(model_names=(self.upstream_model,))
+        self.bg.run(self.upstream.__aenter__())
+
+        admin(self.data, "tenant", "add", "acme")
+        admin(self.data, "deployment", "add", "acme", self.deployment)
+        admin(self.data, "deployment", "add", "acme", "unserved")
+        key = admin(self.data, "key", "add", "acme", "--name", "e2e")
+        self.key, self.key_id = key["key"], key["id"]
+        token = admin(self.data, "connector-token", "add", "acme", "--deployment", self.deployment)
+        self.token, self.token_id = token["token"], token["id"]
+        admin(self.data, "tenant", "add", "globex")
+        admin(self.data, "deployment", "add", "globex", "secret-model")
+        self.other_key = admin(self.data, "key", "add", "globex")["key"]
+
+        self.start_gateway()
+        self.start_connector()
+        self.wait_served()
+        return self
+
+    def start_gateway(self, port: int = 0) -> None:
+        n = len(list(self.workdir.glob("gateway*.log")))
+        self.gateway = Proc(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "runtimes.gateway.cli",
+                "serve",
+                "--data",
+                str(self.data),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--tls-cert",
+                str(self.workdir / "cert.pem"),
+                "--tls-key",
+                str(self.workdir / "key.pem"),
+                "--grace-period",
+                "5",
+            ],
+            self.workdir / f"gateway{n}.log",
+        )
+        self.gateway.start()
+
+        def bound() -> bool:
+            match = LISTENING.search(self.gateway.log()) if self.gateway else None
+            if match:
+                self.port = int(match.group(3))
+            assert self.gateway is not None and self.gateway.alive(), self.gateway.log()
+            return bool(match)
+
+        wait_for(bound, 20, "the gateway to listen")
+
+    def connector_argv(self, token: str | None = None) -> list[str]:
+        assert self.upstream is not None
+        return [
+            sys.executable,
+            "-m",
+            "runtimes.connector.cli",
+            "--gateway",
+            self.base_url,
+            "--token",
+            token or self.token,
+            "--upstream",
+            self.upstream.base_url,
+            "--backend",
+            self.backend,
+            "--model",
+            f"{self.deployment}={self.upstream_model}",
+            "--ca-file",
+            str(self.ca_file),
+        ]
+
+    def start_connector(self) -> None:
+        n = len(list(self.workdir.glob("connector*.log")))
+        self.connector = Proc(
+            "connector", self.connector_argv(), self.workdir / f"connector{n}.log"
+        )
+        self.connector.start()
+
+    def served(self) -> bool:
+        """True when a request for the deployment reaches a connector (not 503)."""
+        try:
+            with self.http(timeout=5) as client:
+                resp = client.post(
+                    f"{self.base_url}/v1/chat/completions",
+                    headers={"authorization": f"Bearer {self.key}"},
+                    json={
+                        "model": self.deployment,
+                        "max_tokens": 5,
+                        "messages": [{"role": "user", "content": "ping"}],
+                    },
+                )
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+    def wait_served(self, timeout: float = 30) -> None:
+        wait_for(self.served, timeout, "the connector to serve the deployment")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+
+    def down(self) -> None:
+        for proc in (self.connector, self.gateway):
+            if proc is not None:
+                proc.stop()
+        if self.upstream is not None:
+            self.bg.run(self.upstream.__aexit__(None, None, None))
+        self.bg.stop()
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The TCP/TCP6 sockets in LISTEN state owned by ``pid`` (read from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    listening = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A = TCP_LISTEN
+                listening.append(f"{table} {fields[1]}")
+    return listening

@@ -1,0 +1,107 @@
+"""End to end: processes dying, restarting and being revoked, with no restart of the rest."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.e2e.stack import Stack, admin, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(workdir=tmp_path, backend="ollama")
+    try:
+        stack.up()
+    except BaseException:
+        print(stack.logs())
+        stack.down()
+        raise
+    yield stack
+    stack.down()
+
+
+def _status(stack: Stack) -> int:
+    with stack.http(timeout=10) as http:
+        return http.post(
+            f"{stack.base_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {stack.key}"},
+            json={"model": stack.deployment, "messages": [{"role": "user", "content": "x"}]},
+        ).status_code
+
+
+def test_connector_killed_gives_503_then_restart_serves_again(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    assert stack.connector is not None
+    stack.connector.stop(signal.SIGKILL)
+    wait_for(lambda: _status(stack) == 503, 10, "503 after the connector died")
+    stack.start_connector()
+    stack.wait_served(20)
+    assert stack.gateway is not None and stack.gateway.alive()  # no gateway restart
+
+
+def test_gateway_restart_connector_reconnects_by_itself(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    assert stack.gateway is not None and stack.connector is not None
+    port = stack.port
+    assert stack.gateway.stop(signal.SIGTERM) == 0  # graceful shutdown exits cleanly
+    stack.start_gateway(port)
+    assert stack.port == port
+    stack.wait_served(30)
+    assert stack.connector.alive()
+
+
+def test_revoked_connector_token_closes_the_tunnel_and_the_connector_exits(
+    fresh_stack: Stack,
+) -> None:
+    stack = fresh_stack
+    assert stack.connector is not None and stack.connector.popen is not None
+    admin(stack.data, "connector-token", "revoke", stack.token_id)
+    stack.connector.popen.wait(15)
+    assert stack.connector.popen.returncode not in (0, None)
+    assert "revoked" in stack.connector.log().lower()
+    wait_for(lambda: _status(stack) == 503, 5, "503 after the token was revoked")
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    assert stack.upstream is not None and stack.gateway is not None
+    stack.upstream.slow, stack.upstream.events = 0.02, 60
+    texts: list[str] = []
+
+    def stream() -> None:
+        with stack.http() as http:
+            client = openai.OpenAI(
+                base_url=f"{stack.base_url}/v1", api_key=stack.key, http_client=http, max_retries=0
+            )
+            chunks = client.chat.completions.create(
+                model=stack.deployment,
+                stream=True,
+                messages=[{"role": "user", "content": "drain me"}],
+            )
+            texts.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    wait_for(
+        lambda: bool(
+            stack.upstream
+            and stack.upstream.requests
+            and stack.upstream.requests[-1]["messages"][-1]["content"] == "drain me"
+        ),
+        10,
+        "the stream to start",
+    )
+    assert stack.gateway.popen is not None
+    stack.gateway.popen.send_signal(signal.SIGTERM)
+    worker.join(30)
+    assert texts and texts[0].startswith("Echo: drain me")
+    assert len(texts[0].split()) == 60
+    assert stack.gateway.popen.wait(15) == 0
