@@ -11,10 +11,6 @@ import pytest
 
 from tests.e2e.stack import Stack
 
-# The suite drives the real programs; it is collected once both exist.
-pytest.importorskip("runtimes.gateway.server")
-pytest.importorskip("runtimes.connector.cli")
-
 
 @pytest.fixture(scope="module", params=["ollama", "llamacpp"])
 def stack(

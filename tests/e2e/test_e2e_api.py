@@ -20,6 +20,10 @@ from tests.e2e.stack import Stack, admin, listening_sockets, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
+# The suite drives the real programs; it is collected once both exist.
+pytest.importorskip("runtimes.gateway.server")
+pytest.importorskip("runtimes.connector.cli")
+
 WEATHER_TOOL_OPENAI: Any = {
     "type": "function",
     "function": {
