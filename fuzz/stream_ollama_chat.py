@@ -1,0 +1,7 @@
+"""Fuzz harness: the ollama upstream codec translated to the chat client format."""
+
+from _stream_harness import make_harness
+
+from tokios_translate._common import BackendKind, ClientFormat
+
+TestOneInput = make_harness(BackendKind.OLLAMA, ClientFormat.CHAT)
