@@ -172,7 +172,3 @@ class Completion:
     #: The stop sequence that matched, when the backend says which.
     stop_sequence: str | None = None
 
-
-def text_of(parts: tuple[Part, ...] | tuple[Text | Image, ...]) -> str:
-    """The concatenated text parts (images and other parts skipped)."""
-    return "".join(p.text for p in parts if isinstance(p, Text))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 
 from .._common import ErrorKind, TranslationError
-from ..ir import Message, ToolCall
 
 #: OpenAI error ``type`` for each error kind.
 OPENAI_ERROR_TYPE: dict[ErrorKind, str] = {
@@ -46,12 +45,3 @@ def encode_error(err: TranslationError) -> tuple[int, bytes]:
     code}}``."""
     return err.status, orjson.dumps({"error": error_object(err)})
 
-
-def call_names(messages: list[Message]) -> dict[str, str]:
-    """Tool-call id -> tool name over the turns decoded so far, for ``tool_name`` lookup."""
-    return {
-        part.id: part.name
-        for message in messages
-        for part in message.parts
-        if isinstance(part, ToolCall)
-    }
