@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import http
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
@@ -42,6 +43,7 @@ logger = logging.getLogger("tokios.netio.h1")
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _REASONS = {
+    200: b"OK",
     400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
@@ -77,6 +79,9 @@ class H1Connection(asyncio.Protocol):
         self._switched = False
         self._declared_length: int | None = None
         self._lingering = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -317,7 +322,16 @@ class H1Connection(asyncio.Protocol):
     async def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self._closing_after_response or self._must_close_for_unread_body():
             headers = [*headers, (b"connection", b"close")]
-        self._write(self._conn.send(h11.Response(status_code=status, headers=headers)))
+        reason = _REASONS.get(status)
+        if reason is None:
+            try:
+                reason = http.HTTPStatus(status).phrase.encode("ascii")
+            except ValueError:
+                reason = b""
+            _REASONS[status] = reason
+        self._write(
+            self._conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        )
         if self._flow.paused:
             await self._flow.wait_writable()
 
@@ -375,6 +389,7 @@ class H1Connection(asyncio.Protocol):
         self._write(
             self._conn.send(h11.InformationalResponse(status_code=101, headers=response_headers))
         )
+        self._flush()
         self._switched = True
         trailing = bytes(self._conn.trailing_data[0])
         assert self._transport is not None
@@ -399,7 +414,26 @@ class H1Connection(asyncio.Protocol):
     # ---- plumbing -----------------------------------------------------------------------
 
     def _write(self, data: bytes | None) -> None:
-        if data and self._transport is not None and not self._closed:
+        """Queue bytes for the end of this loop iteration (one write per response part
+        produced together); large amounts are written at once."""
+        if not data or self._transport is None or self._closed:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size > self._config.write_high_water:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        if self._transport is not None and not self._closed:
             self._transport.write(data)
 
     def _send_error(self, status: int) -> None:
@@ -430,6 +464,7 @@ class H1Connection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self._flush()
         self._cancel_timer()
         self._state.connections.discard(self)
         if self._transport is not None and not self._closed and not self._switched:
@@ -450,6 +485,7 @@ class H1Connection(asyncio.Protocol):
             self._close()
             return
         self._lingering = True
+        self._flush()
         self._state.connections.discard(self)
         if self._reading_paused:
             self._reading_paused = False
@@ -458,6 +494,7 @@ class H1Connection(asyncio.Protocol):
         self._timer = self._loop.call_later(self._config.linger_timeout, self._close)
 
     def _abort_transport(self) -> None:
+        self._out.clear()
         if self._transport is not None and not self._closed:
             self._transport.abort()
 

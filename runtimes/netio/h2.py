@@ -89,7 +89,12 @@ class H2Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._conn = h2.connection.H2Connection(
             config=h2.config.H2Configuration(
-                client_side=False, header_encoding=None, validate_inbound_headers=True
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                # Outbound headers are already lower-cased bytes without hop-by-hop names.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
             )
         )
         self._transport: asyncio.Transport | None = None
@@ -100,6 +105,8 @@ class H2Connection(asyncio.Protocol):
         self._closed = False
         self._goaway_sent = False
         self._draining = False
+        self._flush_scheduled = False
+        self._pending_output = 0
         self._timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
@@ -314,7 +321,7 @@ class H2Connection(asyncio.Protocol):
                 self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
         if unread:
             self._conn.acknowledge_received_data(unread, stream.stream_id)
-        self._flush()
+        self._schedule_flush()
         if not self._streams:
             if self._draining:
                 self._send_goaway()
@@ -326,7 +333,7 @@ class H2Connection(asyncio.Protocol):
         stream.reset = True
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self._conn.reset_stream(stream.stream_id, code)
-        self._flush()
+        self._schedule_flush()
 
     # ---- request body and response (called by _H2Exchange) ------------------------------
 
@@ -336,7 +343,7 @@ class H2Connection(asyncio.Protocol):
                 data, length = stream.body.popleft()
                 if not self._closed:
                     self._conn.acknowledge_received_data(length, stream.stream_id)
-                    self._flush()
+                    self._schedule_flush()
                 return data
             if stream.body_ended:
                 return b""
@@ -355,7 +362,7 @@ class H2Connection(asyncio.Protocol):
         block = [(b":status", str(status).encode("ascii"))]
         block.extend(pair for pair in headers if pair[0] not in _CONNECTION_HEADERS)
         self._conn.send_headers(stream.stream_id, block)
-        self._flush()
+        self._schedule_flush()
 
     async def send_body(self, stream: _Stream, data: bytes) -> None:
         view = memoryview(data)
@@ -374,15 +381,16 @@ class H2Connection(asyncio.Protocol):
                 continue
             chunk = view[:window]
             self._conn.send_data(stream.stream_id, chunk.tobytes())
+            self._pending_output += len(chunk)
             view = view[window:]
-            self._flush()
+            self._schedule_flush()
             if self._flow.paused:
                 await self._flow.wait_writable()
 
     async def end_response(self, stream: _Stream) -> None:
         self._check(stream)
         self._conn.end_stream(stream.stream_id)
-        self._flush()
+        self._schedule_flush()
 
     def _check(self, stream: _Stream) -> None:
         if stream.reset or self._closed:
@@ -390,7 +398,19 @@ class H2Connection(asyncio.Protocol):
 
     # ---- plumbing -----------------------------------------------------------------------
 
+    def _schedule_flush(self) -> None:
+        """Write h2's output at the end of this loop iteration: frames produced together
+        (HEADERS, DATA, END_STREAM, WINDOW_UPDATE) leave in one write, and nothing waits
+        longer than the current iteration. Large outputs are written at once."""
+        if self._pending_output > self._config.write_high_water:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._pending_output = 0
         data = self._conn.data_to_send()
         if data and self._transport is not None and not self._closed:
             self._transport.write(data)
@@ -416,6 +436,7 @@ class H2Connection(asyncio.Protocol):
             self.begin_shutdown()
 
     def _close(self) -> None:
+        self._flush()
         self._cancel_timer()
         self._state.connections.discard(self)
         if self._transport is not None and not self._closed:
