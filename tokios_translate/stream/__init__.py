@@ -23,7 +23,7 @@ Tool call ids missing upstream are generated as ``f"call_{ctx.response_id}_{inde
 
 from __future__ import annotations
 
-from tokios_translate._common import ClientFormat, StreamContext
+from tokios_translate._common import ClientFormat, ErrorKind, StreamContext
 from tokios_translate.stream.decoders import (
     OllamaDecoder,
     OpenAIChatDecoder,
@@ -87,12 +87,12 @@ class StreamTranslator:
             return b""
         return self._emit(self._decoder.finish())
 
-    def fail(self, message: str) -> bytes:
+    def fail(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
         """The shell saw the upstream fail: return the client's in-stream error (content-free
-        ``message``) and end the stream."""
+        ``message``; ``kind`` picks the error type, e.g. ``TIMEOUT``) and end the stream."""
         if self.done:
             return b""
-        return self._emit([UpstreamError(message=message)])
+        return self._emit([UpstreamError(message=message, kind=kind)])
 
     def _emit(self, events: list[StreamEvent]) -> bytes:
         encoder = self._encoder
@@ -104,7 +104,7 @@ class StreamTranslator:
             for event in events:
                 if isinstance(event, UpstreamError):
                     self.done = True
-                    parts.append(encoder.error(event.message))
+                    parts.append(encoder.error(event.message, event.kind))
                     break
                 parts.append(encoder.encode(event))
                 if isinstance(event, Finished):
@@ -115,7 +115,7 @@ class StreamTranslator:
             parts.append(encoder.error(str(exc)))
         except Exception:  # a bug must not kill the connection silently: tell the client
             self.done = True
-            parts.append(encoder.error(_INTERNAL))
+            parts.append(encoder.error(_INTERNAL, ErrorKind.INTERNAL))
         return b"".join(parts)
 
 

@@ -17,7 +17,14 @@ from stream_scenarios import (
 )
 from stream_sdk_check import check_chat, check_messages, check_responses, outcome, sse_events
 
-from tokios_translate._common import BackendKind, ClientFormat, StopReason, StreamContext, Usage
+from tokios_translate._common import (
+    BackendKind,
+    ClientFormat,
+    ErrorKind,
+    StopReason,
+    StreamContext,
+    Usage,
+)
 from tokios_translate.stream import open_stream_translator
 from tokios_translate.stream.encoders import MessagesEncoder
 from tokios_translate.stream.events import Finished
@@ -382,3 +389,27 @@ def test_invalid_tool_arguments_are_an_anthropic_error_and_passed_as_is_elsewher
     assert got.error == "tool call arguments are not a JSON object"
     chat = check_chat(translate(ClientFormat.CHAT, BackendKind.LLAMACPP, upstream))
     assert chat.completion.choices[0].message.tool_calls[0].function.arguments == '{"x": tru'
+
+
+@pytest.mark.parametrize(
+    ("kind", "chat_type", "responses_code", "messages_type"),
+    [
+        (ErrorKind.UPSTREAM, "server_error", "server_error", "api_error"),
+        (ErrorKind.OVERLOADED, "server_error", "server_error", "overloaded_error"),
+        (ErrorKind.TIMEOUT, "server_error", "server_error", "timeout_error"),
+        (ErrorKind.RATE_LIMITED, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
+    ],
+)
+def test_fail_kind_picks_each_format_error_type(
+    kind: ErrorKind, chat_type: str, responses_code: str, messages_type: str
+) -> None:
+    bodies = {}
+    for client in CLIENTS:
+        translator = open_stream_translator(ctx(client, BackendKind.OLLAMA))
+        bodies[client] = translator.feed(b"") + translator.fail("upstream timed out", kind)
+        assert outcome(client.value, bodies[client]).error == "upstream timed out"
+    chat_error = json.loads(sse_events(bodies[ClientFormat.CHAT])[-2].data)["error"]
+    assert chat_error["type"] == chat_type
+    failed = check_responses(bodies[ClientFormat.RESPONSES]).response
+    assert failed.error.code == responses_code
+    assert check_messages(bodies[ClientFormat.MESSAGES]).error["type"] == messages_type

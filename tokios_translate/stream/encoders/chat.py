@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -28,6 +28,15 @@ FINISH_REASONS: dict[StopReason, bytes] = {
 }
 
 _DONE = b"data: [DONE]\n\n"
+
+#: The in-stream error ``type`` per error kind (``server_error`` otherwise).
+ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.PERMISSION: "permission_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.RATE_LIMITED: "rate_limit_error",
+}
 
 
 def chat_completion_id(response_id: str) -> str:
@@ -102,6 +111,7 @@ class ChatEncoder:
         }
         return self._bare + b',"choices":[],"usage":' + orjson.dumps(body) + b"}\n\n"
 
-    def error(self, message: str) -> bytes:
-        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+        error_type = ERROR_TYPES.get(kind, "server_error")
+        body = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
         return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE

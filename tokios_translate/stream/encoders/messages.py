@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import orjson
 
-from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -36,6 +36,18 @@ STOP_REASONS: dict[StopReason, str] = {
     StopReason.MAX_TOKENS: "max_tokens",
     StopReason.TOOL_USE: "tool_use",
     StopReason.CONTENT_FILTER: "refusal",
+}
+
+#: The ``event: error`` type per error kind (``api_error`` otherwise), from the documented set.
+ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.PERMISSION: "permission_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.REQUEST_TOO_LARGE: "request_too_large",
+    ErrorKind.RATE_LIMITED: "rate_limit_error",
+    ErrorKind.OVERLOADED: "overloaded_error",
+    ErrorKind.TIMEOUT: "timeout_error",
 }
 
 _NONE, _TEXT, _THINKING, _TOOL = 0, 1, 2, 3
@@ -192,6 +204,7 @@ class MessagesEncoder:
             + b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
         )
 
-    def error(self, message: str) -> bytes:
-        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+    def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+        error_type = ERROR_TYPES.get(kind, "api_error")
+        body = {"type": "error", "error": {"type": error_type, "message": message}}
         return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"

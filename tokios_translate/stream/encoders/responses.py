@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -130,8 +130,9 @@ class ResponsesEncoder:
             return self._close() + self._finish(event)
         return b""
 
-    def error(self, message: str) -> bytes:
-        error = {"code": "server_error", "message": message}
+    def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+        code = "rate_limit_exceeded" if kind is ErrorKind.RATE_LIMITED else "server_error"
+        error = {"code": code, "message": message}
         return self._event("error", {**error, "param": None}) + self._event(
             "response.failed", {"response": self._response("failed", error=error)}
         )
