@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import orjson
+
 from . import embeddings as _embeddings
 from . import models as _models
 from . import passthrough as _passthrough
@@ -67,6 +69,7 @@ __all__ = [
 Headers = tuple[tuple[str, str], ...]
 
 _JSON: Headers = (("content-type", "application/json"),)
+_MALFORMED = TranslationError(ErrorKind.UPSTREAM, "the backend sent a malformed answer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,7 +177,11 @@ def translate_request(
                                   passthrough=True),
         )
     request = _DECODERS[client](obj)
-    path, upstream_body = encode_upstream(request, backend, upstream_model, num_ctx=num_ctx)
+    try:
+        path, upstream_body = encode_upstream(request, backend, upstream_model, num_ctx=num_ctx)
+    except orjson.JSONEncodeError:  # e.g. tool arguments given as a JSON text nested too deep
+        raise TranslationError(ErrorKind.INVALID_REQUEST,
+                               "the request nests JSON too deeply to forward") from None
     context = StreamContext(
         client=client,
         backend=backend,
@@ -228,11 +235,14 @@ def translate_response(ctx: StreamContext, status: int, body: bytes) -> ClientRe
         return error_response(ctx.client, upstream_error(ctx.backend, status, body))
     try:
         completion = decode_completion(ctx, body)
+        encoded = _ENCODERS[ctx.client](completion, ctx)
+    except orjson.JSONEncodeError:  # e.g. tool arguments nested too deep to re-encode
+        return error_response(ctx.client, _MALFORMED)
     except TranslationError as err:
         if err.kind is ErrorKind.INVALID_REQUEST:  # a malformed answer is the backend's fault
-            err = TranslationError(ErrorKind.UPSTREAM, "the backend sent a malformed answer")
+            err = _MALFORMED
         return error_response(ctx.client, err)
-    return ClientResponse(status=200, headers=_JSON, body=_ENCODERS[ctx.client](completion, ctx))
+    return ClientResponse(status=200, headers=_JSON, body=encoded)
 
 
 def error_response(client: ClientFormat, err: TranslationError) -> ClientResponse:

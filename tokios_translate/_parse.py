@@ -55,19 +55,20 @@ def load_object(body: bytes | JSONObject, *, what: str = "request body") -> JSON
 
 def depth(value: object, limit: int = MAX_DEPTH) -> int:
     """Nesting depth of a decoded JSON value, stopping once ``limit`` is exceeded."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if level > deepest:
-            deepest = level
-            if deepest > limit:
-                return deepest
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
-    return deepest
+    level = 0
+    frontier = [value]
+    while frontier:
+        level += 1
+        if level > limit:
+            return level
+        below: list[object] = []
+        for item in frontier:
+            if isinstance(item, dict):
+                below.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                below.extend(v for v in item if isinstance(v, dict | list))
+        frontier = below
+    return level
 
 
 def check_depth(value: object, param: str) -> None:

@@ -370,3 +370,36 @@ def test_parallel_off_keeps_only_the_first_call_in_the_ir() -> None:
 def test_facade_reexports_the_stream_translator() -> None:
     from tokios_translate.stream import open_stream_translator
     assert tokios_translate.open_stream_translator is open_stream_translator
+
+
+def test_depth_counts_levels() -> None:
+    from tokios_translate._parse import depth
+
+    assert depth(1) == 1
+    assert depth({"a": [1, {"b": 2}]}) == 3
+    assert depth([[[[]]]], limit=2) == 3
+
+
+def test_tool_arguments_text_nested_too_deep_is_a_clean_error() -> None:
+    arguments = "{\"a\":" * 300 + "1" + "}" * 300
+    request = to_chat(Convo(turns=HI_TURNS))
+    request["messages"] = [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]}]
+    with pytest.raises(TranslationError) as caught:
+        up(CHAT, request)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("client", list(ClientFormat))
+def test_answer_with_arguments_nested_too_deep_is_a_clean_error(client: ClientFormat) -> None:
+    ctx = up(client, {"model": "x", "max_tokens": 5, "messages": [{"role": "user",
+                                                                    "content": "q"}],
+                      "input": "q"}, BackendKind.VLLM).context
+    arguments = "{\"a\":" * 300 + "1" + "}" * 300
+    answer = {"choices": [{"message": {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]},
+        "finish_reason": "tool_calls"}]}
+    out = translate_response(ctx, 200, orjson.dumps(answer))
+    assert out.status in (200, 502)
+    if out.status == 502:
+        assert b"malformed" in out.body
