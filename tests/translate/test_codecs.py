@@ -142,13 +142,33 @@ def test_responses_items_group_into_turns_with_parallel_calls() -> None:
     assert [m["tool_name"] for m in messages[2:]] == ["f", "g"]
 
 
-def test_messages_redacted_thinking_is_dropped_and_same_role_turns_kept() -> None:
+def test_messages_redacted_thinking_is_dropped_and_same_role_turns_merged() -> None:
     request = to_messages(Convo(turns=[("user", [("text", "a")]), ("user", [("text", "b")])]))
-    request["messages"].insert(1, {"role": "assistant", "content": [
+    request["messages"].append({"role": "assistant", "content": [
         {"type": "redacted_thinking", "data": "xxx"}, {"type": "text", "text": "ok"}]})
-    messages = body(up(MSG, request))["messages"]
-    assert messages[1] == {"role": "assistant", "content": "ok"}
-    assert [m["content"] for m in messages] == ["a", "ok", "b"]
+    for backend in (BackendKind.OLLAMA, BackendKind.LLAMACPP):
+        messages = body(up(MSG, request, backend))["messages"]
+        assert messages == [{"role": "user", "content": "a\nb"},
+                            {"role": "assistant", "content": "ok"}]
+
+
+def test_cached_tokens_are_not_counted_twice_for_anthropic() -> None:
+    answer = {"choices": [{"message": {"role": "assistant", "content": "x"},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 100, "completion_tokens": 5,
+                        "prompt_tokens_details": {"cached_tokens": 60}}}
+    usage = {}
+    for client in ClientFormat:
+        ctx = up(client, {"model": "x", "max_tokens": 5, "input": "q",
+                          "messages": [{"role": "user", "content": "q"}]},
+                 BackendKind.VLLM).context
+        usage[client] = orjson.loads(translate_response(ctx, 200, orjson.dumps(answer)).body)[
+            "usage"]
+    assert usage[MSG]["input_tokens"] == 40 and usage[MSG]["cache_read_input_tokens"] == 60
+    assert usage[CHAT]["prompt_tokens"] == 100
+    assert usage[CHAT]["prompt_tokens_details"] == {"cached_tokens": 60}
+    assert usage[RESP]["input_tokens"] == 100
+    assert usage[RESP]["input_tokens_details"]["cached_tokens"] == 60
 
 
 def test_non_object_tool_arguments_reach_anthropic_as_an_object() -> None:

@@ -264,7 +264,10 @@ def decode_request(body: bytes | JSONObject, *, count_only: bool = False) -> Req
         if role not in ("user", "assistant"):
             raise invalid("`role` must be user or assistant", f"messages[{i}].role")
         parts = _blocks(item.get("content"), f"messages[{i}].content", names)
-        messages.append(Message(role=Role(role), parts=parts))
+        if messages and messages[-1].role is Role(role):  # Anthropic merges same-role turns
+            messages[-1] = Message(role=Role(role), parts=(*messages[-1].parts, *parts))
+        else:
+            messages.append(Message(role=Role(role), parts=parts))
     tools = tuple(
         _tool(t, f"tools[{i}]") for i, t in enumerate(get_list(obj, "tools", limit=MAX_TOOLS) or ())
     )
@@ -325,7 +328,8 @@ def encode_response(completion: Completion, ctx: StreamContext) -> bytes:
             if completion.stop_reason is StopReason.STOP_SEQUENCE
             else None,
             "usage": {
-                "input_tokens": usage.input_tokens,
+                # Anthropic counts cache reads apart from input_tokens (no double counting).
+                "input_tokens": max(0, usage.input_tokens - usage.cached_input_tokens),
                 "output_tokens": usage.output_tokens,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": usage.cached_input_tokens,
