@@ -463,10 +463,19 @@ class _H2Exchange:
         raise WebSocketUpgradeError("WebSocket over HTTP/2 is not supported; use HTTP/1.1")
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        await self._owner.start_response(self._stream, status, headers)
+        try:
+            await self._owner.start_response(self._stream, status, headers)
+        except h2.exceptions.ProtocolError as exc:  # the stream or connection closed meanwhile
+            raise ClientDisconnected("stream closed") from exc
 
     async def send(self, data: bytes) -> None:
-        await self._owner.send_body(self._stream, data)
+        try:
+            await self._owner.send_body(self._stream, data)
+        except h2.exceptions.ProtocolError as exc:
+            raise ClientDisconnected("stream closed") from exc
 
     async def end(self) -> None:
-        await self._owner.end_response(self._stream)
+        try:
+            await self._owner.end_response(self._stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise ClientDisconnected("stream closed") from exc

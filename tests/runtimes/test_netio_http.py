@@ -727,3 +727,88 @@ def test_handler_errors_become_500_without_leaking_details(http2: bool) -> None:
         await server.shutdown(grace=1)
 
     run(main())
+
+
+def test_h2_idle_connection_gets_goaway_on_shutdown(tmp_path: Path) -> None:
+    server_ctx, ca_file = make_tls(tmp_path)
+
+    async def main() -> None:
+        server = HttpServer(echo_handler, ssl_context=server_ctx)
+        await server.start()
+        client = await RawH2Client.connect(server.port, ca_file)
+        stream_id = client.get("/")
+        ended = False
+        while not ended:
+            ended = any(isinstance(e, h2.events.StreamEnded) for e in await client.events())
+        shutdown = asyncio.create_task(server.shutdown(grace=2))
+        terminated = []
+        async with asyncio.timeout(2):
+            while not terminated:
+                events = await client.events()
+                terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert terminated[0].error_code == 0
+        assert terminated[0].last_stream_id == stream_id
+        await shutdown
+        client.writer.close()
+
+    run(main())
+
+
+def test_h1_disconnect_while_the_handler_reads_the_body() -> None:
+    async def main() -> None:
+        outcome: list[str] = []
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            try:
+                await request.body(limit=1 << 20)
+            except ClientDisconnected:
+                outcome.append("disconnected")
+                raise
+
+        server = HttpServer(handler)
+        await server.start()
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nonly part")
+        await asyncio.sleep(0.1)
+        writer.close()
+        async with asyncio.timeout(1):
+            while not outcome:
+                await asyncio.sleep(0.01)
+        assert outcome == ["disconnected"]
+        await asyncio.sleep(0.05)
+        assert server.connection_count == 0
+        await server.shutdown(grace=1)
+
+    run(main())
+
+
+def test_many_concurrent_h2_streams_on_one_connection(tmp_path: Path) -> None:
+    server_ctx, ca_file = make_tls(tmp_path)
+
+    async def main() -> None:
+        peers: set[Any] = set()
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            peers.add(request.peer)
+            body = await request.body(limit=1 << 20)
+            await response.start(200, [("content-type", "text/plain")])
+            for part in (body[:10], body[10:]):
+                await asyncio.sleep(0.01)
+                await response.send(part)
+            await response.end()
+
+        server = HttpServer(handler, ssl_context=server_ctx, config=ServerConfig(max_h2_streams=8))
+        await server.start()
+        async with httpx.AsyncClient(http2=True, verify=client_context(ca_file=ca_file)) as c:
+
+            async def one(i: int) -> bytes:
+                r = await c.post(f"https://localhost:{server.port}/", content=b"%d-" % i * 50)
+                assert r.http_version == "HTTP/2"
+                return r.content
+
+            results = await asyncio.gather(*(one(i) for i in range(40)))
+        assert results == [b"%d-" % i * 50 for i in range(40)]
+        assert len(peers) == 1  # one connection carried all 40 streams, 8 at a time at most
+        await server.shutdown(grace=1)
+
+    run(main())
