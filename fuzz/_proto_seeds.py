@@ -1,0 +1,325 @@
+"""Seed corpora of the tunnel-core harnesses, built with the real encoders.
+
+    .venv/bin/python fuzz/_proto_seeds.py      # (re)write fuzz/corpus/proto_*/<name>
+
+Every seed is named after what it holds. Valid frames of every type, whole conversations
+recorded from the in-memory pair (handshake, streams with data, window updates, pings,
+GOAWAY), and a few malformed inputs. tests/proto/test_fuzz_seeds.py checks that the committed
+corpus holds every seed built here and runs each harness over its corpus.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+FUZZ_DIR = Path(__file__).resolve().parent
+ROOT = FUZZ_DIR.parent
+for _entry in (str(ROOT), str(FUZZ_DIR)):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
+
+from tokios_proto import (  # noqa: E402
+    Config,
+    ConnectorConnection,
+    FrameFlag,
+    FrameType,
+    GatewayConnection,
+    GoAway,
+    Reject,
+    RejectReason,
+    RequestHead,
+    ResetCode,
+    ResponseHead,
+    Settings,
+    Welcome,
+    decode_frames,
+    encode_frame,
+)
+from tokios_proto import _payloads as payloads  # noqa: E402
+
+__all__ = ["build_seeds", "write_seeds"]
+
+F = FrameType
+END = int(FrameFlag.END_STREAM)
+u32 = payloads.encode_u32
+
+
+def _frame(frame_type: int, stream_id: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
+    return encode_frame(frame_type, flags, stream_id, payload)
+
+
+def _goaway(last: int, code: int, reason: str = "") -> bytes:
+    return _frame(F.GOAWAY, 0, payloads.encode_goaway(GoAway(last_stream_id=last, code=code,
+                                                             reason=reason)))
+
+
+def _hello(versions: tuple[int, ...] = (1,)) -> bytes:
+    from tests.proto.pair import make_hello
+
+    return _frame(F.HELLO, 0, payloads.encode_hello(make_hello(versions=versions), Settings()))
+
+
+def _welcome(**settings: int) -> bytes:
+    welcome = Welcome(version=1, session_id="sess-1", deployments=("llama",),
+                      settings=Settings(**settings))  # type: ignore[arg-type]
+    return _frame(F.WELCOME, 0, payloads.encode_welcome(welcome))
+
+
+def _open(stream_id: int, path: str = "/v1/chat/completions") -> bytes:
+    head = RequestHead(method="POST", path=path, headers=(("content-type", "application/json"),),
+                       deployment="llama", request_id=f"req-{stream_id}")
+    return _frame(F.OPEN, stream_id, payloads.encode_request_head(head))
+
+
+def _response(stream_id: int, status: int = 200) -> bytes:
+    head = ResponseHead(status=status, headers=(("content-type", "text/event-stream"),))
+    return _frame(F.RESPONSE, stream_id, payloads.encode_response_head(head))
+
+
+def _ping(n: int = 1) -> bytes:
+    return _frame(F.PING, 0, n.to_bytes(8, "big"))
+
+
+def _pong(n: int = 1) -> bytes:
+    return _frame(F.PONG, 0, n.to_bytes(8, "big"))
+
+
+def _window(stream_id: int, increment: int) -> bytes:
+    return _frame(F.WINDOW_UPDATE, stream_id, u32(increment))
+
+
+def _reset(stream_id: int, code: int = ResetCode.CANCELLED) -> bytes:
+    return _frame(F.RESET, stream_id, u32(code))
+
+
+def _data(stream_id: int, body: bytes, end: bool = False) -> bytes:
+    return _frame(F.DATA, stream_id, body, END if end else 0)
+
+
+def _settings(max_streams: int) -> bytes:
+    return _frame(F.SETTINGS, 0, payloads.encode_settings_update(max_streams))
+
+
+def _reject() -> bytes:
+    reject = Reject(reason=RejectReason.OVERLOADED, retryable=True, message="busy",
+                    retry_after=2.5)
+    return _frame(F.REJECT, 0, payloads.encode_reject(reject))
+
+
+def _bad_version(frame: bytes) -> bytes:
+    return bytes([9]) + frame[1:]
+
+
+def _oversized_header() -> bytes:
+    return _frame(F.DATA, 1)[:8] + (2**24).to_bytes(4, "big")
+
+
+def recorded_transcripts() -> tuple[bytes, bytes]:
+    """Everything each end sent in a full conversation: (connector -> gateway, gateway ->
+    connector). Handshake, two streams with bodies both ways, a reset, window updates, a
+    ping each way, a SETTINGS, then a graceful GOAWAY and drain."""
+    from tests.proto.pair import make_hello
+
+    small = Config(settings=Settings(initial_stream_window=1024,
+                                     initial_connection_window=2048, max_frame_size=1024))
+    gateway = GatewayConnection(small)
+    connector = ConnectorConnection(small, hello=make_hello())
+    to_gateway, to_connector = bytearray(), bytearray()
+
+    def flush() -> None:
+        for _ in range(50):
+            up, down = connector.data_to_send(), gateway.data_to_send()
+            to_gateway.extend(up)
+            to_connector.extend(down)
+            gateway.receive_data(up, 0.0)
+            connector.receive_data(down, 0.0)
+            for conn in (gateway, connector):
+                while (event := conn.next_event()) is not None:
+                    if type(event).__name__ == "DataReceived":
+                        conn.acknowledge_received_data(event.stream_id,  # type: ignore[attr-defined]
+                                                       event.flow_controlled_length)  # type: ignore[attr-defined]
+            if not up and not down:
+                return
+
+    gateway.start(0.0)
+    connector.start(0.0)
+    flush()
+    gateway.accept("sess-1", ("llama",), 0.0)
+    flush()
+    head = RequestHead(method="POST", path="/v1/chat/completions", deployment="llama")
+    first, second, third = (gateway.open_stream(head) for _ in range(3))
+    gateway.send_data(first, b'{"model":"llama","stream":true}' * 20)
+    flush()
+    gateway.send_data(first, b"x" * 500, end_stream=True)
+    gateway.send_data(second, b"{}", end_stream=True)
+    flush()
+    connector.send_response(first, 200, (("content-type", "text/event-stream"),))
+    connector.send_data(first, b"data: {}\n\n" * 80)
+    connector.send_response(second, 404)
+    connector.send_data(second, b"{}", end_stream=True)
+    gateway.reset_stream(third)
+    flush()
+    connector.send_data(first, b"data: [DONE]\n\n", end_stream=True)
+    connector.update_settings(max_concurrent_streams=8)
+    gateway.ping(0.0)
+    connector.ping(0.0)
+    flush()
+    gateway.goaway()
+    flush()
+    return bytes(to_gateway), bytes(to_connector)
+
+
+def _shift_streams(transcript: bytes, by: int) -> bytes:
+    """The frames of ``transcript`` with every non-zero stream id raised by ``by`` (so a
+    recorded conversation continues after the streams an established scenario opened)."""
+    return b"".join(encode_frame(f.type, f.flags, f.stream_id + by if f.stream_id else 0,
+                                 f.payload) for f in decode_frames(transcript))
+
+
+def _split_handshake(transcript: bytes, first: FrameType) -> tuple[bytes, bytes]:
+    """(the handshake frame, everything after it) of a recorded transcript."""
+    assert transcript[1] == first
+    size = 12 + int.from_bytes(transcript[8:12], "big")
+    return transcript[:size], transcript[size:]
+
+
+def build_seeds() -> dict[str, dict[str, bytes]]:
+    """{harness name: {seed name: bytes}}."""
+    up, down = recorded_transcripts()
+    hello, up_after = _split_handshake(up, F.HELLO)
+    welcome, down_after = _split_handshake(down, F.WELCOME)
+    ignorable = _frame(0x42, 0, b"future", int(FrameFlag.IGNORABLE))
+    unknown = _frame(0x42, 0, b"future")
+    receive_gateway = {
+        "empty": b"",
+        "hello": hello,
+        "hello-settings-ping": hello + _settings(4) + _ping(),
+        "hello-unsupported-version": _hello(versions=(7,)),
+        "hello-bad-json": _frame(F.HELLO, 0, b'{"credential": '),
+        "hello-not-object": _frame(F.HELLO, 0, b"[1, 2]"),
+        "hello-on-stream-1": encode_frame(F.HELLO, 0, 1, hello[12:]),
+        "hello-twice": hello + hello,
+        "hello-truncated": hello[:-5],
+        "ignorable-then-hello": ignorable + hello,
+        "unknown-type": unknown,
+        "bad-version": _bad_version(hello),
+        "oversized-length": _oversized_header(),
+        "goaway-before-hello": _goaway(0, 0, "bye"),
+        "goaway-error-then-junk": _goaway(0, 1) + bytes(12),
+        "data-before-hello": _data(1, b"x"),
+        "ping-before-hello": _ping(),
+        "transcript-connector": up,
+        **{f"frame-{t.name.lower()}": _frame(t, 0, u32(1)) for t in FrameType},
+    }
+    receive_connector = {
+        "empty": b"",
+        "welcome": welcome,
+        "welcome-small-windows": _welcome(initial_stream_window=1024,
+                                          initial_connection_window=1024,
+                                          max_frame_size=1024),
+        "welcome-exceeds-proposal": _welcome(max_frame_size=1024 * 1024),
+        "welcome-bad-json": _frame(F.WELCOME, 0, b"{"),
+        "welcome-open-data-end": (_welcome() + _open(1) + _data(1, b'{"stream":true}')
+                                  + _data(1, b"", end=True)),
+        "welcome-ping-window-goaway": (_welcome() + _ping(7) + _window(0, 4096)
+                                       + _goaway(0, 0, "drain")),
+        "welcome-goaway-error": _welcome() + _goaway(0, 2, "internal"),
+        "reject": _reject(),
+        "reject-bad-reason": _frame(F.REJECT, 0, b'{"reason": "nope", "retryable": 3}'),
+        "open-before-welcome": _open(1),
+        "ignorable-then-welcome": ignorable + welcome,
+        "bad-version": _bad_version(welcome),
+        "oversized-length": _oversized_header(),
+        "transcript-gateway": down,
+    }
+    established_gateway = {
+        "empty": b"",
+        "response-on-3": _response(3) + _data(3, b"data: {}\n\n") + _data(3, b"", end=True),
+        "data-end-on-1": _data(1, b"data: [DONE]\n\n", end=True),
+        "data-on-3-before-response": _data(3, b"early"),
+        "response-twice-on-1": _response(1),
+        "response-bad-status": _frame(F.RESPONSE, 3, b'{"status": "ok"}'),
+        "response-bad-json": _frame(F.RESPONSE, 3, b"{"),
+        "data-after-end-on-7": _data(7, b"late"),
+        "data-on-closed-5": _data(5, b"discarded"),
+        "data-on-unopened-9": _data(9, b"x"),
+        "data-on-even-2": _data(2, b"x"),
+        "settings-lower": _settings(2),
+        "settings-above-welcome": _settings(10**6),
+        "settings-on-stream-1": encode_frame(F.SETTINGS, 0, 1, b'{"max_concurrent_streams":1}'),
+        "window-updates": _window(0, 65536) + _window(1, 1) + _window(3, 1024),
+        "window-zero": _window(1, 0),
+        "window-overflow-stream": _window(3, 2**31 - 1),
+        "window-overflow-connection": _window(0, 2**31 - 1),
+        "window-short-payload": _frame(F.WINDOW_UPDATE, 0, b"\x00\x01"),
+        "ping-pong": _ping(3) + _pong(99),
+        "ping-on-stream-1": encode_frame(F.PING, 0, 1, bytes(8)),
+        "pong-short": _frame(F.PONG, 0, b"\x01"),
+        "reset-1-unknown-code": _reset(1, 0xFFFF),
+        "reset-3-and-7": _reset(3) + _reset(7, ResetCode.UPSTREAM_FAILED),
+        "goaway-graceful": _goaway(0, 0, "maintenance"),
+        "goaway-error": _goaway(7, 1, "bad"),
+        "goaway-bad-utf8": _frame(F.GOAWAY, 0, bytes(8) + b"\xff\xfe"),
+        "ignorable-unknown": _frame(0x42, 3, b"?", int(FrameFlag.IGNORABLE)),
+        "unknown-type": unknown,
+        "open-from-connector": _open(9),
+        "welcome-again": welcome,
+        "transcript-connector-after-hello": up_after,
+    }
+    established_connector = {
+        "empty": b"",
+        "open-9-data-end": _open(9) + _data(9, b'{"messages":[]}') + _data(9, b"", end=True),
+        "open-9-then-11": _open(9) + _open(11) + _reset(9),
+        "open-even-10": _open(10),
+        "open-not-rising-3": _open(3),
+        "open-bad-json": _frame(F.OPEN, 9, b"{"),
+        "open-large-bad-json": _frame(F.OPEN, 9, b" " * 3000),
+        "data-end-on-3": _data(3, b" more", end=True),
+        "data-on-1-after-end": _data(1, b"late"),
+        "data-on-closed-5": _data(5, b"discarded"),
+        "data-on-7": _data(7, b"more request body"),
+        "data-on-unopened-9": _data(9, b"x"),
+        "window-updates": _window(0, 65536) + _window(1, 4096) + _window(3, 1),
+        "window-overflow-stream": _window(1, 2**31 - 1),
+        "window-on-unopened": _window(21, 5),
+        "reset-3": _reset(3, ResetCode.CLIENT_GONE),
+        "reset-short": _frame(F.RESET, 1, b"\x00"),
+        "ping-pong": _ping(5) + _pong(1),
+        "goaway-graceful-last-7": _goaway(7, 0, "restart"),
+        "goaway-graceful-last-1": _goaway(1, 0),
+        "goaway-error": _goaway(0, 6, "load"),
+        "goaway-on-stream-3": encode_frame(F.GOAWAY, 0, 3, bytes(8)),
+        "response-from-gateway": _response(1),
+        "settings-from-gateway": _settings(3),
+        "welcome-again": welcome,
+        "reject-after-welcome": _reject(),
+        "ignorable-unknown": _frame(0x99, 0, b"", int(FrameFlag.IGNORABLE)),
+        "bad-version-after-ping": _ping() + _bad_version(_ping()),
+        "oversized-length": _oversized_header(),
+        "transcript-gateway-after-welcome": _shift_streams(down_after, 8),
+    }
+    return {
+        "proto_receive_gateway": receive_gateway,
+        "proto_receive_connector": receive_connector,
+        "proto_established_gateway": established_gateway,
+        "proto_established_connector": established_connector,
+    }
+
+
+def write_seeds(corpus: Path = FUZZ_DIR / "corpus") -> int:
+    """Write every seed; return how many files changed."""
+    changed = 0
+    for harness, seeds in build_seeds().items():
+        directory = corpus / harness
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in seeds.items():
+            path = directory / name
+            if not path.is_file() or path.read_bytes() != data:
+                path.write_bytes(data)
+                changed += 1
+    return changed
+
+
+if __name__ == "__main__":
+    print(f"{write_seeds()} seed file(s) written")
