@@ -33,6 +33,9 @@ from tokios_translate.stream.readers import NDJSONReader, ReaderLimitError, SSEP
 #: Upstream error messages are cut to this length before they reach the client.
 MAX_ERROR_MESSAGE = 500
 
+#: Limit on the tool-call argument bytes held back (calls waiting behind the live one).
+MAX_PENDING_ARGUMENTS = 8 * 1024 * 1024
+
 _EARLY_EOF = "upstream stream ended before the response was complete"
 _MALFORMED = "malformed upstream stream data"
 
@@ -76,7 +79,16 @@ class ToolCallSequencer:
     (buffered) until it closes, so blocks never interleave.
     """
 
-    __slots__ = ("_calls", "_first_key", "_live", "_next_index", "_parallel", "_queue", "_rid")
+    __slots__ = (
+        "_calls",
+        "_first_key",
+        "_live",
+        "_next_index",
+        "_parallel",
+        "_pending_size",
+        "_queue",
+        "_rid",
+    )
 
     def __init__(self, ctx: StreamContext) -> None:
         self._rid = ctx.response_id
@@ -86,6 +98,7 @@ class ToolCallSequencer:
         self._live: _Call | None = None
         self._next_index = 0
         self._first_key: object = None
+        self._pending_size = 0
 
     @property
     def any_calls(self) -> bool:
@@ -120,6 +133,9 @@ class ToolCallSequencer:
                 raise _ProtocolViolationError("tool call arguments arrived after the call ended")
             else:
                 call.pending.append(arguments)
+                self._pending_size += len(arguments)
+                if self._pending_size > MAX_PENDING_ARGUMENTS:
+                    raise _ProtocolViolationError("held tool call arguments exceed the size limit")
         if call.state == "new" and call.name:
             if self._live is None and not self._queue:
                 self._start(call, out)
@@ -279,7 +295,7 @@ class OllamaDecoder(_Decoder):
         obj = orjson.loads(line)
         if not isinstance(obj, dict):
             raise _ProtocolViolationError(_MALFORMED)
-        if "error" in obj:
+        if obj.get("error") is not None:
             out.append(UpstreamError(message=_error_message(obj["error"])))
             return
         message = obj.get("message")
@@ -371,6 +387,8 @@ class OpenAIChatDecoder(_Decoder):
             self._finished(self._stop, self._usage, out)
 
     def _message(self, event: str, data: bytes, out: list[StreamEvent]) -> None:
+        if event not in ("", "message", "error") or not data.strip():
+            return  # other named events (pings, extensions) and empty keep-alives
         if data == b"[DONE]":
             self._finished(
                 self._stop if self._stop is not None else StopReason.END_TURN, self._usage, out

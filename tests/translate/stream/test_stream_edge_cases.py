@@ -413,3 +413,20 @@ def test_fail_kind_picks_each_format_error_type(
     failed = check_responses(bodies[ClientFormat.RESPONSES]).response
     assert failed.error.code == responses_code
     assert check_messages(bodies[ClientFormat.MESSAGES]).error["type"] == messages_type
+
+
+def test_named_non_chunk_events_and_empty_data_are_ignored() -> None:
+    upstream = (b"event: ping\ndata: not json\n\ndata: \n\n"
+                + sse(oa({"content": "a"}), oa(finish="stop"), "[DONE]"))
+    got = outcome("chat", translate(ClientFormat.CHAT, BackendKind.LMSTUDIO, upstream))
+    assert (got.text, got.error) == ("a", None)
+
+
+def test_held_tool_arguments_are_bounded() -> None:
+    from tokios_translate.stream import decoders
+
+    big = "x" * (decoders.MAX_PENDING_ARGUMENTS // 4)
+    chunks = [oa_call(0, id="a", name="f", args="{")]
+    chunks += [oa_call(1, id="b", name="g", args=big) for _ in range(5)]
+    got = outcome("chat", translate(ClientFormat.CHAT, BackendKind.LLAMACPP, sse(*chunks)))
+    assert got.error == "held tool call arguments exceed the size limit"
