@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_golden import client_view
 from translate_convo import PNG, TIME, WEATHER, Answer, Convo, ollama_answer, openai_answer
+from translate_view import client_view
 
 from tokios_translate import BackendKind, ClientFormat, translate_request, translate_response
 from tokios_translate.backends import ollama

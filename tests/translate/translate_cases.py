@@ -4,7 +4,7 @@ Each :class:`Case` says what the client sends, what the backend answers, what th
 request and the client's answer must contain, and its matrix status: ``yes`` (translated),
 ``dropped`` (accepted, the backend has no equivalent; asserted absent upstream), ``error`` (a
 clear error in the client's format) or ``n/a`` (the format cannot express it). docs/translation.md
-is generated from these cases (tests/translate/test_matrix_doc.py).
+is generated from these cases (tests/translate/test_translate_matrix_doc.py).
 """
 
 from __future__ import annotations

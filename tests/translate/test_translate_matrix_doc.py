@@ -2,7 +2,7 @@
 
 The table between the ``matrix`` markers must equal the one built from
 tests/translate/translate_cases.py; every ``yes`` cell has a golden case that passes
-(test_golden.py runs it), every ``dropped`` cell a case asserting the drop upstream, every
+(test_translate_golden.py runs it), every ``dropped`` cell a case asserting the drop upstream, every
 ``error`` cell a case asserting the error envelope. Regenerate with TOKIOS_UPDATE_DOCS=1.
 """
 
