@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate.ids import tool_call_id
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -44,9 +45,9 @@ class _ProtocolViolationError(Exception):
     """Internal: upstream data that cannot be translated. The message is content-free."""
 
 
-def generated_tool_call_id(response_id: str, index: int) -> str:
-    """The id given to tool call ``index`` of an answer when the upstream sent none."""
-    return f"call_{response_id}_{index}"
+#: The id given to tool call ``index`` of an answer when the upstream sent none
+#: (``call_{response_id}_{index}``, shared with the non-streaming codecs).
+generated_tool_call_id = tool_call_id
 
 
 def _error_message(value: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
+from tokios_translate.ids import chat_completion_id
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -37,11 +38,6 @@ ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.NOT_FOUND: "not_found_error",
     ErrorKind.RATE_LIMITED: "rate_limit_error",
 }
-
-
-def chat_completion_id(response_id: str) -> str:
-    """The ``id`` of every chunk of the answer."""
-    return f"chatcmpl-{response_id}"
 
 
 class ChatEncoder:

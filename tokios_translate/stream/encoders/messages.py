@@ -16,6 +16,7 @@ from __future__ import annotations
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
+from tokios_translate.ids import SIGNATURE_PLACEHOLDER, anthropic_message_id
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -27,8 +28,8 @@ from tokios_translate.stream.events import (
 )
 
 #: Opaque signature sent for thinking produced by a local model (it has no real signature).
-#: Clients echo it back unchanged; the request codecs may recognise and drop it.
-THINKING_SIGNATURE_PLACEHOLDER = "tokios-local-thinking"
+#: Clients echo it back unchanged; the request codecs recognise and drop it.
+THINKING_SIGNATURE_PLACEHOLDER = SIGNATURE_PLACEHOLDER
 
 STOP_REASONS: dict[StopReason, str] = {
     StopReason.END_TURN: "end_turn",
@@ -72,11 +73,6 @@ _SIGNATURE = (
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
-def message_id(response_id: str) -> str:
-    """The Anthropic ``message.id`` of the answer."""
-    return f"msg_{response_id}"
-
-
 class MessagesEncoder:
     """Encodes stream events as Anthropic Messages SSE."""
 
@@ -96,7 +92,7 @@ class MessagesEncoder:
         message = {
             "type": "message_start",
             "message": {
-                "id": message_id(ctx.response_id),
+                "id": anthropic_message_id(ctx.response_id),
                 "type": "message",
                 "role": "assistant",
                 "content": [],

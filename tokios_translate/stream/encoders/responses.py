@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
+from tokios_translate.ids import responses_id, responses_item_id
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -30,11 +31,6 @@ _INCOMPLETE: dict[StopReason, str] = {
     StopReason.MAX_TOKENS: "max_output_tokens",
     StopReason.CONTENT_FILTER: "content_filter",
 }
-
-
-def response_id(ctx_response_id: str) -> str:
-    """The Responses ``response.id`` of the answer."""
-    return f"resp_{ctx_response_id}"
 
 
 class ResponsesEncoder:
@@ -78,7 +74,7 @@ class ResponsesEncoder:
     def _response(self, status: str, **fields: Any) -> dict[str, Any]:
         ctx = self._ctx
         response: dict[str, Any] = {
-            "id": response_id(ctx.response_id),
+            "id": responses_id(ctx.response_id),
             "object": "response",
             "created_at": ctx.created,
             "status": status,
@@ -142,7 +138,7 @@ class ResponsesEncoder:
     def _begin(self, kind: int, prefix: str) -> int:
         self._kind = kind
         self._item = len(self._output)
-        self._item_id = f"{prefix}_{self._ctx.response_id}_{self._item}"
+        self._item_id = responses_item_id(self._ctx.response_id, prefix, self._item)
         self._parts = []
         return self._item
 
