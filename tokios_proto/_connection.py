@@ -191,8 +191,9 @@ class Connection:
         if self._deadline is None and state in _HANDSHAKING:
             self._deadline = now + self.config.handshake_timeout
         max_events = self.config.max_pending_events
+        reader = self._reader
         try:
-            for frame_type, flags, stream_id, payload in self._reader.feed(data):
+            for frame_type, flags, stream_id, payload in reader.feed(data):
                 handler = self._handlers.get(frame_type)
                 if handler is not None:
                     handler(flags, stream_id, payload)
@@ -203,6 +204,8 @@ class Connection:
                 if len(self._events) > max_events:
                     raise RemoteProtocolError("too many events pending",
                                               code=ErrorCode.EXCESSIVE_LOAD)
+            if reader.error is not None:
+                raise reader.error
         except ProtocolError as exc:  # a LocalProtocolError from a decoder counts as remote
             error = RemoteProtocolError(exc.msg, code=exc.code)
             self._error = error

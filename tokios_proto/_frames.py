@@ -60,12 +60,15 @@ class FrameReader:
     ``HEADER_SIZE + max_payload`` between calls.
     """
 
-    __slots__ = ("_buffer", "_need", "max_payload")
+    __slots__ = ("_buffer", "_need", "error", "max_payload")
 
     def __init__(self, max_payload: int) -> None:
         self._buffer = bytearray()
         self._need = HEADER_SIZE  # bytes the buffer must hold before it is worth parsing
         self.max_payload = max_payload
+        #: Set on the first bad header; the frames before it are still returned, so that they
+        #: are handled exactly as if the bytes had arrived in smaller pieces.
+        self.error: RemoteProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -76,8 +79,12 @@ class FrameReader:
         """Return the complete frames in the stream so far as (type, flags, stream_id, payload).
 
         Payloads are views into an immutable ``bytes``: the caller copies what it keeps.
-        Raises :class:`RemoteProtocolError` on a bad version byte or an oversized length.
+        On a bad version byte or an oversized length, the frames before it are returned and
+        :attr:`error` is set (a :class:`RemoteProtocolError`); the caller handles the frames,
+        then raises it. Nothing more is parsed after an error.
         """
+        if self.error is not None:
+            return []
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -96,11 +103,13 @@ class FrameReader:
         while end - pos >= HEADER_SIZE:
             version, frame_type, flags, stream_id, length = unpack_from(blob, pos)
             if version != FRAME_VERSION:
-                raise RemoteProtocolError(f"unsupported frame version {version}")
-            if length > max_payload:
-                raise RemoteProtocolError(
+                self.error = RemoteProtocolError(f"unsupported frame version {version}")
+            elif length > max_payload:
+                self.error = RemoteProtocolError(
                     f"frame length {length} exceeds the limit {max_payload}",
                     code=ErrorCode.FRAME_SIZE_ERROR)
+            if self.error is not None:
+                return frames
             stop = pos + HEADER_SIZE + length
             if stop > end:
                 self._need = stop - pos
@@ -123,6 +132,8 @@ def decode_frames(data: bytes, max_payload: int = MAX_U32) -> list[Frame]:
     reader = FrameReader(max_payload)
     frames = [Frame(FrameType(t) if t in _KNOWN_TYPES else t, f, s, bytes(p))
               for t, f, s, p in reader.feed(data)]
+    if reader.error is not None:
+        raise reader.error
     if reader.buffered:
         raise RemoteProtocolError("trailing partial frame")
     return frames

@@ -137,8 +137,6 @@ def test_the_reference_run_is_one_byte_per_call() -> None:
     assert [type(e).__name__ for e in outcome.events] == ["HelloReceived"]
 
 
-@pytest.mark.xfail(strict=True, reason="FrameReader.feed parses a chunk's headers before the "
-                   "connection handles its frames: a bad header pre-empts an earlier GOAWAY")
 def test_a_framing_error_does_not_pre_empt_the_frames_before_it() -> None:
     data = (CORPUS / "proto_receive_gateway" / "goaway-error-then-junk").read_bytes()
     make = harness.SCENARIOS["proto_receive_gateway"]

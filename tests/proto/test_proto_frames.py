@@ -61,9 +61,18 @@ def test_bad_version_is_a_remote_error() -> None:
 def test_oversized_length_fails_before_the_payload_arrives() -> None:
     reader = FrameReader(max_payload=100)
     header = encode_frame(FrameType.DATA, 0, 1, b"")[:8] + (101).to_bytes(4, "big")
-    with pytest.raises(RemoteProtocolError) as info:
-        reader.feed(header)
-    assert info.value.code == ErrorCode.FRAME_SIZE_ERROR
+    assert reader.feed(header) == []
+    assert reader.error is not None and reader.error.code == ErrorCode.FRAME_SIZE_ERROR
+    assert reader.buffered == 0 and reader.feed(b"more") == []
+
+
+def test_frames_before_a_bad_header_are_still_returned() -> None:
+    good = encode_frame(FrameType.PING, 0, 0, bytes(8))
+    reader = FrameReader(max_payload=100)
+    frames = reader.feed(good + b"\x09" + good[1:])
+    assert len(frames) == 1 and reader.error is not None
+    with pytest.raises(RemoteProtocolError, match="version"):
+        decode_frames(good + b"\x09" + good[1:])
 
 
 def test_trailing_partial_frame_is_an_error_for_decode_frames() -> None:

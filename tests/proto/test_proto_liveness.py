@@ -203,3 +203,21 @@ def test_time_reaching_idle_timeout_in_draining_state() -> None:
     pair.gateway.handle_timer(10.0)
     pair.gateway.handle_timer(30.0)
     assert pair.gateway.state is ConnectionState.CLOSED
+
+
+def test_frames_before_a_bad_header_take_effect_first() -> None:
+    pair = Pair()
+    pair.handshake()
+    goaway = encode_frame(FrameType.GOAWAY, 0, 0, b"\0\0\0\0\0\0\0\2boom")
+    pair.gateway.receive_data(goaway + b"\xff" * 12, 0.0)  # the junk after it is never parsed
+    pair.drain_events()
+    assert pair.gateway.state is ConnectionState.CLOSED
+    assert pair.gateway_events[-1] == ConnectionTerminated(code=ErrorCode.INTERNAL_ERROR,
+                                                           reason="boom", remote=True)
+    pair2 = Pair()
+    pair2.handshake()
+    ping = encode_frame(FrameType.PING, 0, 0, bytes(8))
+    with pytest.raises(RemoteProtocolError, match="version"):
+        pair2.gateway.receive_data(ping + b"\xff" * 12, 0.0)
+    frames = decode_frames(pair2.gateway.data_to_send())
+    assert [f.type for f in frames] == [FrameType.PONG, FrameType.GOAWAY]
