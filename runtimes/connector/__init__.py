@@ -1,0 +1,1 @@
+"""tokios-connector: the outbound-only tunnel client (asyncio). Entry point: cli.main."""

@@ -1,0 +1,386 @@
+"""The asyncio connector: dial the gateway, serve granted deployments, reconnect.
+
+    connector = Connector(settings)      # ConnectorSettings (built by cli.py)
+    code = await connector.run()         # returns an exit code (see EXIT_* below)
+
+One session at a time: connect_websocket -> ConnectorConnection.start (HELLO) -> Accepted ->
+for each StreamOpened a task (read the body, plan with ``handling``, call the upstream through
+an :class:`~runtimes.netio.UpstreamPool`, answer with flow control). A session that ends for a
+retryable reason is followed by a full-jitter back-off; a permanent rejection ends ``run``.
+The connector never listens on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runtimes.connector import handling
+from runtimes.connector.handling import Backoff, Plan
+from runtimes.gateway.pump import Pump
+from runtimes.netio import (
+    UpstreamError,
+    UpstreamPool,
+    WebSocketHandshakeError,
+    client_context,
+    connect_websocket,
+)
+from tokios_proto import (
+    Accepted,
+    Config,
+    ConnectionTerminated,
+    ConnectorConnection,
+    DataReceived,
+    DeploymentOffer,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    Hello,
+    Rejected,
+    RejectReason,
+    ResetCode,
+    Secret,
+    Settings,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    WindowUpdated,
+)
+from tokios_translate import BackendKind, ClientResponse, open_stream_translator
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PERMANENT",
+    "EXIT_PROBE_FAILED",
+    "EXIT_USAGE",
+    "Connector",
+    "ConnectorSettings",
+    "PermanentRejection",
+    "probe_backend",
+]
+
+logger = logging.getLogger("tokios.connector")
+
+SOFTWARE_VERSION = "0.1.0"
+EXIT_OK = 0
+EXIT_USAGE = 2
+#: The gateway refused this connector for good (bad or revoked token, deployments not
+#: allowed, unsupported protocol version): retrying cannot help.
+EXIT_PERMANENT = 3
+#: ``--backend auto`` found no known model server at ``--upstream``.
+EXIT_PROBE_FAILED = 4
+
+#: Largest request body accepted from the gateway per stream.
+MAX_REQUEST_BODY = 64 * 1024 * 1024
+#: The GOAWAY reason the gateway sends when it revokes the token of a live tunnel.
+REVOKED_REASON = "revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorSettings:
+    """Validated options of one connector process."""
+
+    tunnel_url: str
+    token: str
+    upstream: str
+    backend: BackendKind
+    #: deployment -> upstream model.
+    models: dict[str, str]
+    ca_file: str | None = None
+    max_concurrent_streams: int = 64
+    connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
+                                                       f"{secrets.token_hex(4)}")
+
+
+class PermanentRejection(Exception):  # noqa: N818
+    """The gateway refused the connector for a reason retrying cannot fix."""
+
+
+async def probe_backend(pool: UpstreamPool) -> BackendKind | None:
+    """``--backend auto``: GET each of handling.PROBES; the first 2xx names the backend."""
+    for path, _ in handling.PROBES:
+        try:
+            async with pool.request("GET", path) as response:
+                await response.read(1024 * 1024)
+                kind = handling.backend_from_probe(path, response.status)
+        except UpstreamError:
+            continue
+        if kind is not None:
+            return kind
+    return None
+
+
+class _Stream:
+    __slots__ = ("body", "body_done", "head", "head_sent", "size", "task", "too_large",
+                 "window")
+
+    def __init__(self, head: object) -> None:
+        self.head = head
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.head_sent = False
+        self.body_done = asyncio.Event()
+        self.window = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class _StreamGone(Exception):  # noqa: N818
+    pass
+
+
+class Session:
+    """One tunnel connection: the events of the core, one task per stream."""
+
+    def __init__(self, connector: Connector, ws: object, conn: ConnectorConnection) -> None:
+        self.connector = connector
+        self.conn = conn
+        self.pump = Pump(ws, conn, self._on_event)  # type: ignore[arg-type]
+        self.streams: dict[int, _Stream] = {}
+        self.accepted: Accepted | None = None
+        self.rejected: Rejected | None = None
+        self.revoked = False
+
+    def _on_event(self, event: Event) -> None:
+        stream: _Stream | None
+        if isinstance(event, StreamOpened):
+            new = _Stream(event.head)
+            self.streams[event.stream_id] = new
+            new.task = asyncio.create_task(self._serve(event.stream_id, new))
+        elif isinstance(event, DataReceived):
+            stream = self.streams.get(event.stream_id)
+            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            if stream is not None and not stream.too_large:
+                stream.size += len(event.data)
+                if stream.size > MAX_REQUEST_BODY:
+                    stream.too_large = True
+                    stream.body.clear()
+                    stream.body_done.set()
+                else:
+                    stream.body.append(event.data)
+        elif isinstance(event, StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.body_done.set()
+        elif isinstance(event, StreamReset):
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None and stream.task is not None:
+                stream.task.cancel()
+        elif isinstance(event, WindowUpdated):
+            if event.stream_id == 0:
+                for stream in self.streams.values():
+                    stream.window.set()
+            elif (stream := self.streams.get(event.stream_id)) is not None:
+                stream.window.set()
+        elif isinstance(event, Accepted):
+            self.accepted = event
+            logger.info("tunnel open: session %s, serving %s", event.session_id,
+                        ", ".join(event.deployments) or "nothing")
+            self.connector.backoff.connected(self.pump.now())
+            self.connector.sessions += 1
+        elif isinstance(event, Rejected):
+            self.rejected = event
+        elif isinstance(event, GoAwayReceived):
+            logger.info("gateway sent goaway (code %s): finishing streams in flight",
+                        int(event.code))
+        elif isinstance(event, ConnectionTerminated):
+            if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
+                    and self.accepted is not None):
+                self.revoked = True
+            for stream in list(self.streams.values()):
+                if stream.task is not None:
+                    stream.task.cancel()
+            self.streams.clear()
+
+    # ---- one stream ----------------------------------------------------------------------
+
+    async def _serve(self, stream_id: int, stream: _Stream) -> None:
+        try:
+            await self._answer(stream_id, stream)
+        except (_StreamGone, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # a bug: reset the stream, keep the tunnel
+            logger.error("stream failed: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                self.conn.reset_stream(stream_id, ResetCode.INTERNAL_ERROR)
+                self.pump.kick()
+        finally:
+            self.streams.pop(stream_id, None)
+
+    async def _answer(self, stream_id: int, stream: _Stream) -> None:
+        await stream.body_done.wait()
+        head = stream.head
+        started = time.monotonic()
+        if stream.too_large:
+            self.conn.reset_stream(stream_id, ResetCode.REFUSED)
+            self.pump.kick()
+            return
+        body = b"".join(stream.body)
+        stream.body.clear()
+        deployment = getattr(head, "deployment", "")
+        settings = self.connector.settings
+        plan = handling.plan_request(
+            getattr(head, "path", ""), body, backend=self.connector.backend,
+            deployment=deployment, upstream_model=settings.models.get(deployment, deployment),
+            response_id=secrets.token_hex(12), created=int(time.time()))
+        if plan.immediate is not None:
+            await self._send_whole(stream_id, stream, plan.immediate)
+            return
+        await self._call_upstream(stream_id, stream, plan)
+        logger.info("stream %d %s done in %.3fs", stream_id, plan.route.value,
+                    time.monotonic() - started)
+
+    async def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
+        assert plan.call is not None
+        pool = self.connector.pool
+        try:
+            async with pool.request(plan.call.method, plan.call.path, plan.call.headers,
+                                    plan.call.body) as response:
+                if not plan.stream or response.status >= 400:
+                    answer_body = await response.read(handling.MAX_UPSTREAM_BODY)
+                    answer = handling.finish_plan(plan, response.status, answer_body)
+                    await self._send_whole(stream_id, stream, answer)
+                    return
+                assert plan.context is not None
+                translator = open_stream_translator(plan.context)
+                self.conn.send_response(stream_id, 200, handling.STREAM_HEADERS)
+                stream.head_sent = True
+                self.pump.kick()
+                try:
+                    async for chunk in response.iter_bytes():
+                        out = translator.feed(chunk)
+                        if out:
+                            await self._send(stream_id, stream, out)
+                        if translator.done:
+                            break
+                    tail = translator.finish()
+                except UpstreamError:
+                    tail = translator.fail("upstream connection lost")
+                if tail:
+                    await self._send(stream_id, stream, tail)
+                self.conn.end_stream(stream_id)
+                self.pump.kick()
+        except UpstreamError as exc:
+            logger.warning("upstream call failed: %s", exc)
+            if stream_id not in self.streams:
+                return
+            if stream.head_sent:
+                self.conn.reset_stream(stream_id, ResetCode.UPSTREAM_FAILED)
+                self.pump.kick()
+            else:
+                await self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
+
+    async def _send_whole(self, stream_id: int, stream: _Stream, answer: ClientResponse) -> None:
+        self.conn.send_response(stream_id, answer.status, handling.response_headers(answer))
+        stream.head_sent = True
+        self.pump.kick()
+        if answer.body:
+            await self._send(stream_id, stream, answer.body)
+        self.conn.end_stream(stream_id)
+        self.pump.kick()
+
+    async def _send(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        """Send with flow control: wait for WindowUpdated whenever the credit runs out."""
+        view = memoryview(data)
+        while view:
+            if stream_id not in self.streams:
+                raise _StreamGone
+            credit = self.conn.available_to_send(stream_id)
+            if credit <= 0:
+                stream.window.clear()
+                await stream.window.wait()
+                continue
+            self.conn.send_data(stream_id, view[:credit])
+            view = view[credit:]
+            self.pump.kick()
+
+
+class Connector:
+    """The reconnect loop around :class:`Session`."""
+
+    def __init__(self, settings: ConnectorSettings, *,
+                 rng: Callable[[], float] = random.random,
+                 sleep: Callable[[float], object] | None = None) -> None:
+        self.settings = settings
+        self.backoff = Backoff(rng)
+        self.backend = settings.backend
+        self.pool: UpstreamPool = None  # type: ignore[assignment]
+        self._sleep = sleep or asyncio.sleep
+        #: Sessions accepted so far (for tests).
+        self.sessions = 0
+        self.current: Session | None = None
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.settings.tunnel_url.startswith("wss://"):
+            return None
+        return client_context(ca_file=self.settings.ca_file)
+
+    async def run(self) -> int:
+        """Serve until a permanent rejection (returns EXIT_PERMANENT) or cancellation."""
+        self.pool = UpstreamPool(self.settings.upstream,
+                                 max_connections=max(4, self.settings.max_concurrent_streams))
+        try:
+            while True:
+                try:
+                    await self.session()
+                except PermanentRejection as exc:
+                    logger.error("%s", exc)
+                    return EXIT_PERMANENT
+                except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
+                    logger.warning("cannot reach the gateway: %s", type(exc).__name__)
+                loop = asyncio.get_running_loop()
+                self.backoff.disconnected(loop.time())
+                delay = self.backoff.next_delay()
+                logger.info("reconnecting in %.2fs", delay)
+                await self._sleep(delay)  # type: ignore[misc]
+        finally:
+            await self.pool.aclose()
+
+    async def session(self) -> None:
+        """One connection to the gateway, from dial to close."""
+        ws = await connect_websocket(self.settings.tunnel_url, ssl_context=self._ssl(),
+                                     max_message_size=1024 * 1024)
+        offers = tuple(DeploymentOffer(name=name, upstream_model=model)
+                       for name, model in self.settings.models.items())
+        hello = Hello(credential=Secret(self.settings.token),
+                      connector_id=self.settings.connector_id,
+                      software_version=SOFTWARE_VERSION, deployments=offers)
+        config = Config(settings=Settings(
+            max_concurrent_streams=self.settings.max_concurrent_streams))
+        conn = ConnectorConnection(config, hello=hello)
+        session = Session(self, ws, conn)
+        self.current = session
+        conn.start(session.pump.now())
+        try:
+            await session.pump.run()
+        finally:
+            self.current = None
+        rejected = session.rejected
+        if rejected is not None and not rejected.retryable:
+            raise PermanentRejection(_rejection_text(rejected.reason, rejected.message))
+        if session.revoked:
+            raise PermanentRejection("the gateway closed the tunnel: this connector token was "
+                                     "revoked; create a new one with `tokios-gateway "
+                                     "connector-token add`")
+        if rejected is not None and rejected.retry_after:
+            await self._sleep(rejected.retry_after)  # type: ignore[misc]
+
+
+def _rejection_text(reason: RejectReason, message: str) -> str:
+    what = {
+        RejectReason.BAD_CREDENTIAL: "the connector token is not valid (check --token)",
+        RejectReason.REVOKED: "the connector token was revoked",
+        RejectReason.DEPLOYMENT_NOT_ALLOWED: "this token may not serve any of the --model "
+                                             "deployments offered",
+        RejectReason.UNSUPPORTED_VERSION: "the gateway speaks another protocol version",
+    }.get(reason, f"rejected ({reason.value})")
+    suffix = f": {message}" if message else ""
+    return f"the gateway refused this connector: {what}{suffix}"

@@ -1,0 +1,174 @@
+"""``tokios-connector``: dial a Tokios gateway and serve a local model through it.
+
+``main(argv)`` returns the exit code (0 stopped by a signal, 2 usage error, 3 the gateway
+refused this connector for good, 4 ``--backend auto`` found no model server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import urllib.parse
+
+from runtimes.connector.app import (
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_PROBE_FAILED,
+    EXIT_USAGE,
+    Connector,
+    ConnectorSettings,
+    probe_backend,
+)
+from runtimes.connector.handling import parse_model_map
+from runtimes.netio import UpstreamPool, install_loop
+from tokios_translate import BackendKind
+
+__all__ = ["build_parser", "main", "settings_from_args", "tunnel_url"]
+
+TUNNEL_PATH = "/v1/tunnel"
+
+_DESCRIPTION = """\
+Connect a local model server (Ollama, llama.cpp, vLLM, LM Studio or any OpenAI-compatible
+server) to a Tokios gateway. The connector dials out to the gateway over wss:// and never
+listens on a port: the model server needs no inbound access from the internet.
+
+It offers the deployments named by --model, serves those the token allows, and reconnects by
+itself (full-jitter exponential back-off) when the gateway restarts or the network drops."""
+
+_EPILOG = """\
+environment:
+  TOKIOS_GATEWAY          default for --gateway
+  TOKIOS_CONNECTOR_TOKEN  default for --token (prefer it: arguments show in `ps`)
+  TOKIOS_UPSTREAM         default for --upstream
+
+exit codes:
+  0  stopped by SIGTERM/SIGINT
+  2  bad arguments
+  3  the gateway refused this connector for good (invalid or revoked token, deployments not
+     allowed, unsupported protocol version): fix the token or --model, then restart
+  4  --backend auto found no known model server at --upstream
+
+example:
+  tokios-connector --gateway https://gw.example.com --token tkct-... \\
+      --upstream http://127.0.0.1:11434 --backend ollama --model coder=qwen3:8b"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokios-connector", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateway", metavar="URL", default=os.environ.get("TOKIOS_GATEWAY"),
+                        help="the gateway: https://host[:port], wss://host[:port]/v1/tunnel, "
+                             "or http:// / ws:// for loopback tests")
+    parser.add_argument("--token", metavar="TOKEN",
+                        default=os.environ.get("TOKIOS_CONNECTOR_TOKEN"),
+                        help="the connector token (from `tokios-gateway connector-token add`)")
+    parser.add_argument("--upstream", metavar="URL", default=os.environ.get("TOKIOS_UPSTREAM"),
+                        help="the model server, e.g. http://127.0.0.1:11434")
+    parser.add_argument("--backend", default="auto",
+                        choices=("ollama", "llamacpp", "vllm", "lmstudio", "openai", "auto"),
+                        help="the model server's kind (default auto: probe /api/version, "
+                             "/props, /v1/models)")
+    parser.add_argument("--model", metavar="DEPLOYMENT=UPSTREAM_MODEL", action="append",
+                        default=[], help="serve DEPLOYMENT with the upstream model "
+                                         "UPSTREAM_MODEL (a bare NAME: the same name); repeat")
+    parser.add_argument("--ca-file", metavar="FILE",
+                        help="trust this CA bundle for the gateway instead of the system roots")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop (default: uvloop where installed)")
+    parser.add_argument("--max-concurrent-streams", metavar="N", type=int, default=64,
+                        help="requests served at once (default 64)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info")
+    return parser
+
+
+def tunnel_url(gateway: str) -> str:
+    """The WebSocket URL of the tunnel endpoint for a ``--gateway`` value."""
+    parsed = urllib.parse.urlsplit(gateway.strip())
+    scheme = {"https": "wss", "wss": "wss", "http": "ws", "ws": "ws"}.get(parsed.scheme)
+    if scheme is None or not parsed.hostname:
+        raise ValueError("--gateway must be https://host[:port] (or wss://, http://, ws://)")
+    path = parsed.path.rstrip("/")
+    if not path.endswith(TUNNEL_PATH):
+        path = path + TUNNEL_PATH
+    return urllib.parse.urlunsplit((scheme, parsed.netloc, path, "", ""))
+
+
+def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
+    """Validate the arguments; raise ValueError with a readable reason."""
+    if not args.gateway:
+        raise ValueError("--gateway (or TOKIOS_GATEWAY) is required")
+    if not args.token:
+        raise ValueError("--token (or TOKIOS_CONNECTOR_TOKEN) is required")
+    if not args.upstream:
+        raise ValueError("--upstream (or TOKIOS_UPSTREAM) is required")
+    url = tunnel_url(args.gateway)
+    upstream = urllib.parse.urlsplit(args.upstream)
+    if upstream.scheme not in ("http", "https") or not upstream.hostname:
+        raise ValueError("--upstream must be http://host:port or https://host:port")
+    models = parse_model_map(args.model)
+    if not models:
+        raise ValueError("give at least one --model DEPLOYMENT=UPSTREAM_MODEL")
+    if not 1 <= args.max_concurrent_streams <= 4096:
+        raise ValueError("--max-concurrent-streams must be in 1..4096")
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
+    backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
+    return ConnectorSettings(tunnel_url=url, token=args.token, upstream=args.upstream,
+                             backend=backend, models=models, ca_file=args.ca_file,
+                             max_concurrent_streams=args.max_concurrent_streams)
+
+
+async def _main(settings: ConnectorSettings, auto: bool) -> int:
+    if auto:
+        pool = UpstreamPool(settings.upstream, max_connections=2, read_timeout=10.0)
+        try:
+            kind = await probe_backend(pool)
+        finally:
+            await pool.aclose()
+        if kind is None:
+            sys.stderr.write(f"tokios-connector: no model server found at {settings.upstream} "
+                             "(tried /api/version, /props, /v1/models); give --backend\n")
+            return EXIT_PROBE_FAILED
+        logging.getLogger("tokios.connector").info("upstream detected as %s", kind.value)
+        settings = dataclasses.replace(settings, backend=kind)
+    connector = Connector(settings)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await connector.run()
+    except asyncio.CancelledError:
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        sys.stderr.write(f"tokios-connector: {exc}\n")
+        return EXIT_USAGE
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_loop(args.loop)
+    code = asyncio.run(_main(settings, args.backend == "auto"))
+    if code == EXIT_PERMANENT:
+        sys.stderr.write("tokios-connector: stopped: the gateway refused this connector for "
+                         "good (see the message above); not retrying\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

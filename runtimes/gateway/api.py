@@ -1,0 +1,348 @@
+"""The gateway's HTTP front end: one handler for the API, the probes and ``/v1/tunnel``.
+
+    api = GatewayApi(store, auth_cache, tunnel_manager, max_body_bytes=...)
+    server = HttpServer(api.handle, ssl_context=...)
+
+Per request, in order: the endpoint (404/405); the probes; the key (401, before the body is
+read); the body (413) and its JSON ``model`` (400); the deployment visible to the key (404,
+the same whether it belongs to another tenant or does not exist); a tunnel serving it (503, or
+429 when every one is at its concurrency limit); then the request goes down the tunnel and the
+answer comes back as it arrives. Logs carry method, path, status, deployment, duration and byte
+counts, never bodies or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import orjson
+
+from runtimes.gateway.routing import (
+    KNOWN_PATHS,
+    EndpointKind,
+    error_format_for,
+    find_endpoint,
+    presented_api_key,
+)
+from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, TunnelManager
+from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
+from runtimes.store import AuthCache, KeyGrant, Store
+from tokios_proto import LocalProtocolError, RequestHead, ResetCode
+from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
+from tokios_translate.models import list_body
+
+__all__ = ["MAX_STREAMS_PER_KEY", "TUNNEL_PATH", "GatewayApi", "UpstreamBroken"]
+
+logger = logging.getLogger("tokios.gateway")
+
+TUNNEL_PATH = "/v1/tunnel"
+#: Requests one API key may have in flight at once; more get 429.
+MAX_STREAMS_PER_KEY = 64
+#: Request headers never forwarded to the connector (credentials, hop-by-hop, host).
+DROPPED_HEADERS = frozenset({
+    "authorization", "x-api-key", "cookie", "host", "connection", "keep-alive",
+    "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length",
+    "proxy-authorization", ":authority", ":method", ":path", ":scheme",
+})
+#: Response headers from the connector that the HTTP layer sets itself.
+DROPPED_RESPONSE_HEADERS = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
+})
+_MAX_FORWARDED_HEADERS = 64
+_T = TypeVar("_T")
+
+
+class UpstreamBroken(Exception):  # noqa: N818
+    """Raised from the handler after the response head when the stream broke, so the HTTP
+    layer resets the h2 stream or closes the h1 connection (a broken, not truncated, answer)."""
+
+
+class GatewayApi:
+    """The request handler of the gateway (see module doc)."""
+
+    def __init__(self, store: Store, auth: AuthCache, tunnels: TunnelManager, *,
+                 max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY) -> None:
+        self.store = store
+        self.auth = auth
+        self.tunnels = tunnels
+        self.max_body_bytes = max_body_bytes
+        self.max_streams_per_key = max_streams_per_key
+        self._per_key: dict[str, int] = {}
+        #: False once shutdown began: new API requests get 503.
+        self.accepting = True
+        #: API requests being answered now.
+        self.in_flight = 0
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _error(response: HttpResponse, client: ClientFormat, kind: ErrorKind,
+                     message: str, request_id: str, *, status: int | None = None,
+                     retry_after: str | None = None) -> int:
+        answer = error_response(client, TranslationError(kind, message, status=status))
+        headers = [*answer.headers, ("x-request-id", request_id)]
+        if retry_after is not None and not any(n == "retry-after" for n, _ in headers):
+            headers.append(("retry-after", retry_after))
+        await response.respond(answer.status, headers, answer.body)
+        return answer.status
+
+    @staticmethod
+    async def _json(response: HttpResponse, status: int, body: bytes, request_id: str) -> int:
+        await response.respond(status, [("content-type", "application/json"),
+                                        ("x-request-id", request_id)], body)
+        return status
+
+    # ---- the handler ---------------------------------------------------------------------
+
+    async def handle(self, request: HttpRequest, response: HttpResponse) -> None:
+        if request.path == TUNNEL_PATH and request.method == "GET":
+            await self._tunnel(request, response)
+            return
+        request_id = f"req_{secrets.token_hex(12)}"
+        started = time.monotonic()
+        self.in_flight += 1
+        info: dict[str, object] = {"status": 0, "deployment": "-", "sent": 0}
+        try:
+            await self._handle(request, response, request_id, info)
+        finally:
+            self.in_flight -= 1
+            logger.info("%s %s %s deployment=%s bytes_out=%s %.3fs %s", request.method,
+                        request.path, info["status"] or response.status, info["deployment"],
+                        info["sent"], time.monotonic() - started, request_id)
+
+    async def _tunnel(self, request: HttpRequest, response: HttpResponse) -> None:
+        if not self.accepting:
+            await response.respond(503, [("content-type", "text/plain")],
+                                   b"the gateway is shutting down\n")
+            return
+        try:
+            ws = await request.accept_websocket(max_message_size=1024 * 1024)
+        except Exception:
+            await response.respond(426, [("content-type", "text/plain"),
+                                         ("upgrade", "websocket")],
+                                   b"the tunnel endpoint needs a WebSocket upgrade\n")
+            return
+        await self.tunnels.serve(ws)
+
+    async def _handle(self, request: HttpRequest, response: HttpResponse, request_id: str,
+                      info: dict[str, object]) -> None:
+        endpoint = find_endpoint(request.method, request.path)
+        if endpoint is None:
+            client = error_format_for(request.path, request.headers)
+            path = request.path[:-1] if len(request.path) > 1 and request.path.endswith("/") \
+                else request.path
+            if path in KNOWN_PATHS:
+                info["status"] = await self._error(response, client, ErrorKind.INVALID_REQUEST,
+                                                   "method not allowed", request_id, status=405)
+            else:
+                info["status"] = await self._error(response, client, ErrorKind.NOT_FOUND,
+                                                   "no such endpoint", request_id)
+            return
+        if endpoint.kind is EndpointKind.HEALTH:
+            info["status"] = await self._json(response, 200, b'{"status":"ok"}', request_id)
+            return
+        if endpoint.kind is EndpointKind.READY:
+            ready = self.accepting
+            body = orjson.dumps({"status": "ready" if ready else "shutting down",
+                                 "tunnels": len(self.tunnels.registry)})
+            info["status"] = await self._json(response, 200 if ready else 503, body, request_id)
+            return
+        client = endpoint.client
+        if endpoint.kind is EndpointKind.MODELS and "anthropic-version" in request.headers:
+            client = ClientFormat.MESSAGES
+        key = presented_api_key(request.headers)
+        grant = None
+        if key is not None:
+            grant = await asyncio.to_thread(self.auth.get_key_grant, key)
+        if grant is None:
+            info["status"] = await self._error(response, client, ErrorKind.AUTHENTICATION,
+                                               "invalid or missing API key", request_id)
+            return
+        if not self.accepting:
+            info["status"] = await self._error(response, client, ErrorKind.OVERLOADED,
+                                               "the gateway is shutting down", request_id,
+                                               retry_after="1")
+            return
+        visible = await asyncio.to_thread(self.auth.deployments_for, grant)
+        if endpoint.kind is EndpointKind.MODELS:
+            names = sorted(visible)
+            body = list_body(client, names, created=int(time.time()))
+            info["status"] = await self._json(response, 200, body, request_id)
+            return
+        try:
+            body = await request.body(limit=self.max_body_bytes)
+        except BodyTooLarge:
+            info["status"] = await self._error(
+                response, client, ErrorKind.REQUEST_TOO_LARGE,
+                f"request body exceeds {self.max_body_bytes} bytes", request_id)
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            info["status"] = await self._error(response, client, ErrorKind.INVALID_REQUEST,
+                                               "the body is not valid JSON", request_id)
+            return
+        model = parsed.get("model") if isinstance(parsed, dict) else None
+        if not isinstance(model, str) or not model:
+            info["status"] = await self._error(response, client, ErrorKind.INVALID_REQUEST,
+                                               "`model` is required", request_id)
+            return
+        if model not in visible:
+            info["status"] = await self._error(
+                response, client, ErrorKind.NOT_FOUND,
+                f"the model `{model[:100]}` does not exist or you do not have access to it",
+                request_id)
+            return
+        info["deployment"] = model
+        key_id = grant.key_id
+        if self._per_key.get(key_id, 0) >= self.max_streams_per_key:
+            info["status"] = await self._error(response, client, ErrorKind.RATE_LIMITED,
+                                               "too many concurrent requests for this key",
+                                               request_id, retry_after="1")
+            return
+        self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
+        try:
+            await self._forward(request, response, request_id=request_id, info=info,
+                                client=client, grant=grant, deployment=model, body=body,
+                                path=endpoint.path)
+        finally:
+            left = self._per_key.get(key_id, 1) - 1
+            if left:
+                self._per_key[key_id] = left
+            else:
+                self._per_key.pop(key_id, None)
+
+    # ---- forwarding ----------------------------------------------------------------------
+
+    def _request_head(self, request: HttpRequest, path: str, deployment: str,
+                      request_id: str) -> RequestHead:
+        headers = tuple((name, value) for name, value in request.header_list
+                        if name not in DROPPED_HEADERS and not name.startswith(":")
+                        )[:_MAX_FORWARDED_HEADERS]
+        return RequestHead(method=request.method, path=path, query=request.query[:4096],
+                           headers=headers, deployment=deployment, request_id=request_id)
+
+    async def _open(self, grant: KeyGrant, deployment: str, head: RequestHead, body: bytes,
+                    tried: list[Tunnel]) -> tuple[GatewayStream, int, tuple[tuple[str, str], ...]]:
+        tunnel = self.tunnels.registry.pick(grant.tenant_id, deployment, exclude=tried)
+        if tunnel is None:
+            raise LookupError
+        tried.append(tunnel)
+        try:
+            stream = tunnel.open_stream(head)
+        except LocalProtocolError as exc:
+            raise StreamFailed("tunnel cannot open a stream", retryable=True) from exc
+        try:
+            await stream.send_body(body)
+            status, headers = await stream.wait_head()
+        except BaseException:
+            if stream.failure is None or not stream.failure.retryable:
+                stream.reset(ResetCode.CANCELLED)
+            raise
+        return stream, status, headers
+
+    async def _forward(self, request: HttpRequest, response: HttpResponse, *, request_id: str,
+                       info: dict[str, object], client: ClientFormat, grant: KeyGrant,
+                       deployment: str, body: bytes, path: str) -> None:
+        head = self._request_head(request, path, deployment, request_id)
+        tried: list[Tunnel] = []
+        opened = None
+        for attempt in range(2):
+            try:
+                opened = await self._wait_with_client(response, self._open(
+                    grant, deployment, head, body, tried))
+                break
+            except LookupError:
+                if attempt == 0 and not tried:
+                    served = deployment in self.tunnels.registry.served(grant.tenant_id)
+                    if served and self._all_full(grant.tenant_id, deployment):
+                        info["status"] = await self._error(
+                            response, client, ErrorKind.RATE_LIMITED,
+                            f"every connector serving {deployment} is at its limit",
+                            request_id, retry_after="1")
+                        return
+                break
+            except StreamFailed as failure:
+                if failure.retryable and attempt == 0:
+                    continue
+                info["status"] = await self._error(
+                    response, client, ErrorKind.UPSTREAM,
+                    "the connector failed before answering", request_id)
+                return
+            except ClientDisconnected:
+                return
+        if opened is None:
+            info["status"] = await self._error(
+                response, client, ErrorKind.OVERLOADED,
+                f"no connector is serving deployment {deployment}", request_id, retry_after="1")
+            return
+        stream, status, headers = opened
+        info["status"] = status
+        await self._relay(response, stream, status=status, headers=headers,
+                          request_id=request_id, info=info)
+
+    def _all_full(self, tenant_id: str, deployment: str) -> bool:
+        return any(t.grant is not None and t.grant.tenant_id == tenant_id
+                   and deployment in t.deployments and not t.accepting_streams
+                   and not t.goaway_received
+                   for t in self.tunnels.tunnels)
+
+    @staticmethod
+    async def _wait_with_client(response: HttpResponse, coro: Awaitable[_T]) -> _T:
+        """Run ``coro``; if the client disconnects first, cancel it (ClientDisconnected)."""
+        task = asyncio.ensure_future(coro)
+        gone = asyncio.ensure_future(response.disconnected.wait())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise ClientDisconnected("client went away")
+        return task.result()
+
+    async def _relay(self, response: HttpResponse, stream: GatewayStream, *, status: int,
+                     headers: tuple[tuple[str, str], ...], request_id: str,
+                     info: dict[str, object]) -> None:
+        out_headers = [(n, v) for n, v in headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
+        out_headers.append(("x-request-id", request_id))
+        watcher = asyncio.ensure_future(response.disconnected.wait())
+        watcher.add_done_callback(
+            lambda fut: None if fut.cancelled() or stream.ended
+            else stream.reset(ResetCode.CLIENT_GONE))
+        sent = 0
+        try:
+            try:
+                await response.start(status, out_headers)
+                while True:
+                    item = await stream.next_data()
+                    if item is None:
+                        break
+                    data, credit = item
+                    try:
+                        await response.send(data)
+                    finally:
+                        stream.acknowledge(credit)
+                    sent += len(data)
+                    info["sent"] = sent
+            except StreamFailed as failure:
+                if response.disconnected.is_set():
+                    return
+                logger.warning("stream broke after the response head (%s)",
+                               failure.code.name if failure.code is not None else "tunnel lost")
+                raise UpstreamBroken("the connector stream broke") from None
+            except ClientDisconnected:
+                stream.reset(ResetCode.CLIENT_GONE)
+                return
+            await response.end()
+        finally:
+            watcher.cancel()
+

@@ -1,0 +1,126 @@
+"""Drive one sans-IO tunnel connection (``tokios_proto``) over one WebSocket, on asyncio.
+
+Used by both ends (the gateway's tunnels and the asyncio connector)::
+
+    pump = Pump(ws, conn, on_event)
+    await pump.run()          # returns once the connection is CLOSED and the socket closed
+
+``run`` reads messages -> ``receive_data(now=loop.time())`` -> ``on_event`` for each event ->
+flushes ``messages_to_send()`` -> re-arms one timer from ``get_timer()``. After calling a
+command on ``conn`` (``accept``, ``send_data``, ``reset_stream``, ``goaway`` ...) call
+:meth:`Pump.kick` so the output is sent and the timer re-armed. ``on_event`` must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from runtimes.netio import WebSocket, WebSocketClosed
+from tokios_proto import (
+    Connection,
+    ConnectionState,
+    ConnectionTerminated,
+    ErrorCode,
+    Event,
+    ProtocolError,
+)
+
+__all__ = ["Pump"]
+
+logger = logging.getLogger("tokios.tunnel")
+
+#: Output taken from the core per WebSocket write, so a slow peer holds the rest in the core
+#: (bounded by the flow-control windows), not in the socket buffer.
+_WRITE_CHUNK = 256 * 1024
+
+
+class Pump:
+    """One connection, one socket, one reader loop, one writer task, one timer."""
+
+    def __init__(self, ws: WebSocket, conn: Connection,
+                 on_event: Callable[[Event], None]) -> None:
+        self.ws = ws
+        self.conn = conn
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        #: The ConnectionTerminated event, once the connection ended (None if the socket
+        #: dropped before the core saw an end).
+        self.terminated: ConnectionTerminated | None = None
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def run(self) -> None:
+        """Pump until the connection is closed; always closes the WebSocket."""
+        writer = asyncio.create_task(self._writer())
+        self.kick()
+        try:
+            while self.terminated is None:
+                try:
+                    message = await self.ws.recv()
+                except WebSocketClosed:
+                    break
+                try:
+                    self.conn.receive_data(message, self.now())
+                except ProtocolError as exc:
+                    logger.warning("tunnel protocol error: %s", type(exc).__name__)
+                self.dispatch()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.terminated is not None:
+                # let the writer flush what the core queued last (GOAWAY, REJECT)
+                self._wake.set()
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), 2.0)
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+            await self.ws.close(1000, "", timeout=1.0)
+            if self.terminated is None:
+                self.terminated = ConnectionTerminated(code=ErrorCode.INTERNAL_ERROR,
+                                                       reason="connection lost", remote=True)
+                self._on_event(self.terminated)
+
+    def dispatch(self) -> None:
+        """Hand every pending event to ``on_event``, then flush and re-arm the timer."""
+        while (event := self.conn.next_event()) is not None:
+            if isinstance(event, ConnectionTerminated):
+                self.terminated = event
+            self._on_event(event)
+        self.kick()
+
+    def kick(self) -> None:
+        """Send what the core queued and re-arm the timer (call after any command)."""
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.conn.get_timer()
+        if when is not None and self.terminated is None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.conn.handle_timer(self.now())
+        self.dispatch()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while messages := self.conn.messages_to_send(_WRITE_CHUNK):
+                for message in messages:
+                    try:
+                        await self.ws.send(message)
+                    except WebSocketClosed:
+                        return
+            if self.conn.state is ConnectionState.CLOSED:
+                # everything is written: tell the reader loop to stop waiting on recv()
+                await self.ws.close(1000, "", timeout=1.0)
+                return

@@ -1,0 +1,130 @@
+"""``tokios-gateway serve``: run the gateway until SIGTERM/SIGINT.
+
+``run(options) -> int`` (called by ``runtimes.gateway.cli``) installs the event loop, opens the
+store, serves HTTPS (or plain HTTP with ``--insecure-http``) on ``--listen`` with the tunnel
+endpoint at ``/v1/tunnel`` (and on ``--tunnel-listen`` if given), prints one line to stderr::
+
+    tokios-gateway listening on https://127.0.0.1:8443 (tunnel: wss://127.0.0.1:8443/v1/tunnel)
+
+and on a signal shuts down gracefully: GOAWAY(NO_ERROR) to every connector, new requests get
+503, requests in flight may finish within ``--grace-period``; then it exits 0.
+:class:`Gateway` is the same thing as an object, for in-process tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from runtimes.gateway.api import GatewayApi
+from runtimes.gateway.options import ListenAddress, ServeOptions
+from runtimes.gateway.tunnels import TunnelManager
+from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
+from runtimes.store import AuthCache, SqliteStore, open_store
+
+__all__ = ["Gateway", "run"]
+
+logger = logging.getLogger("tokios.gateway")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class Gateway:
+    """A running gateway: ``await start()``, then ``.port`` / ``.tunnel_port``; ``await
+    stop(grace)``."""
+
+    def __init__(self, options: ServeOptions, *, auth_ttl: float = 1.0) -> None:
+        self.options = options
+        self.store: SqliteStore = open_store(options.data_dir, create=True)
+        self.auth = AuthCache(self.store, ttl=auth_ttl)
+        self.tunnels = TunnelManager(self.auth, self.store)
+        self.api = GatewayApi(self.store, self.auth, self.tunnels,
+                              max_body_bytes=options.max_body_bytes)
+        ssl_context = None
+        if not options.insecure_http:
+            assert options.tls_cert is not None
+            ssl_context = server_context(options.tls_cert, options.tls_key)
+        self.secure = ssl_context is not None
+        config = ServerConfig(shutdown_grace=options.grace_period)
+        self.server = HttpServer(self.api.handle, ssl_context=ssl_context, config=config)
+        self.tunnel_server: HttpServer | None = None
+        if options.tunnel_listen is not None:
+            self.tunnel_server = HttpServer(self.api.handle, ssl_context=ssl_context,
+                                            config=config)
+
+    async def start(self) -> None:
+        self.tunnels.start()
+        listen = self.options.listen
+        await self.server.start(listen.host, listen.port)
+        if self.tunnel_server is not None:
+            assert self.options.tunnel_listen is not None
+            tunnel = self.options.tunnel_listen
+            await self.tunnel_server.start(tunnel.host, tunnel.port)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def tunnel_port(self) -> int:
+        return self.tunnel_server.port if self.tunnel_server is not None else self.port
+
+    def _address(self, address: ListenAddress, port: int, scheme: str) -> str:
+        return f"{scheme}://{_url_host(address.host)}:{port}"
+
+    def banner(self) -> str:
+        scheme, ws_scheme = ("https", "wss") if self.secure else ("http", "ws")
+        tunnel_address = self.options.tunnel_listen or self.options.listen
+        api = self._address(self.options.listen, self.port, scheme)
+        tunnel = self._address(tunnel_address, self.tunnel_port, ws_scheme)
+        return f"tokios-gateway listening on {api} (tunnel: {tunnel}/v1/tunnel)"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown (see module doc)."""
+        grace = self.options.grace_period if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        self.api.accepting = False
+        self.tunnels.begin_drain()
+        while (self.api.in_flight or self.tunnels.in_flight) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = max(0.1, min(1.0, deadline - loop.time()))
+        await self.tunnels.close()
+        servers = [self.server] + ([self.tunnel_server] if self.tunnel_server else [])
+        await asyncio.gather(*(server.shutdown(left) for server in servers))
+        self.store.close()
+
+
+async def _serve(options: ServeOptions) -> int:
+    gateway = Gateway(options)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        sys.stderr.write(f"tokios-gateway: cannot listen: {exc.strerror or exc}\n")
+        gateway.store.close()
+        return 1
+    sys.stderr.write(gateway.banner() + "\n")
+    sys.stderr.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down: draining for up to %.1fs", options.grace_period)
+    await gateway.stop()
+    logger.info("stopped")
+    return 0
+
+
+def run(options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit code (0 after a graceful shutdown)."""
+    logging.basicConfig(level=options.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_loop(options.loop)
+    return asyncio.run(_serve(options))

@@ -1,0 +1,332 @@
+"""The gateway's end of the tunnels: one :class:`Tunnel` per connector WebSocket.
+
+    manager = TunnelManager(auth_cache, store)
+    await manager.serve(ws)              # from the /v1/tunnel handler, until the tunnel closes
+    tunnel = manager.registry.pick(tenant_id, deployment)
+    stream = tunnel.open_stream(head)    # GatewayStream; then send_body, wait_head, next_data
+
+HELLO is checked against the store (via :class:`~runtimes.store.AuthCache`, in a thread);
+the grant is the offered deployments allowed by the token. A watcher re-checks every live
+tunnel's token about once a second; a revoked token closes its tunnels with
+``GOAWAY(REJECTED, "revoked")``, which the connector treats as permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+
+from runtimes.gateway.pump import Pump
+from runtimes.gateway.routing import TunnelRegistry
+from runtimes.netio import WebSocket
+from runtimes.store import AuthCache, ConnectorGrant, Store
+from tokios_proto import (
+    Config,
+    ConnectionState,
+    ConnectionTerminated,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GatewayConnection,
+    GoAwayReceived,
+    HelloReceived,
+    RejectReason,
+    RequestHead,
+    ResetCode,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+
+__all__ = ["REVOKED_REASON", "GatewayStream", "StreamFailed", "Tunnel", "TunnelManager"]
+
+logger = logging.getLogger("tokios.gateway")
+
+#: GOAWAY reason (code ErrorCode.REJECTED) when a live tunnel's token is revoked.
+REVOKED_REASON = "revoked"
+#: Seconds between the checks that live tunnels' tokens are still active.
+REVOCATION_CHECK_INTERVAL = 1.0
+
+
+class StreamFailed(Exception):  # noqa: N818
+    """The stream ended abnormally. ``retryable``: nothing was processed (tunnel lost or
+    refused before the response head), so another tunnel may take it."""
+
+    def __init__(self, message: str, *, retryable: bool, code: ResetCode | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+class GatewayStream:
+    """One request on one tunnel, as the HTTP handler sees it."""
+
+    def __init__(self, tunnel: Tunnel, stream_id: int) -> None:
+        self.tunnel = tunnel
+        self.stream_id = stream_id
+        self.head: tuple[int, tuple[tuple[str, str], ...]] | None = None
+        self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.ended = False
+        self.failure: StreamFailed | None = None
+        self.changed = asyncio.Event()
+        self.window = asyncio.Event()
+
+    def _fail(self, failure: StreamFailed) -> None:
+        if self.failure is None and not self.ended:
+            self.failure = failure
+        self.changed.set()
+        self.window.set()
+
+    async def send_body(self, body: bytes) -> None:
+        """Send the request body within the flow-control credit, then end the request half."""
+        conn = self.tunnel.conn
+        view = memoryview(body)
+        while view:
+            if self.failure is not None:
+                raise self.failure
+            credit = conn.available_to_send(self.stream_id)
+            if credit <= 0:
+                self.window.clear()
+                await self.window.wait()
+                continue
+            conn.send_data(self.stream_id, view[:credit])
+            view = view[credit:]
+            self.tunnel.pump.kick()
+        if self.failure is not None:
+            raise self.failure
+        conn.end_stream(self.stream_id)
+        self.tunnel.pump.kick()
+
+    async def wait_head(self) -> tuple[int, tuple[tuple[str, str], ...]]:
+        """The response status and headers; StreamFailed if the stream died first."""
+        while self.head is None:
+            if self.failure is not None:
+                raise self.failure
+            self.changed.clear()
+            await self.changed.wait()
+        return self.head
+
+    async def next_data(self) -> tuple[bytes, int] | None:
+        """The next (bytes, flow_controlled_length), None at the end; StreamFailed on a reset.
+        Call :meth:`acknowledge` once the bytes are written to the client."""
+        while True:
+            if self.chunks:
+                return self.chunks.popleft()
+            if self.failure is not None:
+                raise self.failure
+            if self.ended:
+                return None
+            self.changed.clear()
+            await self.changed.wait()
+
+    def acknowledge(self, n: int) -> None:
+        if n and self.tunnel.conn.state is not ConnectionState.CLOSED:
+            self.tunnel.conn.acknowledge_received_data(self.stream_id, n)
+            self.tunnel.pump.kick()
+
+    def reset(self, code: ResetCode = ResetCode.CLIENT_GONE) -> None:
+        """Abort the stream (the client went away): the connector cancels the upstream."""
+        self._fail(StreamFailed("reset by the gateway", retryable=False, code=code))
+        conn = self.tunnel.conn
+        if conn.state is not ConnectionState.CLOSED:
+            with contextlib.suppress(Exception):
+                conn.reset_stream(self.stream_id, code)
+            self.tunnel.pump.kick()
+        self.tunnel.streams.pop(self.stream_id, None)
+
+
+class Tunnel:
+    """One connector connection: its core, its pump and its open streams."""
+
+    def __init__(self, manager: TunnelManager, ws: WebSocket) -> None:
+        self.manager = manager
+        self.conn = GatewayConnection(Config())
+        self.pump = Pump(ws, self.conn, self._on_event)
+        self.streams: dict[int, GatewayStream] = {}
+        self.grant: ConnectorGrant | None = None
+        self.deployments: tuple[str, ...] = ()
+        self.session_id = ""
+        self.goaway_received = False
+
+    # ---- RoutableTunnel ------------------------------------------------------------------
+
+    @property
+    def active_streams(self) -> int:
+        return len(self.streams)
+
+    @property
+    def accepting_streams(self) -> bool:
+        settings = self.conn.settings
+        return (self.conn.state is ConnectionState.OPEN and not self.goaway_received
+                and settings is not None
+                and len(self.conn.open_stream_ids) < settings.max_concurrent_streams)
+
+    # ---- streams -------------------------------------------------------------------------
+
+    def open_stream(self, head: RequestHead) -> GatewayStream:
+        """Open a stream (raises tokios_proto.LocalProtocolError when it cannot)."""
+        stream_id = self.conn.open_stream(head)
+        stream = GatewayStream(self, stream_id)
+        self.streams[stream_id] = stream
+        self.pump.kick()
+        return stream
+
+    def _on_event(self, event: Event) -> None:
+        stream = self.streams.get(getattr(event, "stream_id", -1))
+        if isinstance(event, DataReceived):
+            if stream is None:
+                self.conn.acknowledge_received_data(event.stream_id,
+                                                    event.flow_controlled_length)
+            else:
+                stream.chunks.append((event.data, event.flow_controlled_length))
+                stream.changed.set()
+        elif isinstance(event, ResponseReceived):
+            if stream is not None:
+                stream.head = (event.status, event.headers)
+                stream.changed.set()
+        elif isinstance(event, StreamEnded):
+            if stream is not None:
+                stream.ended = True
+                stream.changed.set()
+                self.streams.pop(event.stream_id, None)
+        elif isinstance(event, StreamReset):
+            if stream is not None:
+                refused = event.code == ResetCode.REFUSED and stream.head is None
+                stream._fail(StreamFailed("stream reset by the connector", retryable=refused,
+                                          code=event.code))
+                self.streams.pop(event.stream_id, None)
+        elif isinstance(event, WindowUpdated):
+            if event.stream_id == 0:
+                for each in self.streams.values():
+                    each.window.set()
+            elif stream is not None:
+                stream.window.set()
+        elif isinstance(event, HelloReceived):
+            asyncio.create_task(self.manager.authenticate(self, event))  # noqa: RUF006
+        elif isinstance(event, GoAwayReceived):
+            self.goaway_received = True
+        elif isinstance(event, ConnectionTerminated):
+            self._lost()
+
+    def _lost(self) -> None:
+        self.manager.registry.remove(self)
+        for stream in list(self.streams.values()):
+            stream._fail(StreamFailed("tunnel lost", retryable=stream.head is None))
+        self.streams.clear()
+
+    def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        if self.conn.state in (ConnectionState.OPEN, ConnectionState.DRAINING):
+            with contextlib.suppress(Exception):
+                self.conn.goaway(code, reason)
+            self.pump.dispatch()
+
+
+class TunnelManager:
+    """All live tunnels of one gateway, and the registry that routes to them."""
+
+    def __init__(self, auth: AuthCache, store: Store) -> None:
+        self.auth = auth
+        self.store = store
+        self.registry: TunnelRegistry[Tunnel] = TunnelRegistry()
+        self.tunnels: set[Tunnel] = set()
+        self.draining = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch_revocations())
+
+    async def serve(self, ws: WebSocket) -> None:
+        """Run one tunnel until it closes."""
+        tunnel = Tunnel(self, ws)
+        self.tunnels.add(tunnel)
+        tunnel.conn.start(tunnel.pump.now())
+        try:
+            await tunnel.pump.run()
+        finally:
+            self.tunnels.discard(tunnel)
+            tunnel._lost()
+            if tunnel.grant is not None:
+                logger.info("tunnel closed: session %s", tunnel.session_id)
+
+    async def authenticate(self, tunnel: Tunnel, event: HelloReceived) -> None:
+        conn = tunnel.conn
+        try:
+            grant = await asyncio.to_thread(self.auth.get_connector_grant,
+                                            event.hello.credential.reveal())
+        except Exception as exc:
+            logger.error("store error during tunnel handshake: %s", type(exc).__name__)
+            grant, failed = None, True
+        else:
+            failed = False
+        if conn.state is not ConnectionState.AWAITING_VERDICT:
+            return  # the handshake timed out or the socket dropped meanwhile
+        try:
+            if failed:
+                conn.reject(RejectReason.INTERNAL, "try again later")
+            elif self.draining:
+                conn.reject(RejectReason.OVERLOADED, "the gateway is shutting down",
+                            retry_after=1.0)
+            elif grant is None:
+                conn.reject(RejectReason.BAD_CREDENTIAL, "unknown or revoked connector token")
+            else:
+                offered = [d.name for d in event.hello.deployments]
+                granted = tuple(name for name in offered if name in grant.deployments)
+                if not granted:
+                    conn.reject(RejectReason.DEPLOYMENT_NOT_ALLOWED,
+                                "this token may serve none of the offered deployments")
+                else:
+                    tunnel.session_id = secrets.token_hex(16)
+                    conn.accept(tunnel.session_id, granted, tunnel.pump.now())
+                    tunnel.grant = grant
+                    tunnel.deployments = granted
+                    self.registry.add(tunnel, grant.tenant_id, granted)
+                    logger.info("tunnel open: session %s, tenant %s, serving %s",
+                                tunnel.session_id, grant.tenant_name, ", ".join(granted))
+        except Exception as exc:  # the connection closed meanwhile (handshake timeout)
+            logger.info("handshake abandoned: %s", type(exc).__name__)
+        tunnel.pump.dispatch()
+
+    async def _watch_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(REVOCATION_CHECK_INTERVAL)
+            by_token: dict[str, list[Tunnel]] = {}
+            for tunnel in self.tunnels:
+                if tunnel.grant is not None and tunnel.conn.state is not ConnectionState.CLOSED:
+                    by_token.setdefault(tunnel.grant.token_id, []).append(tunnel)
+            for token_id, tunnels in by_token.items():
+                try:
+                    active = await asyncio.to_thread(self.store.is_connector_token_active,
+                                                     token_id)
+                except Exception as exc:
+                    logger.warning("revocation check failed: %s", type(exc).__name__)
+                    continue
+                if not active:
+                    for tunnel in tunnels:
+                        logger.info("connector token revoked: closing session %s",
+                                    tunnel.session_id)
+                        self.registry.remove(tunnel)
+                        tunnel.goaway(ErrorCode.REJECTED, REVOKED_REASON)
+
+    def begin_drain(self) -> None:
+        """Graceful shutdown: GOAWAY(NO_ERROR) to every connector; no new streams."""
+        self.draining = True
+        for tunnel in list(self.tunnels):
+            self.registry.remove(tunnel)
+            tunnel.goaway(ErrorCode.NO_ERROR, "gateway shutting down")
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(t.streams) for t in self.tunnels)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for tunnel in list(self.tunnels):
+            tunnel.goaway(ErrorCode.NO_ERROR, "gateway shutting down")
+            tunnel.pump.ws.abort()

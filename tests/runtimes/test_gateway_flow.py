@@ -1,0 +1,347 @@
+"""Gateway + asyncio connector + test model servers in one process, over real loopback
+sockets with real TLS (trustme): routing errors, streamed and whole answers, cancellation,
+revocation, tunnel rejection and the connector's reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trustme
+
+from runtimes.connector.app import EXIT_PERMANENT, Connector, ConnectorSettings
+from runtimes.gateway.options import ListenAddress, ServeOptions
+from runtimes.gateway.server import Gateway
+from runtimes.store import open_store
+from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
+from tokios_translate import BackendKind
+
+UPSTREAM_MODEL = "llama3.2:1b"
+
+
+def run(coro: Coroutine[Any, Any, None], timeout: float = 40) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(coro, timeout)
+
+    asyncio.run(bounded())
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    gateway: Gateway
+    upstream: OllamaServer | OpenAICompatServer
+    key: str
+    other_key: str
+    token: str
+    token_id: str
+    ca: trustme.CA
+    connectors: list[tuple[Connector, asyncio.Task[int]]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.gateway.secure else "http"
+        return f"{scheme}://127.0.0.1:{self.gateway.port}"
+
+    def client(self, *, http2: bool = False, timeout: float = 20) -> httpx.AsyncClient:
+        ctx: ssl.SSLContext | bool = False
+        if self.gateway.secure:
+            ctx = ssl.create_default_context()
+            self.ca.configure_trust(ctx)
+        return httpx.AsyncClient(base_url=self.base_url, verify=ctx, http2=http2,
+                                 timeout=timeout)
+
+    def settings(self, token: str | None = None,
+                 models: dict[str, str] | None = None) -> ConnectorSettings:
+        scheme = "wss" if self.gateway.secure else "ws"
+        return ConnectorSettings(
+            tunnel_url=f"{scheme}://localhost:{self.gateway.tunnel_port}/v1/tunnel",
+            token=token or self.token, upstream=self.upstream.base_url,
+            backend=(BackendKind.OLLAMA if isinstance(self.upstream, OllamaServer)
+                     else BackendKind.LLAMACPP),
+            models=models or {"coder": UPSTREAM_MODEL}, ca_file=str(self.tmp / "ca.pem"),
+            max_concurrent_streams=8)
+
+    def start_connector(self, token: str | None = None, **kwargs: Any) -> Connector:
+        connector = Connector(self.settings(token, **kwargs))
+        self.connectors.append((connector, asyncio.create_task(connector.run())))
+        return connector
+
+    async def wait_served(self, count: int = 1, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.gateway.tunnels.registry) < count:
+            assert time.monotonic() < deadline, "no tunnel registered"
+            await asyncio.sleep(0.02)
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key or self.key}"}
+
+
+@asynccontextmanager
+async def make_stack(tmp: Path, *, backend: str = "ollama", tls: bool = True,
+                     connect: bool = True, grace: float = 5.0) -> AsyncIterator[Stack]:
+    data = tmp / "data"
+    store = open_store(data)
+    store.add_tenant("acme")
+    store.add_deployment("acme", "coder")
+    store.add_deployment("acme", "unserved")
+    store.add_tenant("globex")
+    store.add_deployment("globex", "secret-model")
+    key = store.add_key("acme")[1]
+    other_key = store.add_key("globex")[1]
+    token_info, token = store.add_connector_token("acme", ["coder"])
+    store.close()
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    options = ServeOptions(
+        data_dir=data, listen=ListenAddress(host="127.0.0.1", port=0),
+        tls_cert=tmp / "server.pem" if tls else None, tls_key=None, insecure_http=not tls,
+        allow_insecure_non_loopback=False, tunnel_listen=None, loop="asyncio",
+        grace_period=grace)
+    gateway = Gateway(options)
+    await gateway.start()
+    upstream: OllamaServer | OpenAICompatServer = (
+        OllamaServer(model_names=(UPSTREAM_MODEL,)) if backend == "ollama"
+        else OpenAICompatServer(model_names=(UPSTREAM_MODEL,)))
+    await upstream.__aenter__()
+    stack = Stack(tmp, gateway, upstream, key, other_key, token, token_info.id, ca)
+    try:
+        if connect:
+            stack.start_connector()
+            await stack.wait_served()
+        yield stack
+    finally:
+        for _, task in stack.connectors:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await gateway.stop(0.5)
+        await upstream.__aexit__(None, None, None)
+
+
+CHAT = {"model": "coder", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.mark.parametrize("backend", ["ollama", "llamacpp"])
+def test_whole_and_streamed_chat_through_the_tunnel(tmp_path: Path, backend: str) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, backend=backend) as stack, stack.client() as client:
+            resp = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["model"] == "coder"
+            assert body["choices"][0]["message"]["content"] == "Echo: hello there"
+            assert resp.headers["x-request-id"].startswith("req_")
+            # the upstream saw its own model name, not the deployment
+            assert stack.upstream.requests[-1]["model"] == UPSTREAM_MODEL
+
+            text = ""
+            async with client.stream("POST", "/v1/chat/completions",
+                                     json={**CHAT, "stream": True},
+                                     headers=stack.auth()) as streamed:
+                assert streamed.status_code == 200
+                assert streamed.headers["content-type"] == "text/event-stream"
+                async for line in streamed.aiter_lines():
+                    if line.startswith("data: {"):
+                        delta = orjson.loads(line[6:])["choices"]
+                        if delta:
+                            text += delta[0]["delta"].get("content") or ""
+            assert text == "Echo: hello there"
+
+            messages = await client.post(
+                "/v1/messages?beta=true",
+                json={"model": "coder", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "hi"}]},
+                headers={"x-api-key": stack.key, "anthropic-version": "2023-06-01",
+                         "anthropic-beta": "tools-2024-04-04"})
+            assert messages.status_code == 200, messages.text
+            assert messages.json()["content"][0]["text"] == "Echo: hi"
+            assert messages.json()["model"] == "coder"
+
+    run(main())
+
+
+def test_routing_errors_use_the_endpoint_envelope(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack, stack.client() as client:
+            resp = await client.post("/v1/chat/completions", json=CHAT,
+                                     headers=stack.auth("sk-tokios-wrong"))
+            assert resp.status_code == 401
+            assert resp.json()["error"]["type"] == "authentication_error"
+            resp = await client.post("/v1/messages", json=CHAT)
+            assert resp.status_code == 401
+            assert resp.json()["type"] == "error"
+            assert resp.json()["error"]["type"] == "authentication_error"
+            # another tenant's deployment and an unknown one: the same 404
+            other = await client.post("/v1/chat/completions",
+                                      json={**CHAT, "model": "secret-model"},
+                                      headers=stack.auth())
+            unknown = await client.post("/v1/chat/completions",
+                                        json={**CHAT, "model": "nope"}, headers=stack.auth())
+            assert other.status_code == unknown.status_code == 404
+            assert "secret-model" not in unknown.text
+            # visible but no connector serves it
+            resp = await client.post("/v1/chat/completions",
+                                     json={**CHAT, "model": "unserved"}, headers=stack.auth())
+            assert resp.status_code == 503
+            assert "no connector is serving deployment unserved" in resp.text
+            # too large (the limit is the default 16 MiB: send a declared 17 MiB body)
+            big = b'{"model":"coder","x":"' + b"a" * (17 * 1024 * 1024) + b'"}'
+            resp = await client.post("/v1/chat/completions", content=big,
+                                     headers=stack.auth())
+            assert resp.status_code == 413
+            resp = await client.post("/v1/chat/completions", content=b"{not json",
+                                     headers=stack.auth())
+            assert resp.status_code == 400
+            resp = await client.post("/v1/chat/completions", json={"messages": []},
+                                     headers=stack.auth())
+            assert resp.status_code == 400
+            resp = await client.get("/v1/chat/completions", headers=stack.auth())
+            assert resp.status_code == 405
+            resp = await client.get("/nowhere", headers=stack.auth())
+            assert resp.status_code == 404
+            assert (await client.get("/healthz")).status_code == 200
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["tunnels"] == 1
+            # models: scoped to the key, OpenAI and Anthropic shapes
+            models = await client.get("/v1/models", headers=stack.auth())
+            assert sorted(m["id"] for m in models.json()["data"]) == ["coder", "unserved"]
+            anthropic = await client.get("/v1/models", headers={
+                "x-api-key": stack.other_key, "anthropic-version": "2023-06-01"})
+            assert [m["id"] for m in anthropic.json()["data"]] == ["secret-model"]
+            assert anthropic.json()["data"][0]["type"] == "model"
+
+    run(main())
+
+
+def test_http2_client_streams(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack, stack.client(http2=True) as client:
+            resp = await client.post("/v1/responses",
+                                     json={"model": "coder", "input": "over h2"},
+                                     headers=stack.auth())
+            assert resp.http_version == "HTTP/2"
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["output"][-1]["content"][0]["text"] == "Echo: over h2"
+
+    run(main())
+
+
+def test_client_cancel_reaches_the_upstream_within_a_second(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack:
+            stack.upstream.slow = 0.05
+            stack.upstream.events = 400
+            async with stack.client() as client:
+                async with client.stream("POST", "/v1/chat/completions",
+                                         json={**CHAT, "stream": True},
+                                         headers=stack.auth()) as streamed:
+                    got = 0
+                    async for _ in streamed.aiter_bytes():
+                        got += 1
+                        if got >= 3:
+                            break
+                closed_at = time.monotonic()
+            while not stack.upstream.disconnects:
+                assert time.monotonic() - closed_at < 1.0, "the upstream kept generating"
+                await asyncio.sleep(0.01)
+            assert stack.upstream.disconnects[0].events_sent < 400
+            await asyncio.sleep(0.2)
+            assert not stack.gateway.tunnels.in_flight
+
+    run(main())
+
+
+def test_revoking_the_token_closes_the_tunnel_and_the_connector_exits(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack:
+            _, task = stack.connectors[0]
+            admin = open_store(tmp_path / "data")  # another connection, as the CLI would
+            admin.revoke_connector_token(stack.token_id)
+            admin.close()
+            revoked_at = time.monotonic()
+            code = await asyncio.wait_for(task, 5)
+            assert code == EXIT_PERMANENT
+            assert time.monotonic() - revoked_at < 3
+            assert len(stack.gateway.tunnels.registry) == 0
+
+    run(main())
+
+
+def test_bad_token_and_disallowed_deployments_are_permanent(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, connect=False) as stack:
+            bad = Connector(stack.settings("tkct-not-a-real-token"))
+            assert await asyncio.wait_for(bad.run(), 5) == EXIT_PERMANENT
+            wrong = Connector(stack.settings(models={"unserved": "x"}))
+            assert await asyncio.wait_for(wrong.run(), 5) == EXIT_PERMANENT
+            assert len(stack.gateway.tunnels.registry) == 0
+
+    run(main())
+
+
+def test_connector_reconnects_after_gateway_loses_it_and_503_meanwhile(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, tls=False) as stack, stack.client() as client:
+            connector, _ = stack.connectors[0]
+            connector.backoff.base = connector.backoff.cap = 0.05
+            for tunnel in list(stack.gateway.tunnels.tunnels):
+                tunnel.pump.ws.abort()  # the tunnel drops
+            deadline = time.monotonic() + 5
+            while connector.sessions < 2:
+                assert time.monotonic() < deadline, "the connector did not come back"
+                await asyncio.sleep(0.02)
+            await stack.wait_served()
+            resp = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert resp.status_code == 200
+
+    run(main())
+
+
+def test_two_connectors_share_load_and_a_dead_one_is_retried(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack, stack.client() as client:
+            stack.start_connector()
+            await stack.wait_served(2)
+            results = await asyncio.gather(*(
+                client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+                for _ in range(6)))
+            assert all(r.status_code == 200 for r in results)
+            # kill one tunnel's socket: the next requests go to the other
+            victim = next(iter(stack.gateway.tunnels.tunnels))
+            victim.pump.ws.abort()
+            resp = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert resp.status_code == 200
+
+    run(main())
+
+
+def test_graceful_shutdown_lets_a_stream_finish(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack:
+            stack.upstream.slow = 0.02
+            stack.upstream.events = 30
+            async with stack.client() as client:
+                request = asyncio.create_task(client.post(
+                    "/v1/chat/completions", json={**CHAT, "stream": True},
+                    headers=stack.auth()))
+                while not stack.gateway.tunnels.in_flight:
+                    await asyncio.sleep(0.01)
+                await stack.gateway.stop(5)
+                resp = await request
+                assert resp.status_code == 200
+                assert resp.text.rstrip().endswith("data: [DONE]")
+
+    run(main())
