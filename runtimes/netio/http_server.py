@@ -80,7 +80,8 @@ class _Dispatcher(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         state = self._state
-        if not state.accepting or len(state.connections) >= state.config.max_connections:
+        open_now = len(state.connections) + len(state.websockets)
+        if not state.accepting or open_now >= state.config.max_connections:
             self._transport.abort()
             return
         if self._secure:

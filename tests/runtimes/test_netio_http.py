@@ -381,7 +381,8 @@ def test_max_connections_refuses_extra_connections() -> None:
 # ---- disconnects and backpressure ----------------------------------------------------------
 
 
-def test_h1_client_disconnect_is_seen_promptly_while_streaming() -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_h1_client_disconnect_is_seen_promptly_while_streaming(use_uvloop: bool) -> None:
     async def main() -> None:
         gone = asyncio.Event()
         send_error: list[BaseException] = []
@@ -409,7 +410,7 @@ def test_h1_client_disconnect_is_seen_promptly_while_streaming() -> None:
         assert len(send_error) == 1
         await server.shutdown(grace=1)
 
-    run(main())
+    run(main(), use_uvloop=use_uvloop)
 
 
 class RawH2Client:
@@ -461,7 +462,10 @@ class RawH2Client:
         return events
 
 
-def test_h2_stream_reset_and_connection_close_are_seen_promptly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_h2_stream_reset_and_connection_close_are_seen_promptly(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
     server_ctx, ca_file = make_tls(tmp_path)
 
     async def main() -> None:
@@ -501,10 +505,11 @@ def test_h2_stream_reset_and_connection_close_are_seen_promptly(tmp_path: Path) 
         assert gone["/kept"] - closed_at < 1
         await server.shutdown(grace=1)
 
-    run(main())
+    run(main(), use_uvloop=use_uvloop)
 
 
-def test_h1_slow_client_makes_send_wait_and_memory_stays_bounded() -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_h1_slow_client_makes_send_wait_and_memory_stays_bounded(use_uvloop: bool) -> None:
     async def main() -> None:
         blocked = asyncio.Event()
         sent = 0
@@ -540,10 +545,11 @@ def test_h1_slow_client_makes_send_wait_and_memory_stays_bounded() -> None:
         writer.transport.abort()
         await server.shutdown(grace=1)
 
-    run(main())
+    run(main(), use_uvloop=use_uvloop)
 
 
-def test_h2_flow_control_window_makes_send_wait(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_h2_flow_control_window_makes_send_wait(tmp_path: Path, use_uvloop: bool) -> None:
     server_ctx, ca_file = make_tls(tmp_path)
 
     async def main() -> None:
@@ -577,7 +583,7 @@ def test_h2_flow_control_window_makes_send_wait(tmp_path: Path) -> None:
         client.writer.close()
         await server.shutdown(grace=1)
 
-    run(main())
+    run(main(), use_uvloop=use_uvloop)
 
 
 def test_h2_request_body_is_acknowledged_only_as_the_handler_reads(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trustme
+import uvloop
 
 from runtimes.netio import (
     HttpRequest,
@@ -26,11 +27,12 @@ from runtimes.netio import (
 )
 
 
-def run(coro: Coroutine[Any, Any, None]) -> None:
+def run(coro: Coroutine[Any, Any, None], *, use_uvloop: bool = False) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(coro, 30)
 
-    asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if use_uvloop else None) as runner:
+        runner.run(bounded())
 
 
 def make_tls(tmp_path: Path, *names: str) -> tuple[ssl.SSLContext, Path]:
@@ -67,7 +69,10 @@ def make_echo_server(
     return HttpServer(handler, ssl_context=ssl_context), seen
 
 
-def test_echo_over_tls_with_fragments_large_messages_and_close(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_echo_over_tls_with_fragments_large_messages_and_close(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
     server_ctx, ca_file = make_tls(tmp_path)
 
     async def main() -> None:
@@ -99,7 +104,7 @@ def test_echo_over_tls_with_fragments_large_messages_and_close(tmp_path: Path) -
         assert server.connection_count == 0
         await server.shutdown(grace=1)
 
-    run(main())
+    run(main(), use_uvloop=use_uvloop)
 
 
 def test_message_size_limits_close_with_1009(tmp_path: Path) -> None:
