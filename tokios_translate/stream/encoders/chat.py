@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
+from tokios_translate.clients._openai import OPENAI_ERROR_CODE, OPENAI_ERROR_TYPE
 from tokios_translate.ids import chat_completion_id
 from tokios_translate.stream.events import (
     Finished,
@@ -29,15 +30,6 @@ FINISH_REASONS: dict[StopReason, bytes] = {
 }
 
 _DONE = b"data: [DONE]\n\n"
-
-#: The in-stream error ``type`` per error kind (``server_error`` otherwise).
-ERROR_TYPES: dict[ErrorKind, str] = {
-    ErrorKind.INVALID_REQUEST: "invalid_request_error",
-    ErrorKind.AUTHENTICATION: "authentication_error",
-    ErrorKind.PERMISSION: "permission_error",
-    ErrorKind.NOT_FOUND: "not_found_error",
-    ErrorKind.RATE_LIMITED: "rate_limit_error",
-}
 
 
 class ChatEncoder:
@@ -108,6 +100,13 @@ class ChatEncoder:
         return self._bare + b',"choices":[],"usage":' + orjson.dumps(body) + b"}\n\n"
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        error_type = ERROR_TYPES.get(kind, "server_error")
-        body = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
+        # The same error object as a non-streamed error envelope (clients/_openai.py).
+        body = {
+            "error": {
+                "message": message,
+                "type": OPENAI_ERROR_TYPE[kind],
+                "param": None,
+                "code": OPENAI_ERROR_CODE.get(kind),
+            }
+        }
         return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE

@@ -16,6 +16,7 @@ from __future__ import annotations
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
+from tokios_translate.clients.messages import ERROR_TYPE
 from tokios_translate.ids import SIGNATURE_PLACEHOLDER, anthropic_message_id
 from tokios_translate.stream.events import (
     Finished,
@@ -37,18 +38,6 @@ STOP_REASONS: dict[StopReason, str] = {
     StopReason.MAX_TOKENS: "max_tokens",
     StopReason.TOOL_USE: "tool_use",
     StopReason.CONTENT_FILTER: "refusal",
-}
-
-#: The ``event: error`` type per error kind (``api_error`` otherwise), from the documented set.
-ERROR_TYPES: dict[ErrorKind, str] = {
-    ErrorKind.INVALID_REQUEST: "invalid_request_error",
-    ErrorKind.AUTHENTICATION: "authentication_error",
-    ErrorKind.PERMISSION: "permission_error",
-    ErrorKind.NOT_FOUND: "not_found_error",
-    ErrorKind.REQUEST_TOO_LARGE: "request_too_large",
-    ErrorKind.RATE_LIMITED: "rate_limit_error",
-    ErrorKind.OVERLOADED: "overloaded_error",
-    ErrorKind.TIMEOUT: "timeout_error",
 }
 
 _NONE, _TEXT, _THINKING, _TOOL = 0, 1, 2, 3
@@ -201,6 +190,6 @@ class MessagesEncoder:
         )
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        error_type = ERROR_TYPES.get(kind, "api_error")
-        body = {"type": "error", "error": {"type": error_type, "message": message}}
+        # The same error type as a non-streamed error envelope (clients/messages.py).
+        body = {"type": "error", "error": {"type": ERROR_TYPE[kind][0], "message": message}}
         return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
