@@ -345,3 +345,94 @@ def test_graceful_shutdown_lets_a_stream_finish(tmp_path: Path) -> None:
                 assert resp.text.rstrip().endswith("data: [DONE]")
 
     run(main())
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_tunnel_lost_mid_stream_breaks_the_client_stream(tmp_path: Path, http2: bool) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack, stack.client(http2=http2) as client:
+            stack.upstream.slow = 0.05
+            stack.upstream.events = 200
+            with pytest.raises(httpx.HTTPError):
+                async with client.stream("POST", "/v1/chat/completions",
+                                         json={**CHAT, "stream": True},
+                                         headers=stack.auth()) as streamed:
+                    assert streamed.status_code == 200
+                    got = 0
+                    async for _ in streamed.aiter_bytes():
+                        got += 1
+                        if got == 2:
+                            for tunnel in list(stack.gateway.tunnels.tunnels):
+                                tunnel.pump.ws.abort()
+            # the gateway itself is fine afterwards
+            assert (await client.get("/healthz")).status_code == 200
+
+    run(main())
+
+
+def test_separate_tunnel_port_embeddings_and_count_tokens(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, connect=False) as base:
+            # a second gateway on the same data dir, with --tunnel-listen
+            options = ServeOptions(
+                data_dir=tmp_path / "data", listen=ListenAddress(host="127.0.0.1", port=0),
+                tls_cert=tmp_path / "server.pem", tls_key=None, insecure_http=False,
+                allow_insecure_non_loopback=False,
+                tunnel_listen=ListenAddress(host="127.0.0.1", port=0), loop="asyncio")
+            gateway = Gateway(options)
+            await gateway.start()
+            try:
+                assert gateway.tunnel_port != gateway.port
+                assert f"wss://127.0.0.1:{gateway.tunnel_port}/v1/tunnel" in gateway.banner()
+                stack = Stack(tmp_path, gateway, base.upstream, base.key, base.other_key,
+                              base.token, base.token_id, base.ca)
+                stack.start_connector()
+                await stack.wait_served()
+                async with stack.client() as client:
+                    emb = await client.post("/v1/embeddings",
+                                            json={"model": "coder", "input": ["a", "b"]},
+                                            headers=stack.auth())
+                    assert emb.status_code == 200, emb.text
+                    assert len(emb.json()["data"]) == 2
+                    assert emb.json()["model"] == "coder"
+                    count = await client.post(
+                        "/v1/messages/count_tokens",
+                        json={"model": "coder",
+                              "messages": [{"role": "user", "content": "count me " * 20}]},
+                        headers={"x-api-key": stack.key, "anthropic-version": "2023-06-01"})
+                    assert count.status_code == 200, count.text
+                    assert count.json()["input_tokens"] > 0
+                    err = await client.post(
+                        "/v1/chat/completions",
+                        json={**CHAT, "messages": [{"role": "user",
+                                                    "content": "upstream-error please"}]},
+                        headers=stack.auth())
+                    assert err.status_code >= 500
+                    assert "error" in err.json()
+            finally:
+                for _, task in stack.connectors:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                await gateway.stop(0.5)
+
+    run(main())
+
+
+def test_per_key_concurrency_limit_answers_429(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack, stack.client() as client:
+            stack.gateway.api.max_streams_per_key = 1
+            stack.upstream.slow = 0.05
+            stack.upstream.events = 20
+            first = asyncio.create_task(client.post(
+                "/v1/chat/completions", json={**CHAT, "stream": True}, headers=stack.auth()))
+            while not stack.gateway.tunnels.in_flight:
+                await asyncio.sleep(0.01)
+            second = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert second.status_code == 429
+            assert second.headers["retry-after"]
+            assert second.json()["error"]["type"]
+            assert (await first).status_code == 200
+
+    run(main())
