@@ -55,6 +55,8 @@ _HANDSHAKING = frozenset({CS.HELLO_SENT, CS.AWAITING_HELLO, CS.AWAITING_VERDICT}
 _LIVE = frozenset({CS.OPEN, CS.DRAINING})
 
 Handler = Callable[[int, int, memoryview], None]
+_END_STREAM = int(FrameFlag.END_STREAM)  # plain ints: IntFlag operators are slow
+_IGNORABLE = int(FrameFlag.IGNORABLE)
 
 
 class _StreamError(Exception):
@@ -197,7 +199,7 @@ class Connection:
                 handler = self._handlers.get(frame_type)
                 if handler is not None:
                     handler(flags, stream_id, payload)
-                elif not flags & FrameFlag.IGNORABLE:
+                elif not flags & _IGNORABLE:
                     raise RemoteProtocolError(f"unknown frame type {frame_type:#x}")
                 if self._state is CS.CLOSED:
                     return
@@ -291,7 +293,7 @@ class Connection:
         if n:
             self._events.append(DataReceived(stream_id=stream_id, data=bytes(payload),
                                              flow_controlled_length=n))
-        if flags & FrameFlag.END_STREAM:
+        if flags & _END_STREAM:
             self._set_stream_state(stream, STREAM_TRANSITIONS[(stream.state, self._END_RECEIVED)])
             self._events.append(StreamEnded(stream_id=stream_id))
 

@@ -46,6 +46,8 @@ class ConnectionState(enum.Enum):
     #: Done (drained, rejected, timed out or failed). Flush output, then close the transport.
     CLOSED = "CLOSED"
 
+    __hash__ = object.__hash__  # identity hash: C-fast table look-ups on the hot path
+
 
 class ConnectionInput(enum.Enum):
     START = "start"
@@ -63,6 +65,8 @@ class ConnectionInput(enum.Enum):
     DRAINED = "drained"
     #: Handshake deadline passed or the peer was silent for idle_timeout.
     TIMEOUT = "timeout"
+
+    __hash__ = object.__hash__  # identity hash: C-fast table look-ups on the hot path
 
 
 S, I = ConnectionState, ConnectionInput  # noqa: E741
@@ -111,6 +115,8 @@ class StreamState(enum.Enum):
     #: Both halves ended, or reset. Final.
     CLOSED = "CLOSED"
 
+    __hash__ = object.__hash__  # identity hash: C-fast table look-ups on the hot path
+
 
 class StreamInput(enum.Enum):
     OPEN = "OPEN"
@@ -120,6 +126,8 @@ class StreamInput(enum.Enum):
     RESPONSE_DATA = "response DATA"
     RESPONSE_END = "response END"
     RESET = "RESET"
+
+    __hash__ = object.__hash__  # identity hash: C-fast table look-ups on the hot path
 
 
 T, J = StreamState, StreamInput
