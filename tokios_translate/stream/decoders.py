@@ -8,7 +8,8 @@ decoder returns nothing more.
 Tool calls go through :class:`ToolCallSequencer`, which makes them sequential whatever the
 upstream does (interleaved fragments, the name in a later chunk, missing ids, arguments only in
 the last chunk), keeps only the first call when parallel tool calls are disabled, and generates
-missing ids as ``f"call_{ctx.response_id}_{index}"`` (index = the call's position in the answer).
+missing or repeated ids as ``f"call_{ctx.response_id}_{index}"`` (index = the call's position in
+the answer).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class ToolCallSequencer:
         "_pending_size",
         "_queue",
         "_rid",
+        "_used_ids",
     )
 
     def __init__(self, ctx: StreamContext) -> None:
@@ -100,6 +102,7 @@ class ToolCallSequencer:
         self._next_index = 0
         self._first_key: object = None
         self._pending_size = 0
+        self._used_ids: set[str] = set()
 
     @property
     def any_calls(self) -> bool:
@@ -178,8 +181,13 @@ class ToolCallSequencer:
         call.out_index = index
         call.state = "live"
         self._live = call
-        if not call.id:
+        if not call.id or call.id in self._used_ids:
+            # Missing or repeated upstream id: ids must be unique within an answer (clients
+            # link results by them, and the SDK stream helpers reject duplicates).
             call.id = generated_tool_call_id(self._rid, index)
+            while call.id in self._used_ids:
+                call.id += "_"
+        self._used_ids.add(call.id)
         out.append(ToolCallStarted(index=index, id=call.id, name=call.name))
         if call.pending:
             call.sent_args = True

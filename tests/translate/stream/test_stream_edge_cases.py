@@ -430,3 +430,11 @@ def test_held_tool_arguments_are_bounded() -> None:
     chunks += [oa_call(1, id="b", name="g", args=big) for _ in range(5)]
     got = outcome("chat", translate(ClientFormat.CHAT, BackendKind.LLAMACPP, sse(*chunks)))
     assert got.error == "held tool call arguments exceed the size limit"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_repeated_upstream_tool_call_ids_are_made_unique(client: ClientFormat) -> None:
+    call = {"id": "call_q", "function": {"name": "search", "arguments": {"q": "x"}}}
+    upstream = ollama(ollama_msg(tool_calls=[call]), ollama_msg(tool_calls=[call]), ollama_done())
+    got = outcome(client.value, translate(client, BackendKind.OLLAMA, upstream))
+    assert [t[0] for t in got.tools] == ["call_q", "call_e1_1"]
