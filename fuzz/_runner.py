@@ -118,15 +118,17 @@ def run_atheris(names: list[str], seconds: float) -> int:
         result = subprocess.run(
             [sys.executable, __file__, "--child", name, "--seconds", str(per)],
             cwd=ROOT,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
             check=False,
         )
-        lines = (result.stdout + result.stderr).splitlines()
+        lines = result.stdout.splitlines()
         if result.returncode != 0:
             failures.append(name)
-            print("\n".join(lines[-80:]))
+            marker = [i for i, line in enumerate(lines) if "Uncaught Python exception" in line]
+            print("\n".join(lines[marker[0] :] if marker else lines[-80:]))
             print(
                 f"!! finding in {name} (exit {result.returncode}); "
                 f"the input is under {ARTIFACTS}/{name}/",
