@@ -70,6 +70,9 @@ def test_top_k_and_thinking_switch_per_backend(backend: BackendKind) -> None:
                    backend))
     assert ("top_k" in sent) is (backend is BackendKind.LMSTUDIO)
     assert "chat_template_kwargs" not in sent
+    limited = body(up(CHAT, to_chat(Convo(turns=HI_TURNS), max_tokens=9), backend))
+    name = "max_completion_tokens" if backend is BackendKind.OPENAI else "max_tokens"
+    assert limited[name] == 9 and len({"max_tokens", "max_completion_tokens"} & set(limited)) == 1
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning", "thinking"])
@@ -423,3 +426,38 @@ def test_answer_with_arguments_nested_too_deep_is_a_clean_error(client: ClientFo
     assert out.status in (200, 502)
     if out.status == 502:
         assert b"malformed" in out.body
+
+
+def test_tokenizer_prompt_covers_every_part() -> None:
+    from tokios_translate.tokens import prompt_text
+
+    convo = Convo(system="S", tools=[{"name": "f", "description": "d", "schema": {}}], turns=[
+        ("user", [("text", "u"), ("image", "AAAA")]),
+        ("assistant", [("thinking", "t"), ("call", "c1", "f", {"a": 1})]),
+        ("user", [("result", "c1", [("text", "r"), ("image", "AAAA")], False)]),
+    ])
+    from tokios_translate.clients import messages
+
+    text, images = prompt_text(messages.decode_request(to_messages(convo)))
+    assert text == 'S\nf d {}\nu\nt\nf {"a":1}\nr'
+    assert images == 2
+
+
+def test_passthrough_needs_a_model_and_keeps_non_json_answers() -> None:
+    with pytest.raises(TranslationError):
+        translate_request(CHAT, b'{"messages":[]}', backend=BackendKind.VLLM,
+                          upstream_model="m", deployment="d", response_id="r", created=0,
+                          passthrough=True)
+    u = up(CHAT, to_chat(Convo(turns=HI_TURNS)), BackendKind.VLLM, passthrough=True)
+    assert translate_response(u.context, 200, b"plain").body == b"plain"
+    assert translate_response(u.context, 200, b'{"no_model":1}').body == b'{"no_model":1}'
+
+
+@pytest.mark.parametrize("request_body", [
+    b'{"model":"x","input":"a","encoding_format":"hex"}', b'{"model":"x","input":[true]}',
+    b'{"input":"a"}'])
+def test_invalid_embeddings_requests(request_body: bytes) -> None:
+    with pytest.raises(TranslationError) as caught:
+        translate_embeddings_request(request_body, backend=BackendKind.VLLM, upstream_model="m",
+                                     deployment="d")
+    assert caught.value.status == 400

@@ -150,8 +150,10 @@ def encode_request(
         if not request.parallel_tool_calls:
             body["parallel_tool_calls"] = False
     params = request.params
+    # OpenAI's own API refuses ``max_tokens`` for reasoning models; local servers all read it.
+    max_name = "max_completion_tokens" if backend is BackendKind.OPENAI else "max_tokens"
     for name, value in (
-        ("max_tokens", params.max_tokens), ("temperature", params.temperature),
+        (max_name, params.max_tokens), ("temperature", params.temperature),
         ("top_p", params.top_p), ("seed", params.seed),
         ("frequency_penalty", params.frequency_penalty),
         ("presence_penalty", params.presence_penalty),
