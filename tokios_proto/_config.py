@@ -156,9 +156,3 @@ class Config:
         _check(self.max_outstanding_pings >= 1, "max_outstanding_pings >= 1")
         _check(0 <= self.max_goaway_reason <= 64 * KIB, "max_goaway_reason range")
         _check(self.max_message_size >= 64, "max_message_size >= 64")
-
-    @property
-    def max_receive_payload(self) -> int:
-        """Largest payload of any frame; the partial-frame buffer never holds more + 12."""
-        s = self.settings
-        return max(s.max_frame_size, s.max_header_block_size, self.max_handshake_size)

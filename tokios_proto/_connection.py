@@ -79,6 +79,8 @@ class Connection:
     _INITIAL_STATE: ClassVar[ConnectionState]
 
     def __init__(self, config: Config | None = None) -> None:
+        if type(self) is Connection:
+            raise TypeError("Connection is abstract: use GatewayConnection or ConnectorConnection")
         if config is not None and not isinstance(config, Config):
             raise LocalProtocolError("config must be a Config")
         self.config = config if config is not None else Config()

@@ -336,6 +336,13 @@ def test_settings_wire_form() -> None:
     assert Settings().within(Settings()) and not Settings(max_frame_size=2**17).within(Settings())
 
 
+def test_connection_base_is_abstract() -> None:
+    from tokios_proto import Connection
+
+    with pytest.raises(TypeError):
+        Connection()
+
+
 def test_protocol_error_is_abstract() -> None:
     with pytest.raises(TypeError):
         ProtocolError("x")
