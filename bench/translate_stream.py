@@ -132,7 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     upstreams = {
         "Ollama NDJSON": (BackendKind.OLLAMA, ollama_stream(args.events)),
-        "OpenAI-compatible SSE": (BackendKind.LLAMACPP, sse_stream(args.events)),
+        "OpenAI-compatible SSE (llama.cpp, vLLM, LM Studio)": (
+            BackendKind.LLAMACPP,
+            sse_stream(args.events),
+        ),
     }
     litellm = litellm_figure(args.events, args.repeats)
     header = "| backend codec | client format | µs / event |"
