@@ -25,6 +25,7 @@ MAX_INPUTS = 2048
 class EmbeddingsRequest:
     """An embeddings request in the terms both backends understand."""
 
+    #: A string, strings, or token arrays (a flat list of ints is one token array).
     inputs: str | list[str] | list[int] | list[list[int]]
     encoding_format: str = "float"
     dimensions: int | None = None
@@ -34,25 +35,31 @@ def decode_request(body: bytes | JSONObject) -> EmbeddingsRequest:
     """The client's ``/v1/embeddings`` body. ``input`` is a string, strings, or token arrays."""
     obj = load_object(body)
     need_str(obj, "model")
-    value = obj.get("input")
-    ok = isinstance(value, str) or (
-        isinstance(value, list) and 0 < len(value) <= MAX_INPUTS and (
-            all(isinstance(v, str) for v in value)
-            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
-        )
-    )
-    if not ok:
-        raise invalid(f"`input` must be a string or 1..{MAX_INPUTS} strings or token arrays",
-                      "input")
     fmt = get_str(obj, "encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise invalid("`encoding_format` must be float or base64", "encoding_format")
     return EmbeddingsRequest(
-        inputs=value,  # type: ignore[arg-type]  # checked just above
-        encoding_format=fmt,
+        inputs=_inputs(obj.get("input")), encoding_format=fmt,
         dimensions=get_int(obj, "dimensions"),
     )
+
+
+def _inputs(value: object) -> str | list[str] | list[int] | list[list[int]]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and 0 < len(value) <= MAX_INPUTS:
+        texts = [v for v in value if isinstance(v, str)]
+        if len(texts) == len(value):
+            return texts
+        tokens = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+        if len(tokens) == len(value):
+            return tokens
+        arrays = [v for v in value if isinstance(v, list)
+                  and all(isinstance(t, int) and not isinstance(t, bool) for t in v)]
+        if len(arrays) == len(value):
+            return arrays
+    raise invalid(f"`input` must be a string or 1..{MAX_INPUTS} strings or token arrays",
+                  "input")
 
 
 def encode_request(
@@ -61,12 +68,11 @@ def encode_request(
     """``(path, body)`` for the backend. Ollama takes text only: token arrays are refused."""
     if backend is BackendKind.OLLAMA:
         inputs = request.inputs
-        if isinstance(inputs, list) and not all(isinstance(v, str) for v in inputs):
+        texts = [v for v in inputs if isinstance(v, str)] if isinstance(inputs, list) else inputs
+        if isinstance(inputs, list) and len(texts) != len(inputs):
             raise invalid("this backend embeds text only: send strings, not token arrays",
                           "input")
-        return ollama.EMBED_PATH, ollama.encode_embed(
-            inputs, upstream_model, request.dimensions  # type: ignore[arg-type]
-        )
+        return ollama.EMBED_PATH, ollama.encode_embed(texts, upstream_model, request.dimensions)
     body: JSONObject = {"model": upstream_model, "input": request.inputs,
                         "encoding_format": "float"}
     if request.dimensions is not None:

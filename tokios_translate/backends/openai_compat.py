@@ -287,11 +287,16 @@ def decode_models(body: bytes) -> list[str]:
     ]
 
 
+def _row_index(row: JSONObject) -> int:
+    index = row.get("index")
+    return index if isinstance(index, int) else 0
+
+
 def decode_embeddings(body: bytes) -> tuple[list[list[float]], int]:
     """``(embeddings in index order, prompt tokens)`` from a ``/v1/embeddings`` answer."""
     obj = load_object(body, what="upstream response")
     rows = [r for r in get_list(obj, "data", limit=100_000) or () if isinstance(r, dict)]
-    rows.sort(key=lambda r: r.get("index") if isinstance(r.get("index"), int) else 0)  # type: ignore[return-value,arg-type]
+    rows.sort(key=_row_index)
     vectors = [r.get("embedding") for r in rows]
     if not all(isinstance(v, list) for v in vectors):
         raise TranslationError(ErrorKind.UPSTREAM, "the backend sent embeddings in an "
