@@ -71,6 +71,12 @@ class ServerConfig:
     h2_stream_window: int = 256 * 1024
     #: h2 connection receive window.
     h2_connection_window: int = 1024 * 1024
+    #: Seconds a handler waits for the next request-body bytes before the request is
+    #: abandoned (ClientDisconnected; h1 connection aborted, h2 stream reset).
+    body_timeout: float = 60.0
+    #: Seconds `send()` may wait for a client that reads nothing (full write buffer or empty
+    #: h2 window) before the client is treated as gone.
+    write_timeout: float = 120.0
     #: h1: request-body bytes read ahead of the handler before the socket stops being read.
     read_high_water: int = 64 * 1024
     #: Transport write buffer above which `send()` waits (asyncio's default is 64 KiB).

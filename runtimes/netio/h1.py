@@ -295,7 +295,11 @@ class H1Connection(asyncio.Protocol):
                 self._maybe_resume_reading()
                 self._data_waiter = self._loop.create_future()
                 try:
-                    await self._data_waiter
+                    async with asyncio.timeout(self._config.body_timeout):
+                        await self._data_waiter
+                except TimeoutError:
+                    self._abort_transport()
+                    raise ClientDisconnected("request body timed out") from None
                 finally:
                     self._data_waiter = None
                 continue
@@ -333,7 +337,7 @@ class H1Connection(asyncio.Protocol):
             self._conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
         )
         if self._flow.paused:
-            await self._flow.wait_writable()
+            await self._wait_writable()
 
     def _must_close_for_unread_body(self) -> bool:
         if self._conn.their_state is not h11.SEND_BODY:
@@ -348,7 +352,15 @@ class H1Connection(asyncio.Protocol):
             raise ClientDisconnected("connection closed")
         self._write(self._conn.send(h11.Data(data=data)))
         if self._flow.paused:
-            await self._flow.wait_writable()
+            await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        try:
+            async with asyncio.timeout(self._config.write_timeout):
+                await self._flow.wait_writable()
+        except TimeoutError:
+            self._abort_transport()
+            raise ClientDisconnected("client stopped reading") from None
 
     async def end_response(self) -> None:
         if self._closed:

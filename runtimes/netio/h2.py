@@ -331,6 +331,7 @@ class H2Connection(asyncio.Protocol):
 
     def _reset(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
         stream.reset = True
+        stream.disconnected.set()
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self._conn.reset_stream(stream.stream_id, code)
         self._schedule_flush()
@@ -351,7 +352,11 @@ class H2Connection(asyncio.Protocol):
                 raise ClientDisconnected("stream reset")
             stream.read_waiter = self._loop.create_future()
             try:
-                await stream.read_waiter
+                async with asyncio.timeout(self._config.body_timeout):
+                    await stream.read_waiter
+            except TimeoutError:
+                self._reset(stream, h2.errors.ErrorCodes.CANCEL)
+                raise ClientDisconnected("request body timed out") from None
             finally:
                 stream.read_waiter = None
 
@@ -375,7 +380,12 @@ class H2Connection(asyncio.Protocol):
             if window <= 0:
                 stream.flow_waiter = self._loop.create_future()
                 try:
-                    await stream.flow_waiter
+                    async with asyncio.timeout(self._config.write_timeout):
+                        await stream.flow_waiter
+                except TimeoutError:
+                    self._reset(stream, h2.errors.ErrorCodes.CANCEL)
+                    stream.disconnected.set()
+                    raise ClientDisconnected("client stopped reading") from None
                 finally:
                     stream.flow_waiter = None
                 continue
@@ -385,7 +395,15 @@ class H2Connection(asyncio.Protocol):
             view = view[window:]
             self._schedule_flush()
             if self._flow.paused:
-                await self._flow.wait_writable()
+                try:
+                    async with asyncio.timeout(self._config.write_timeout):
+                        await self._flow.wait_writable()
+                except TimeoutError:
+                    # The whole connection is stuck, not only this stream.
+                    if self._transport is not None:
+                        self._transport.abort()
+                    self._disconnect_all()
+                    raise ClientDisconnected("client stopped reading") from None
 
     async def end_response(self, stream: _Stream) -> None:
         self._check(stream)

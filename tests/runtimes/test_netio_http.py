@@ -818,3 +818,77 @@ def test_many_concurrent_h2_streams_on_one_connection(tmp_path: Path) -> None:
         await server.shutdown(grace=1)
 
     run(main())
+
+
+def test_h1_body_and_write_timeouts_release_the_handler() -> None:
+    async def main() -> None:
+        outcome: dict[str, float] = {}
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            started = time.monotonic()
+            if request.path == "/upload":
+                try:
+                    await request.body(limit=1 << 20)
+                except ClientDisconnected:
+                    outcome["body"] = time.monotonic() - started
+                    raise
+            await response.start(200, [])
+            try:
+                while True:
+                    await response.send(b"y" * 65536)
+            except ClientDisconnected:
+                outcome["write"] = time.monotonic() - started
+                raise
+
+        config = ServerConfig(body_timeout=0.3, write_timeout=0.5)
+        server = HttpServer(handler, config=config)
+        await server.start()
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+        async with asyncio.timeout(2):
+            while "body" not in outcome:
+                await asyncio.sleep(0.01)
+        assert 0.25 < outcome["body"] < 1.5
+        writer.close()
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
+        writer.transport.pause_reading()  # reads nothing: the server's buffer fills up
+        writer.write(b"GET /download HTTP/1.1\r\nhost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            while "write" not in outcome:
+                await asyncio.sleep(0.01)
+        assert outcome["write"] < 4
+        writer.transport.abort()
+        await server.shutdown(grace=1)
+
+    run(main())
+
+
+def test_h2_write_timeout_resets_a_stream_whose_window_stays_closed(tmp_path: Path) -> None:
+    server_ctx, ca_file = make_tls(tmp_path)
+
+    async def main() -> None:
+        gave_up = asyncio.Event()
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            await response.start(200, [])
+            try:
+                while True:
+                    await response.send(b"w" * 16384)
+            except ClientDisconnected:
+                gave_up.set()
+                raise
+
+        server = HttpServer(handler, ssl_context=server_ctx, config=ServerConfig(write_timeout=0.3))
+        await server.start()
+        client = await RawH2Client.connect(server.port, ca_file)
+        stream_id = client.get("/")
+        resets = []
+        async with asyncio.timeout(3):
+            while not resets:
+                resets = [e for e in await client.events() if isinstance(e, h2.events.StreamReset)]
+        assert resets[0].stream_id == stream_id
+        assert gave_up.is_set()
+        client.writer.close()
+        await server.shutdown(grace=1)
+
+    run(main())
