@@ -461,3 +461,23 @@ def test_invalid_embeddings_requests(request_body: bytes) -> None:
         translate_embeddings_request(request_body, backend=BackendKind.VLLM, upstream_model="m",
                                      deployment="d")
     assert caught.value.status == 400
+
+
+def test_tool_calls_finish_without_calls_is_end_turn() -> None:
+    answer = {"choices": [{"message": {"role": "assistant", "content": "hi", "tool_calls": []},
+                           "finish_reason": "tool_calls"}]}
+    completion = openai_compat.decode_response(orjson.dumps(answer), "r")
+    assert completion.stop_reason.value == "end_turn"
+    named = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        "finish_reason": "stop"}]}  # vLLM with a named tool_choice
+    assert openai_compat.decode_response(orjson.dumps(named), "r").stop_reason.value == (
+        "tool_use")
+
+
+def test_chat_content_part_limit() -> None:
+    request = to_chat(Convo(turns=HI_TURNS))
+    request["messages"][0]["content"] = [{"type": "text", "text": "x"}] * 2001
+    with pytest.raises(TranslationError) as caught:
+        up(CHAT, request)
+    assert caught.value.param == "messages[0].content"

@@ -213,6 +213,8 @@ def stop_reason_of(
         return StopReason.TOOL_USE, None
     reason = FINISH_REASONS.get(finish_reason, StopReason.END_TURN) if isinstance(
         finish_reason, str) else StopReason.END_TURN
+    if reason is StopReason.TOOL_USE:  # "tool_calls" without any call: nothing to run
+        return StopReason.END_TURN, None
     if reason is StopReason.END_TURN and isinstance(matched, str) and matched in stop_sequences:
         return StopReason.STOP_SEQUENCE, matched
     return reason, None

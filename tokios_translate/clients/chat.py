@@ -12,6 +12,7 @@ import orjson
 from .._common import StopReason, StreamContext
 from .._parse import (
     MAX_MESSAGES,
+    MAX_PARTS,
     MAX_TOOLS,
     JSONObject,
     arguments_text,
@@ -74,6 +75,8 @@ def _content_parts(value: object, param: str, *, images: bool) -> list[Text | Im
         return [Text(text=value)]
     if not isinstance(value, list):
         raise invalid(f"`{param}` must be a string or an array of content parts", param)
+    if len(value) > MAX_PARTS:
+        raise invalid(f"`{param}` has more than {MAX_PARTS} parts", param)
     parts: list[Text | Image] = []
     for i, raw in enumerate(value):
         where = f"{param}[{i}]"
