@@ -85,12 +85,15 @@ class GatewayApi:
     async def _error(response: HttpResponse, client: ClientFormat, kind: ErrorKind,
                      message: str, request_id: str, *, status: int | None = None,
                      retry_after: str | None = None) -> int:
+        """Answer ``kind`` in ``client``'s envelope. ``status`` wins over the codec's choice
+        (Anthropic's codec sends overloaded as 529; the gateway's contract says 503)."""
         answer = error_response(client, TranslationError(kind, message, status=status))
         headers = [*answer.headers, ("x-request-id", request_id)]
         if retry_after is not None and not any(n == "retry-after" for n, _ in headers):
             headers.append(("retry-after", retry_after))
-        await response.respond(answer.status, headers, answer.body)
-        return answer.status
+        final = status if status is not None else answer.status
+        await response.respond(final, headers, answer.body)
+        return final
 
     @staticmethod
     async def _json(response: HttpResponse, status: int, body: bytes, request_id: str) -> int:
@@ -167,7 +170,7 @@ class GatewayApi:
         if not self.accepting:
             info["status"] = await self._error(response, client, ErrorKind.OVERLOADED,
                                                "the gateway is shutting down", request_id,
-                                               retry_after="1")
+                                               status=503, retry_after="1")
             return
         visible = await asyncio.to_thread(self.auth.deployments_for, grant)
         if endpoint.kind is EndpointKind.MODELS:
@@ -280,7 +283,8 @@ class GatewayApi:
         if opened is None:
             info["status"] = await self._error(
                 response, client, ErrorKind.OVERLOADED,
-                f"no connector is serving deployment {deployment}", request_id, retry_after="1")
+                f"no connector is serving deployment {deployment}", request_id, status=503,
+                retry_after="1")
             return
         stream, status, headers = opened
         info["status"] = status

@@ -197,6 +197,11 @@ def test_routing_errors_use_the_endpoint_envelope(tmp_path: Path) -> None:
                                      json={**CHAT, "model": "unserved"}, headers=stack.auth())
             assert resp.status_code == 503
             assert "no connector is serving deployment unserved" in resp.text
+            resp = await client.post("/v1/messages", json={**CHAT, "model": "unserved"},
+                                     headers={"x-api-key": stack.key,
+                                              "anthropic-version": "2023-06-01"})
+            assert resp.status_code == 503  # not Anthropic's 529: the gateway's contract
+            assert resp.json()["error"]["type"] == "overloaded_error"
             # too large (the limit is the default 16 MiB: send a declared 17 MiB body)
             big = b'{"model":"coder","x":"' + b"a" * (17 * 1024 * 1024) + b'"}'
             resp = await client.post("/v1/chat/completions", content=big,
