@@ -244,7 +244,7 @@ def test_handler_rejects_before_the_body_is_read_h1() -> None:
             body_reads += 1
             await response.respond(200, [], await request.body(limit=1 << 20))
 
-        server = HttpServer(handler)
+        server = HttpServer(handler, config=ServerConfig(linger_timeout=0.3))
         await server.start()
         # A huge declared body, of which only the start is sent: 401 comes back at once and
         # the server closes the connection (the rest is never read).
@@ -382,7 +382,12 @@ def test_max_connections_refuses_extra_connections() -> None:
 
 
 @pytest.mark.parametrize("use_uvloop", [False, True])
-def test_h1_client_disconnect_is_seen_promptly_while_streaming(use_uvloop: bool) -> None:
+@pytest.mark.parametrize("secure", [False, True])
+def test_h1_client_disconnect_is_seen_promptly_while_streaming(
+    tmp_path: Path, use_uvloop: bool, secure: bool
+) -> None:
+    server_ctx, ca_file = make_tls(tmp_path)
+
     async def main() -> None:
         gone = asyncio.Event()
         send_error: list[BaseException] = []
@@ -397,9 +402,17 @@ def test_h1_client_disconnect_is_seen_promptly_while_streaming(use_uvloop: bool)
             except ClientDisconnected as exc:
                 send_error.append(exc)
 
-        server = HttpServer(handler)
+        server = HttpServer(handler, ssl_context=server_ctx if secure else None)
         await server.start()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        if secure:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                server.port,
+                ssl=client_context(ca_file=ca_file, alpn=["http/1.1"]),
+                server_hostname="localhost",
+            )
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /sse HTTP/1.1\r\nhost: x\r\n\r\n")
         await reader.readuntil(b"data: first\n\n")
         writer.close()
