@@ -481,3 +481,11 @@ def test_chat_content_part_limit() -> None:
     with pytest.raises(TranslationError) as caught:
         up(CHAT, request)
     assert caught.value.param == "messages[0].content"
+
+
+def test_whole_and_streamed_answers_share_ids_and_the_signature_placeholder() -> None:
+    from tokios_translate import ids, stream
+    from tokios_translate.stream import decoders
+
+    assert ids.SIGNATURE_PLACEHOLDER == stream.THINKING_SIGNATURE_PLACEHOLDER
+    assert ids.tool_call_id("r1", 2) == decoders.generated_tool_call_id("r1", 2)
