@@ -260,13 +260,21 @@ class _Decoder:
                 return out[: position + 1]
         return out
 
-    def _finished(self, stop: StopReason, usage: Usage | None, out: list[StreamEvent]) -> None:
+    def _finished(
+        self,
+        stop: StopReason,
+        usage: Usage | None,
+        out: list[StreamEvent],
+        stop_sequence: str | None = None,
+    ) -> None:
         tools = self._tools
         tools.close_all(out)
         tools.check_complete()
         if tools.any_calls and stop in (StopReason.END_TURN, StopReason.STOP_SEQUENCE):
             stop = StopReason.TOOL_USE
-        out.append(Finished(stop=stop, usage=usage))
+        if stop is not StopReason.STOP_SEQUENCE:
+            stop_sequence = None
+        out.append(Finished(stop=stop, usage=usage, stop_sequence=stop_sequence))
 
     def _feed(self, chunk: bytes, out: list[StreamEvent]) -> None:
         raise NotImplementedError
@@ -373,12 +381,14 @@ class OpenAIChatDecoder(_Decoder):
     ``finish_reason`` is included), or at EOF when ``finish_reason`` was seen.
     """
 
-    __slots__ = ("_parser", "_stop", "_usage")
+    __slots__ = ("_parser", "_stop", "_stop_sequence", "_stops", "_usage")
 
     def __init__(self, ctx: StreamContext) -> None:
         super().__init__(ctx)
         self._parser = SSEParser()
+        self._stops = frozenset(ctx.stop_sequences)
         self._stop: StopReason | None = None
+        self._stop_sequence: str | None = None
         self._usage: Usage | None = None
 
     def _feed(self, chunk: bytes, out: list[StreamEvent]) -> None:
@@ -393,15 +403,14 @@ class OpenAIChatDecoder(_Decoder):
             if out and isinstance(out[-1], Finished | UpstreamError):
                 return
         if self._stop is not None:
-            self._finished(self._stop, self._usage, out)
+            self._finished(self._stop, self._usage, out, self._stop_sequence)
 
     def _message(self, event: str, data: bytes, out: list[StreamEvent]) -> None:
         if event not in ("", "message", "error") or not data.strip():
             return  # other named events (pings, extensions) and empty keep-alives
         if data == b"[DONE]":
-            self._finished(
-                self._stop if self._stop is not None else StopReason.END_TURN, self._usage, out
-            )
+            stop = self._stop if self._stop is not None else StopReason.END_TURN
+            self._finished(stop, self._usage, out, self._stop_sequence)
             return
         obj = orjson.loads(data)
         if not isinstance(obj, dict):
@@ -430,6 +439,12 @@ class OpenAIChatDecoder(_Decoder):
         reason = choice.get("finish_reason")
         if reason:
             self._stop = _OPENAI_STOP.get(reason, StopReason.END_TURN)
+            # vLLM names the matched stop string in ``stop_reason``; report it when it is one
+            # of the client's stop sequences (other backends cannot tell which one matched).
+            matched = choice.get("stop_reason")
+            if reason == "stop" and isinstance(matched, str) and matched in self._stops:
+                self._stop = StopReason.STOP_SEQUENCE
+                self._stop_sequence = matched
 
     def _delta(self, delta: Any, out: list[StreamEvent]) -> None:
         for field in _REASONING_FIELDS:

@@ -438,3 +438,19 @@ def test_repeated_upstream_tool_call_ids_are_made_unique(client: ClientFormat) -
     upstream = ollama(ollama_msg(tool_calls=[call]), ollama_msg(tool_calls=[call]), ollama_done())
     got = outcome(client.value, translate(client, BackendKind.OLLAMA, upstream))
     assert [t[0] for t in got.tools] == ["call_q", "call_e1_1"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_vllm_matched_stop_string_becomes_stop_sequence(client: ClientFormat) -> None:
+    finish = oa(finish="stop")
+    finish["choices"][0]["stop_reason"] = "###"
+    upstream = sse(oa({"content": "a"}), finish, "[DONE]")
+    body = translate(client, BackendKind.VLLM, upstream, stop_sequences=("###", "END"))
+    got = outcome(client.value, body)
+    assert got.stop == {"chat": "stop", "responses": "completed",
+                        "messages": "stop_sequence"}[client.value]
+    if client is ClientFormat.MESSAGES:
+        assert check_messages(body).message.stop_sequence == "###"
+    # A stop_reason that is not one of the client's sequences is an ordinary end of turn.
+    other = translate(client, BackendKind.VLLM, upstream, stop_sequences=("END",))
+    assert outcome(client.value, other).stop in {"stop", "completed", "end_turn"}
