@@ -13,18 +13,17 @@ invariants:
    call, and (up to :data:`SPLIT_CAP` bytes) in two pieces split at every offset. The one-byte
    run is the reference, since it handles each frame as soon as it is complete. Every other run
    must give the same events, the same error (code and message) or none, the same final state
-   and, without an error, the same output bytes.
+   and, without an error, the same output bytes. (This found that a bad header used to
+   pre-empt the frames before it in the same chunk; fixed in 44cd982.)
 
-   The one allowed difference (see ``KNOWN_DIVERGENCE`` below): ``FrameReader.feed`` parses
-   every header of a chunk before the connection handles the first frame, so a framing error
-   (bad version byte, oversized length) later in a chunk pre-empts the frames before it. A run
-   that failed with such an error only has to give a prefix of the reference's events.
+   One known divergence is tolerated unless ``strict``: see :data:`TOLERATE_LATE_DRAIN`.
 3. Every :class:`DataReceived` can be acknowledged (``acknowledge_received_data`` does not
    raise), as its docstring promises, even after the stream or connection ended.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -51,12 +50,14 @@ SPLIT_CAP = 32
 MAX_INPUT = 4096
 #: The clock never moves in these harnesses: timers are not what they test.
 NOW = 1.0
-#: When True, framing errors get no leeway: the whole-input run must match the one-byte run
-#: exactly. False while ``FrameReader.feed`` parses a chunk's headers before the frames before
-#: them are handled (a GOAWAY(PROTOCOL_ERROR) followed by a bad header closes cleanly when fed
-#: in two calls but raises when fed in one).
-KNOWN_DIVERGENCE_FIXED = False
-_FRAMING_ERRORS = ("unsupported frame version", "frame length ")
+#: Known divergence (tests/proto/test_fuzz_seeds.py has the strict xfail repro): when a frame
+#: leaves a DRAINING connection without streams (a GOAWAY(NO_ERROR) that refuses the last
+#: ones), the connection closes only at the end of ``receive_data``, so the frames after it in
+#: the same chunk are still handled (PONGs queued, errors raised), while the same bytes in
+#: later calls are ignored after the close. Tolerated: a run whose one-byte reference ended
+#: with a clean ``drained`` close may go on past the reference's events. Set to False once
+#: the core closes right after the frame that drained it.
+TOLERATE_LATE_DRAIN = True
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -110,14 +111,37 @@ def established_pair():  # type: ignore[no-untyped-def]
     return pair
 
 
-def established_gateway() -> Connection:
+def snapshot(build: Callable[[], Connection]) -> Callable[[], Connection]:
+    """``build`` made cheaper: build once, then hand out deep copies (about twice as fast as
+    running the pair again). Credentials (:class:`Secret` refuses to be copied) are shared,
+    which is safe: they are immutable. tests/proto/test_fuzz_seeds.py checks that a copy
+    behaves exactly like a freshly built connection."""
+    template: list[Connection] = []
+
+    def make() -> Connection:
+        if not template:
+            template.append(build())
+        original = template[0]
+        hello = getattr(original, "_hello", None)
+        memo = {id(hello.credential): hello.credential} if hello is not None else {}
+        return copy.deepcopy(original, memo)
+
+    make.__doc__ = build.__doc__
+    return make
+
+
+def _established_gateway() -> Connection:
     """The gateway end of :func:`established_pair` (fuzz input plays the connector)."""
     return established_pair().gateway  # type: ignore[no-any-return]
 
 
-def established_connector() -> Connection:
+def _established_connector() -> Connection:
     """The connector end of :func:`established_pair` (fuzz input plays the gateway)."""
     return established_pair().connector  # type: ignore[no-any-return]
+
+
+established_gateway = snapshot(_established_gateway)
+established_connector = snapshot(_established_connector)
 
 
 SCENARIOS: dict[str, Callable[[], Connection]] = {
@@ -190,22 +214,26 @@ def _check_acknowledgements(conn: Connection, events: list[Event]) -> None:
             conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
 
 
-def _framing_error(outcome: Outcome) -> bool:
-    return outcome.error is not None and outcome.error.msg.startswith(_FRAMING_ERRORS)
-
-
 def _describe(outcome: Outcome) -> str:
     return (f"{outcome.chunks} chunk(s): error={outcome.error!r} state={outcome.state.name} "
             f"events={outcome.events}")
 
 
-def compare(reference: Outcome, other: Outcome) -> None:
+def _late_drain(reference: Outcome, other: Outcome) -> bool:
+    """True for the known divergence of :data:`TOLERATE_LATE_DRAIN` (and nothing else)."""
+    if reference.error is not None or not reference.events:
+        return False
+    last = reference.events[-1]
+    if not (isinstance(last, ConnectionTerminated) and last.reason == "drained"
+            and last.code == ErrorCode.NO_ERROR):
+        return False
+    before = reference.events[:-1]
+    return other.events[:len(before)] == before
+
+
+def compare(reference: Outcome, other: Outcome, *, strict: bool = False) -> None:
     """Assert invariant 2 between the one-byte-per-call run and another run."""
-    if not KNOWN_DIVERGENCE_FIXED and _framing_error(other):
-        body = other.events[:-1]  # the ConnectionTerminated differs: it carries the reason
-        assert reference.events[:len(body)] == body, (
-            f"events diverge before a framing error:\n{_describe(reference)}\n"
-            f"{_describe(other)}")
+    if TOLERATE_LATE_DRAIN and not strict and _late_drain(reference, other):
         return
     assert other.events == reference.events, (
         f"events depend on chunking:\n{_describe(reference)}\n{_describe(other)}")
@@ -219,14 +247,15 @@ def compare(reference: Outcome, other: Outcome) -> None:
         assert other.output == reference.output, "output depends on chunking"
 
 
-def check(make: Callable[[], Connection], data: bytes) -> Outcome:
-    """Run every invariant on ``data`` for the scenario ``make``; return the reference run."""
+def check(make: Callable[[], Connection], data: bytes, *, strict: bool = False) -> Outcome:
+    """Run every invariant on ``data`` for the scenario ``make``; return the reference run.
+    ``strict`` disables the tolerance of known divergences."""
     data = data[:MAX_INPUT]
     reference = feed(make, (data[i:i + 1] for i in range(len(data))))
-    compare(reference, feed(make, [data]))
+    compare(reference, feed(make, [data]), strict=strict)
     if len(data) <= SPLIT_CAP:
         for cut in range(1, len(data)):
-            compare(reference, feed(make, [data[:cut], data[cut:]]))
+            compare(reference, feed(make, [data[:cut], data[cut:]]), strict=strict)
     return reference
 
 
