@@ -30,15 +30,11 @@ def stack(
 
 @pytest.fixture
 def openai_client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with stack.http() as http:
-        yield openai.OpenAI(
-            base_url=f"{stack.base_url}/v1", api_key=stack.key, http_client=http, max_retries=0
-        )
+    with stack.openai() as client:
+        yield client
 
 
 @pytest.fixture
 def anthropic_client(stack: Stack) -> Iterator[anthropic.Anthropic]:
-    with stack.http() as http:
-        yield anthropic.Anthropic(
-            base_url=stack.base_url, api_key=stack.key, http_client=http, max_retries=0
-        )
+    with stack.anthropic() as client:
+        yield client

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anthropic
 import httpx
+import openai
 import orjson
 import trustme
 
@@ -159,6 +161,28 @@ class Stack:
 
     def http(self, *, http2: bool = False, timeout: float = 30) -> httpx.Client:
         return httpx.Client(verify=self.ssl_context(), http2=http2, timeout=timeout)
+
+    def openai(self, api_key: str | None = None, **options: Any) -> openai.OpenAI:
+        """The official OpenAI SDK, on its own HTTP client, trusting the test CA."""
+        http = openai.DefaultHttpxClient(verify=self.ssl_context())
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key=api_key or self.key,
+            http_client=http,
+            max_retries=0,
+            **options,
+        )
+
+    def anthropic(self, api_key: str | None = None, **options: Any) -> anthropic.Anthropic:
+        """The official Anthropic SDK (base URL without /v1, as Claude Code uses it)."""
+        http = anthropic.DefaultHttpxClient(verify=self.ssl_context())
+        return anthropic.Anthropic(
+            base_url=self.base_url,
+            api_key=api_key or self.key,
+            http_client=http,
+            max_retries=0,
+            **options,
+        )
 
     # -- bring-up -----------------------------------------------------------------------
 

@@ -115,22 +115,19 @@ def test_messages(stack: Stack, anthropic_client: anthropic.Anthropic) -> None:
 
 
 def test_messages_stream_with_beta_query_and_headers(stack: Stack) -> None:
-    with stack.http() as http:
-        client = anthropic.Anthropic(
-            base_url=stack.base_url,
-            api_key=stack.key,
-            http_client=http,
-            max_retries=0,
+    with (
+        stack.anthropic(
             default_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"},
             default_query={"beta": "true"},  # what Claude Code sends
-        )
-        with client.messages.stream(
+        ) as client,
+        client.messages.stream(
             model=stack.deployment,
             max_tokens=100,
             messages=[{"role": "user", "content": "stream please"}],
-        ) as stream:
-            text = "".join(stream.text_stream)
-            final = stream.get_final_message()
+        ) as stream,
+    ):
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
     assert text == "Echo: stream please"
     assert final.stop_reason == "end_turn"
 
@@ -204,13 +201,7 @@ def test_embeddings(stack: Stack, openai_client: openai.OpenAI) -> None:
 def test_models_list_is_scoped_to_the_key(stack: Stack, openai_client: openai.OpenAI) -> None:
     ids = {m.id for m in openai_client.models.list()}
     assert ids == {stack.deployment, "unserved"}
-    with stack.http() as http:
-        other = openai.OpenAI(
-            base_url=f"{stack.base_url}/v1",
-            api_key=stack.other_key,
-            http_client=http,
-            max_retries=0,
-        )
+    with stack.openai(api_key=stack.other_key) as other:
         assert {m.id for m in other.models.list()} == {"secret-model"}
 
 
@@ -218,21 +209,16 @@ def test_models_list_is_scoped_to_the_key(stack: Stack, openai_client: openai.Op
 
 
 def test_wrong_key_is_401_in_each_format(stack: Stack) -> None:
-    with stack.http() as http:
-        bad_openai = openai.OpenAI(
-            base_url=f"{stack.base_url}/v1",
-            api_key="sk-tokios-nope",
-            http_client=http,
-            max_retries=0,
-        )
+    with (
+        stack.http() as http,
+        stack.openai(api_key="sk-tokios-nope") as bad_openai,
+        stack.anthropic(api_key="sk-tokios-nope") as bad_anthropic,
+    ):
         with pytest.raises(openai.AuthenticationError) as oe:
             bad_openai.chat.completions.create(
                 model=stack.deployment, messages=[{"role": "user", "content": "x"}]
             )
         assert oe.value.status_code == 401
-        bad_anthropic = anthropic.Anthropic(
-            base_url=stack.base_url, api_key="sk-tokios-nope", http_client=http, max_retries=0
-        )
         with pytest.raises(anthropic.AuthenticationError) as ae:
             bad_anthropic.messages.create(
                 model=stack.deployment, max_tokens=5, messages=[{"role": "user", "content": "x"}]

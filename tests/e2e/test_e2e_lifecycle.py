@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.e2e.stack import Stack, admin, wait_for
@@ -81,10 +80,7 @@ def test_sigterm_lets_an_in_flight_stream_finish(fresh_stack: Stack) -> None:
     texts: list[str] = []
 
     def stream() -> None:
-        with stack.http() as http:
-            client = openai.OpenAI(
-                base_url=f"{stack.base_url}/v1", api_key=stack.key, http_client=http, max_retries=0
-            )
+        with stack.openai() as client:
             chunks = client.chat.completions.create(
                 model=stack.deployment,
                 stream=True,

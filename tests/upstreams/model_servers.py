@@ -15,7 +15,8 @@ exact content:
 * the reply text is ``"Echo: " + last user text``, streamed one word per event;
 * if the request offers tools and the last user text mentions "weather", the model calls the
   first tool with ``{"city": "Paris"}`` (two calls when it mentions "both");
-* if thinking is requested (Ollama ``think``, OpenAI ``reasoning_effort``), a reasoning part
+* if thinking is requested (Ollama ``think``; ``reasoning_effort`` or
+  ``chat_template_kwargs.enable_thinking`` for llama.cpp/vLLM), a reasoning part
   ``"Let me think."`` comes first, in the backend's own reasoning field;
 * a last user text containing "upstream-error" gets HTTP 500 before streaming, and
   "midstream-error" gets an error after the first event;
@@ -359,7 +360,10 @@ class OpenAICompatServer(_BaseServer):
                 "object": "list", "data": data, "model": model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
             return
-        script = _script(payload, bool(payload.get("reasoning_effort")), self.events)
+        # llama.cpp and vLLM take either reasoning_effort or the chat template's switch.
+        template_kwargs = payload.get("chat_template_kwargs") or {}
+        thinking = bool(payload.get("reasoning_effort") or template_kwargs.get("enable_thinking"))
+        script = _script(payload, thinking, self.events)
         if script.error_status:
             await self._send_json(conn, writer, script.error_status, {"error": {
                 "code": 500, "message": "Internal server error", "type": "server_error"}})
