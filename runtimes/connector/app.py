@@ -96,6 +96,9 @@ class ConnectorSettings:
     models: dict[str, str]
     ca_file: str | None = None
     max_concurrent_streams: int = 64
+    #: Flow-control windows proposed to the gateway (the gateway may lower them).
+    stream_window: int = Settings().initial_stream_window
+    connection_window: int = Settings().initial_connection_window
     connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
                                                        f"{secrets.token_hex(4)}")
 
@@ -354,7 +357,9 @@ class Connector:
                       connector_id=self.settings.connector_id,
                       software_version=SOFTWARE_VERSION, deployments=offers)
         config = Config(settings=Settings(
-            max_concurrent_streams=self.settings.max_concurrent_streams))
+            max_concurrent_streams=self.settings.max_concurrent_streams,
+            initial_stream_window=self.settings.stream_window,
+            initial_connection_window=self.settings.connection_window))
         conn = ConnectorConnection(config, hello=hello)
         session = Session(self, ws, conn)
         self.current = session

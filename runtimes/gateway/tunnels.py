@@ -37,6 +37,7 @@ from tokios_proto import (
     RequestHead,
     ResetCode,
     ResponseReceived,
+    SettingsChanged,
     StreamEnded,
     StreamReset,
     WindowUpdated,
@@ -151,6 +152,8 @@ class Tunnel:
         self.deployments: tuple[str, ...] = ()
         self.session_id = ""
         self.goaway_received = False
+        #: Streams the connector takes at once (WELCOME value, then its SETTINGS updates).
+        self.max_streams = 0
 
     # ---- RoutableTunnel ------------------------------------------------------------------
 
@@ -160,10 +163,8 @@ class Tunnel:
 
     @property
     def accepting_streams(self) -> bool:
-        settings = self.conn.settings
         return (self.conn.state is ConnectionState.OPEN and not self.goaway_received
-                and settings is not None
-                and len(self.conn.open_stream_ids) < settings.max_concurrent_streams)
+                and len(self.conn.open_stream_ids) < self.max_streams)
 
     # ---- streams -------------------------------------------------------------------------
 
@@ -206,7 +207,11 @@ class Tunnel:
             elif stream is not None:
                 stream.window.set()
         elif isinstance(event, HelloReceived):
-            asyncio.create_task(self.manager.authenticate(self, event))  # noqa: RUF006
+            task = asyncio.create_task(self.manager.authenticate(self, event))
+            self.manager.tasks.add(task)
+            task.add_done_callback(self.manager.tasks.discard)
+        elif isinstance(event, SettingsChanged):
+            self.max_streams = event.settings.max_concurrent_streams
         elif isinstance(event, GoAwayReceived):
             self.goaway_received = True
         elif isinstance(event, ConnectionTerminated):
@@ -235,6 +240,8 @@ class TunnelManager:
         self.tunnels: set[Tunnel] = set()
         self.draining = False
         self._watcher: asyncio.Task[None] | None = None
+        #: Handshake tasks in flight (referenced so they are not collected).
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._watcher = asyncio.create_task(self._watch_revocations())
@@ -280,7 +287,8 @@ class TunnelManager:
                                 "this token may serve none of the offered deployments")
                 else:
                     tunnel.session_id = secrets.token_hex(16)
-                    conn.accept(tunnel.session_id, granted, tunnel.pump.now())
+                    settings = conn.accept(tunnel.session_id, granted, tunnel.pump.now())
+                    tunnel.max_streams = settings.max_concurrent_streams
                     tunnel.grant = grant
                     tunnel.deployments = granted
                     self.registry.add(tunnel, grant.tenant_id, granted)

@@ -441,3 +441,61 @@ def test_per_key_concurrency_limit_answers_429(tmp_path: Path) -> None:
             assert (await first).status_code == 200
 
     run(main())
+
+
+def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backpressure end to end: while the client reads nothing, the connector stops reading
+    the upstream (its translator is fed nothing more), then resumes when the client reads."""
+    from runtimes.connector import app as connector_app
+
+    fed = [0]
+    real_open = connector_app.open_stream_translator
+
+    def counting_open(ctx: Any) -> Any:
+        translator = real_open(ctx)
+        real_feed = translator.feed
+
+        def feed(chunk: bytes) -> bytes:
+            fed[0] += len(chunk)
+            return real_feed(chunk)
+
+        return type("Counting", (), {"feed": staticmethod(feed),
+                                      "finish": translator.finish, "fail": translator.fail,
+                                      "done": property(lambda _: translator.done)})()
+
+    monkeypatch.setattr(connector_app, "open_stream_translator", counting_open)
+
+    async def main() -> None:
+        async with make_stack(tmp_path, connect=False) as stack:
+            stack.upstream.events = 150_000
+            settings = stack.settings()
+            settings = connector_app.ConnectorSettings(**{
+                **{f: getattr(settings, f) for f in settings.__dataclass_fields__},
+                "stream_window": 16 * 1024, "connection_window": 64 * 1024})
+            connector = Connector(settings)
+            stack.connectors.append((connector, asyncio.create_task(connector.run())))
+            await stack.wait_served()
+            async with stack.client() as client, client.stream(
+                    "POST", "/v1/chat/completions", json={**CHAT, "stream": True},
+                    headers=stack.auth()) as streamed:
+                chunks = streamed.aiter_bytes()
+                await chunks.__anext__()
+                # the client reads nothing: the socket buffers fill, then everything stops
+                previous, deadline = -1, time.monotonic() + 15
+                while fed[0] != previous:
+                    assert time.monotonic() < deadline, "the connector kept reading upstream"
+                    previous = fed[0]
+                    await asyncio.sleep(0.4)
+                stalled_at = fed[0]
+                # ~18 MB of NDJSON upstream; only socket buffers and windows' worth was read
+                assert stalled_at < 9_000_000
+                assert not stack.upstream.disconnects
+                received = 0
+                async for chunk in chunks:  # reading again lets the upstream go on
+                    received += len(chunk)
+                    if fed[0] > stalled_at:
+                        break
+                assert fed[0] > stalled_at
+
+    run(main())
