@@ -454,3 +454,20 @@ def test_vllm_matched_stop_string_becomes_stop_sequence(client: ClientFormat) ->
     # A stop_reason that is not one of the client's sequences is an ordinary end of turn.
     other = translate(client, BackendKind.VLLM, upstream, stop_sequences=("END",))
     assert outcome(client.value, other).stop in {"stop", "completed", "end_turn"}
+
+
+def test_responses_stream_echoes_the_request_fields() -> None:
+    from tokios_translate.clients.responses import echo_fields
+
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}
+    echo = echo_fields({"instructions": "Be brief.", "tools": [tool], "temperature": 0.2,
+                        "max_output_tokens": 64})
+    context = StreamContext(client=ClientFormat.RESPONSES, backend=BackendKind.OLLAMA, model="d",
+                            response_id="e2", created=5, stream=True, echo=echo)
+    translator = open_stream_translator(context)
+    body = translator.feed(ollama(ollama_msg("x"), ollama_done("length", 3, 1)))
+    final = check_responses(body).response
+    assert (final.instructions, final.temperature) == ("Be brief.", 0.2)
+    assert final.max_output_tokens == 64
+    assert final.tools[0].name == "f"
+    assert final.status == "incomplete" and final.output[0].status == "incomplete"

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
-from tokios_translate.ids import responses_id, responses_item_id
+from tokios_translate.clients.responses import response_object
+from tokios_translate.ids import responses_item_id
 from tokios_translate.stream.events import (
     Finished,
     ReasoningDelta,
@@ -72,29 +73,11 @@ class ResponsesEncoder:
         return self._delta_prefix + orjson.dumps(text) + tail + str(seq).encode() + b"}\n\n"
 
     def _response(self, status: str, **fields: Any) -> dict[str, Any]:
-        ctx = self._ctx
-        response: dict[str, Any] = {
-            "id": responses_id(ctx.response_id),
-            "object": "response",
-            "created_at": ctx.created,
-            "status": status,
-            "model": ctx.model,
-            "output": list(self._output),
-            "error": None,
-            "incomplete_details": None,
-            "instructions": None,
-            "tools": [],
-            "tool_choice": "auto",
-            "parallel_tool_calls": ctx.parallel_tool_calls,
-            "temperature": None,
-            "top_p": None,
-            "max_output_tokens": None,
-            "previous_response_id": None,
-            "store": False,
-            "metadata": {},
-            "usage": None,
-        }
-        response.update(ctx.echo)
+        # The same response object as a non-streamed answer (clients/responses.py).
+        response: dict[str, Any] = response_object(
+            self._ctx, status=status, output=list(self._output), completion=None
+        )
+        response["usage"] = None
         response.update(fields)
         return response
 
@@ -123,7 +106,7 @@ class ResponsesEncoder:
         if isinstance(event, ToolCallEnded):
             return self._close()
         if isinstance(event, Finished):
-            return self._close() + self._finish(event)
+            return self._close(cut=event.stop in _INCOMPLETE) + self._finish(event)
         return b""
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
@@ -205,7 +188,8 @@ class ResponsesEncoder:
             "response.output_item.added", {"output_index": index, "item": self._call}
         )
 
-    def _close(self) -> bytes:
+    def _close(self, *, cut: bool = False) -> bytes:
+        """Finish the open item; ``cut``: the answer stopped inside it (length, filter)."""
         kind = self._kind
         if kind == _NONE:
             return b""
@@ -221,7 +205,7 @@ class ResponsesEncoder:
             item = {
                 "id": item_id,
                 "type": "message",
-                "status": "completed",
+                "status": "incomplete" if cut else "completed",
                 "role": "assistant",
                 "content": [part],
             }
