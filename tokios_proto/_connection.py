@@ -203,8 +203,10 @@ class Connection:
                     handler(flags, stream_id, payload)
                 elif not flags & _IGNORABLE:
                     raise RemoteProtocolError(f"unknown frame type {frame_type:#x}")
-                if self._state is CS.CLOSED:
-                    return
+                if self._state is not CS.OPEN:
+                    self._maybe_drained()  # drained after this frame: later bytes are moot
+                    if self._state is CS.CLOSED:
+                        return
                 if len(self._events) > max_events:
                     raise RemoteProtocolError("too many events pending",
                                               code=ErrorCode.EXCESSIVE_LOAD)

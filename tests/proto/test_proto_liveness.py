@@ -221,3 +221,16 @@ def test_frames_before_a_bad_header_take_effect_first() -> None:
         pair2.gateway.receive_data(ping + b"\xff" * 12, 0.0)
     frames = decode_frames(pair2.gateway.data_to_send())
     assert [f.type for f in frames] == [FrameType.PONG, FrameType.GOAWAY]
+
+
+def test_drain_completes_at_the_frame_that_ends_it_not_at_the_end_of_the_chunk() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.gateway.open_stream(HEAD)
+    pair.flush()
+    goaway = encode_frame(FrameType.GOAWAY, 0, 0, bytes(8))  # last_stream_id 0: 1 is refused
+    pair.gateway.receive_data(goaway + b"\0" * 12, 0.0)  # trailing junk is never parsed
+    pair.drain_events()
+    assert pair.gateway.state is ConnectionState.CLOSED
+    assert pair.gateway_events[-1] == ConnectionTerminated(code=ErrorCode.NO_ERROR,
+                                                           reason="drained", remote=True)
