@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -497,5 +498,40 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
                     if fed[0] > stalled_at:
                         break
                 assert fed[0] > stalled_at
+
+    run(main())
+
+
+def test_tunnel_dying_before_the_head_is_retried_on_another(tmp_path: Path) -> None:
+    async def main() -> None:
+        hung: list[asyncio.StreamWriter] = []
+
+        async def never_answers(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+            hung.append(writer)
+            await reader.read(65536)
+            await asyncio.sleep(30)
+
+        black_hole = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+        port = black_hole.sockets[0].getsockname()[1]
+        try:
+            async with make_stack(tmp_path, connect=False) as stack, stack.client() as client:
+                stuck = Connector(dataclasses.replace(stack.settings(),
+                                                      upstream=f"http://127.0.0.1:{port}"))
+                stack.connectors.append((stuck, asyncio.create_task(stuck.run())))
+                await stack.wait_served()
+                request = asyncio.create_task(
+                    client.post("/v1/chat/completions", json=CHAT, headers=stack.auth()))
+                while not hung:
+                    await asyncio.sleep(0.01)
+                stuck_tunnel = next(iter(stack.gateway.tunnels.tunnels))
+                stack.start_connector()
+                await stack.wait_served(2)
+                stuck_tunnel.pump.ws.abort()
+                resp = await request
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["choices"][0]["message"]["content"] == "Echo: hello there"
+        finally:
+            black_hole.close()
 
     run(main())
