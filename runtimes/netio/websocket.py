@@ -37,6 +37,8 @@ __all__ = [
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_MESSAGE_TOO_BIG = 1009
+#: Queued outgoing bytes above which frames are written without waiting for the loop.
+_FLUSH_AT = 64 * 1024
 CLOSE_ABNORMAL = 1006  # never sent: reported when the TCP connection is lost without a close
 
 
@@ -89,6 +91,9 @@ class WebSocket(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reading_paused = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
         self._close_sent = False
         self._closed: CloseInfo | None = None
         #: Resolved with the CloseInfo once the connection is over (close handshake or drop).
@@ -147,7 +152,7 @@ class WebSocket(asyncio.Protocol):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.closed_future), timeout)
         if self._transport is not None:
-            self._transport.close()
+            self._close_transport()
         if self._closed is None:
             self._finish(CloseInfo(code=code, reason=reason))
 
@@ -214,7 +219,7 @@ class WebSocket(asyncio.Protocol):
                 self._send_close(CLOSE_MESSAGE_TOO_BIG, "message too big")
                 self._finish(CloseInfo(code=CLOSE_MESSAGE_TOO_BIG, reason="message too big"))
                 if self._transport is not None:
-                    self._transport.close()
+                    self._close_transport()
                 return
             if event.message_finished:
                 if self._partial:
@@ -233,7 +238,7 @@ class WebSocket(asyncio.Protocol):
                 self._write(self._ws.send(event.response()))
             self._finish(CloseInfo(code=int(event.code), reason=event.reason or ""))
             if self._transport is not None:
-                self._transport.close()
+                self._close_transport()
         elif isinstance(event, ws_events.AcceptConnection):
             self.subprotocol = event.subprotocol
             if self._handshake is not None and not self._handshake.done():
@@ -262,7 +267,7 @@ class WebSocket(asyncio.Protocol):
         if self._handshake is not None and not self._handshake.done():
             self._handshake.set_exception(WebSocketHandshakeError(message, self._reject_status))
             if self._transport is not None:
-                self._transport.close()
+                self._close_transport()
 
     def _check_open(self) -> None:
         if self._closed is not None:
@@ -271,8 +276,32 @@ class WebSocket(asyncio.Protocol):
             raise WebSocketClosed(CloseInfo(code=CLOSE_NORMAL, reason="closing"))
 
     def _write(self, data: bytes) -> None:
-        if data and self._transport is not None and not self._transport.is_closing():
+        """Queue frames for the end of this loop iteration, so messages sent together leave
+        in one write; more than `_FLUSH_AT` bytes are written at once."""
+        if not data:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size > _FLUSH_AT:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def _close_transport(self) -> None:
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
 
     def _wake_recv(self) -> None:
         waiter = self._recv_waiter
