@@ -10,6 +10,7 @@ The connector calls exactly this::
     else:
         send(translator.finish())           # upstream EOF: close properly or error out
     # if the upstream connection dies: send(translator.fail("upstream connection lost"))
+    # (an optional ErrorKind picks the error type: fail("...", ErrorKind.TIMEOUT))
 
 One decoder per upstream codec (Ollama NDJSON, OpenAI-compatible SSE) and one encoder per client
 format share the events of :mod:`tokios_translate.stream.events`. The client's preamble (role
@@ -17,8 +18,16 @@ chunk, ``message_start``, ``response.created``) is emitted on the first call. No
 malformed upstream data becomes the client format's in-stream error, after which the translator
 is ``done`` and returns only ``b""``.
 
-Tool call ids missing upstream are generated as ``f"call_{ctx.response_id}_{index}"``
-(:func:`~tokios_translate.stream.decoders.generated_tool_call_id`).
+Tool calls reach every client sequentially (interleaved upstream fragments are reordered; see
+:class:`~tokios_translate.stream.decoders.ToolCallSequencer`); ids missing or repeated upstream
+are generated as ``f"call_{ctx.response_id}_{index}"`` (``tokios_translate.ids.tool_call_id``).
+With ``ctx.parallel_tool_calls`` false only the first call is kept. Stop reasons follow
+api-formats.md §6: tool calls present -> ``tool_use`` / ``tool_calls``.
+
+Per client: Chat sends reasoning as ``delta.reasoning_content`` and a usage chunk only with
+``ctx.include_usage``; Anthropic thinking blocks end with ``THINKING_SIGNATURE_PLACEHOLDER`` and
+tool arguments go out as one checked ``input_json_delta`` per call; Responses items follow the
+canonical event order with ``sequence_number`` on every event.
 """
 
 from __future__ import annotations
