@@ -111,7 +111,8 @@ class ConnectorConnection(Connection):
         code: ResetCode | None = None
         if len(payload) > self._settings.max_header_block_size:
             code = ResetCode.HEADER_TOO_LARGE
-        elif self._goaway_sent or len(self._streams) > self._local_max_streams:
+        elif (self._goaway_sent or self._goaway_received
+              or len(self._streams) > self._local_max_streams):
             code = ResetCode.REFUSED
         else:
             try:

@@ -234,3 +234,20 @@ def test_drain_completes_at_the_frame_that_ends_it_not_at_the_end_of_the_chunk()
     assert pair.gateway.state is ConnectionState.CLOSED
     assert pair.gateway_events[-1] == ConnectionTerminated(code=ErrorCode.NO_ERROR,
                                                            reason="drained", remote=True)
+
+
+def test_an_open_after_the_gateways_own_goaway_is_refused() -> None:
+    pair = Pair()
+    pair.handshake()
+    sid = pair.gateway.open_stream(HEAD)
+    pair.gateway.goaway()
+    pair.flush()
+    assert pair.connector.state is ConnectionState.DRAINING
+    late = encode_frame(FrameType.OPEN, 0, sid + 2, b'{"method": "GET"}')
+    pair.connector.receive_data(late, 0.0)
+    pair.drain_events()
+    assert not [e for e in pair.connector_events
+                if isinstance(e, StreamOpened) and e.stream_id == sid + 2]
+    (reset,) = decode_frames(pair.connector.data_to_send())
+    assert (reset.type, reset.stream_id, reset.payload) == (FrameType.RESET, sid + 2,
+                                                            b"\0\0\0\x04")
