@@ -17,14 +17,24 @@ import contextlib
 import logging
 import random
 import secrets
-import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.settings import (
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_PROBE_FAILED,
+    EXIT_USAGE,
+    MAX_REQUEST_BODY,
+    ConnectorSettings,
+    PermanentRejection,
+    config_for,
+    hello_for,
+    session_outcome,
+)
 from runtimes.gateway.pump import Pump
 from runtimes.netio import (
     UpstreamError,
@@ -35,20 +45,14 @@ from runtimes.netio import (
 )
 from tokios_proto import (
     Accepted,
-    Config,
     ConnectionTerminated,
     ConnectorConnection,
     DataReceived,
-    DeploymentOffer,
     ErrorCode,
     Event,
     GoAwayReceived,
-    Hello,
     Rejected,
-    RejectReason,
     ResetCode,
-    Secret,
-    Settings,
     StreamEnded,
     StreamOpened,
     StreamReset,
@@ -68,44 +72,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tokios.connector")
-
-SOFTWARE_VERSION = "0.1.0"
-EXIT_OK = 0
-EXIT_USAGE = 2
-#: The gateway refused this connector for good (bad or revoked token, deployments not
-#: allowed, unsupported protocol version): retrying cannot help.
-EXIT_PERMANENT = 3
-#: ``--backend auto`` found no known model server at ``--upstream``.
-EXIT_PROBE_FAILED = 4
-
-#: Largest request body accepted from the gateway per stream.
-MAX_REQUEST_BODY = 64 * 1024 * 1024
-#: The GOAWAY reason the gateway sends when it revokes the token of a live tunnel.
-REVOKED_REASON = "revoked"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectorSettings:
-    """Validated options of one connector process."""
-
-    tunnel_url: str
-    token: str
-    upstream: str
-    backend: BackendKind
-    #: deployment -> upstream model.
-    models: dict[str, str]
-    ca_file: str | None = None
-    max_concurrent_streams: int = 64
-    #: Flow-control windows proposed to the gateway (the gateway may lower them).
-    stream_window: int = Settings().initial_stream_window
-    connection_window: int = Settings().initial_connection_window
-    connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
-                                                       f"{secrets.token_hex(4)}")
-
-
-class PermanentRejection(Exception):  # noqa: N818
-    """The gateway refused the connector for a reason retrying cannot fix."""
-
 
 async def probe_backend(pool: UpstreamPool) -> BackendKind | None:
     """``--backend auto``: GET each of handling.PROBES; the first 2xx names the backend."""
@@ -351,16 +317,7 @@ class Connector:
         """One connection to the gateway, from dial to close."""
         ws = await connect_websocket(self.settings.tunnel_url, ssl_context=self._ssl(),
                                      max_message_size=1024 * 1024)
-        offers = tuple(DeploymentOffer(name=name, upstream_model=model)
-                       for name, model in self.settings.models.items())
-        hello = Hello(credential=Secret(self.settings.token),
-                      connector_id=self.settings.connector_id,
-                      software_version=SOFTWARE_VERSION, deployments=offers)
-        config = Config(settings=Settings(
-            max_concurrent_streams=self.settings.max_concurrent_streams,
-            initial_stream_window=self.settings.stream_window,
-            initial_connection_window=self.settings.connection_window))
-        conn = ConnectorConnection(config, hello=hello)
+        conn = ConnectorConnection(config_for(self.settings), hello=hello_for(self.settings))
         session = Session(self, ws, conn)
         self.current = session
         conn.start(session.pump.now())
@@ -368,24 +325,6 @@ class Connector:
             await session.pump.run()
         finally:
             self.current = None
-        rejected = session.rejected
-        if rejected is not None and not rejected.retryable:
-            raise PermanentRejection(_rejection_text(rejected.reason, rejected.message))
-        if session.revoked:
-            raise PermanentRejection("the gateway closed the tunnel: this connector token was "
-                                     "revoked; create a new one with `tokios-gateway "
-                                     "connector-token add`")
-        if rejected is not None and rejected.retry_after:
-            await self._sleep(rejected.retry_after)  # type: ignore[misc]
-
-
-def _rejection_text(reason: RejectReason, message: str) -> str:
-    what = {
-        RejectReason.BAD_CREDENTIAL: "the connector token is not valid (check --token)",
-        RejectReason.REVOKED: "the connector token was revoked",
-        RejectReason.DEPLOYMENT_NOT_ALLOWED: "this token may not serve any of the --model "
-                                             "deployments offered",
-        RejectReason.UNSUPPORTED_VERSION: "the gateway speaks another protocol version",
-    }.get(reason, f"rejected ({reason.value})")
-    suffix = f": {message}" if message else ""
-    return f"the gateway refused this connector: {what}{suffix}"
+        retry_after = session_outcome(session.rejected, session.revoked)
+        if retry_after:
+            await self._sleep(retry_after)  # type: ignore[misc]
