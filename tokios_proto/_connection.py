@@ -273,21 +273,27 @@ class Connection:
                                                   encode_u32(increment)))
 
     def _on_data(self, flags: int, stream_id: int, payload: memoryview) -> None:
-        self._require_live(FrameType.DATA)
+        # The hot path: look-ups are inlined; the slow cases call the shared helpers.
+        state = self._state
+        if state is not CS.OPEN and state is not CS.DRAINING:
+            self._require_live(FrameType.DATA)
         n = len(payload)
-        assert self._settings is not None
-        if n > self._settings.max_frame_size:
+        settings = self._settings
+        assert settings is not None
+        if n > settings.max_frame_size:
             raise RemoteProtocolError(f"DATA of {n} bytes exceeds max_frame_size",
                                       code=ErrorCode.FRAME_SIZE_ERROR)
         if not self._recv.consume(n):
             raise RemoteProtocolError("peer overran the connection window",
                                       code=ErrorCode.FLOW_CONTROL_ERROR)
-        stream = self._peer_stream(stream_id, FrameType.DATA)
+        stream = self._streams.get(stream_id)
         if stream is None:
+            self._peer_stream(stream_id, FrameType.DATA)  # raises if never opened
             self._refund(n)
             return
         try:
-            self._stream_input(stream, self._DATA_RECEIVED)
+            if (stream.state, self._DATA_RECEIVED) not in STREAM_TRANSITIONS:
+                self._stream_input(stream, self._DATA_RECEIVED)  # raises the stream error
             if not stream.recv.consume(n):
                 raise _StreamError(stream, ResetCode.FLOW_CONTROL_ERROR)
         except _StreamError as exc:
