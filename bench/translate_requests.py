@@ -8,6 +8,7 @@ the same input is timed alongside.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,29 +86,42 @@ def main() -> None:
             request_us = per_call(request)
             response_us = per_call(lambda ctx=ctx, raw=raw: translate_response(ctx, 200, raw))
             print(f"{client.value:<10} {backend.value:<9} {request_us:>11.1f} {response_us:>12.1f}")
-    litellm_row(bodies[ClientFormat.MESSAGES])
+    litellm_row(bodies[ClientFormat.MESSAGES], answers["openai"])
 
 
-def litellm_row(messages_body: bytes) -> None:
-    try:
-        from litellm.llms.anthropic.experimental_pass_through.adapters.transformation import (
-            LiteLLMAnthropicMessagesAdapter,
-        )
-    except Exception:
+def _litellm_adapter() -> Any:
+    import importlib
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+    for module in ("litellm.llms.anthropic.pass_through.adapters.transformation",
+                   "litellm.llms.anthropic.experimental_pass_through.adapters.transformation"):
+        try:
+            return importlib.import_module(module).LiteLLMAnthropicMessagesAdapter()
+        except ImportError:
+            continue
+    return None
+
+
+def litellm_row(messages_body: bytes, openai_body: bytes) -> None:
+    """litellm's Anthropic -> OpenAI-chat request translation and OpenAI -> Anthropic answer
+    translation of the same inputs. It works on decoded dicts / objects, so its figures exclude
+    the JSON parsing and serialisation that ours include."""
+    adapter = _litellm_adapter()
+    if adapter is None:
         print("litellm: not installed (optional, bench-only); no comparison row")
         return
-    adapter = LiteLLMAnthropicMessagesAdapter()
+    import litellm
+
     obj = orjson.loads(messages_body)
-
-    def translate() -> Any:
-        return adapter.translate_anthropic_to_openai(anthropic_message_request=obj)  # type: ignore[arg-type]
-
+    answer = litellm.ModelResponse(**orjson.loads(openai_body))
     try:
-        us = per_call(translate)
+        request_us = per_call(lambda: adapter.translate_anthropic_to_openai(obj))
+        response_us = per_call(lambda: adapter.translate_openai_response_to_anthropic(answer))
     except Exception as err:
         print(f"litellm: comparison failed ({type(err).__name__})")
         return
-    print(f"{'messages':<10} {'litellm':<9} {us:>11.1f} {'':>12}  (Anthropic -> OpenAI chat)")
+    print(f"{'messages':<10} {'litellm':<9} {request_us:>11.1f} {response_us:>12.1f}"
+          "  (litellm adapter, dict in/out: no JSON parsing or encoding counted)")
 
 
 if __name__ == "__main__":
