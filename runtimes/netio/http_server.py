@@ -158,13 +158,25 @@ class HttpServer:
         def factory() -> asyncio.Protocol:
             return _Dispatcher(self._state, secure)
 
+        # A TLS handshake must finish within header_timeout too (slowloris on the handshake).
+        handshake_timeout = self._config.header_timeout if self._ssl is not None else None
         if sock is not None:
             self._server = await loop.create_server(
-                factory, sock=sock, ssl=self._ssl, backlog=backlog
+                factory,
+                sock=sock,
+                ssl=self._ssl,
+                backlog=backlog,
+                ssl_handshake_timeout=handshake_timeout,
             )
         else:
             self._server = await loop.create_server(
-                factory, host, port, ssl=self._ssl, backlog=backlog, reuse_address=True
+                factory,
+                host,
+                port,
+                ssl=self._ssl,
+                backlog=backlog,
+                reuse_address=True,
+                ssl_handshake_timeout=handshake_timeout,
             )
 
     @property

@@ -905,3 +905,22 @@ def test_h2_write_timeout_resets_a_stream_whose_window_stays_closed(tmp_path: Pa
         await server.shutdown(grace=1)
 
     run(main())
+
+
+def test_a_stalled_tls_handshake_is_dropped_after_the_header_timeout(tmp_path: Path) -> None:
+    server_ctx, _ = make_tls(tmp_path)
+
+    async def main() -> None:
+        server = HttpServer(
+            echo_handler, ssl_context=server_ctx, config=ServerConfig(header_timeout=0.3)
+        )
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # no TLS hello
+        started = time.monotonic()
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+        assert time.monotonic() - started < 2
+        writer.close()
+        await server.shutdown(grace=1)
+
+    run(main())
