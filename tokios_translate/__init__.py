@@ -7,6 +7,7 @@ The connector calls, for a generation request::
     # send upstream.method/path/headers/body to the backend, then either
     answer = translate_response(upstream.context, status, body)     # stream is False
     translator = open_stream_translator(upstream.context)            # stream is True
+    # (a passthrough context, ``context.passthrough``, streams the backend's bytes as they are)
     # any TranslationError (raised by translate_request) -> error_response(client, err)
 
 and, for the other endpoints, :func:`count_tokens` (with :func:`tokenize_request` first when the
