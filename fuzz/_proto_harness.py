@@ -14,9 +14,8 @@ invariants:
    run is the reference, since it handles each frame as soon as it is complete. Every other run
    must give the same events, the same error (code and message) or none, the same final state
    and, without an error, the same output bytes. (This found that a bad header used to
-   pre-empt the frames before it in the same chunk; fixed in 44cd982.)
-
-   One known divergence is tolerated unless ``strict``: see :data:`TOLERATE_LATE_DRAIN`.
+   pre-empt the frames before it in the same chunk, fixed in 44cd982, and that a GOAWAY which
+   drained the last stream let later frames of the same chunk through, fixed in e50095d.)
 3. Every :class:`DataReceived` can be acknowledged (``acknowledge_received_data`` does not
    raise), as its docstring promises, even after the stream or connection ended.
 """
@@ -50,14 +49,6 @@ SPLIT_CAP = 32
 MAX_INPUT = 4096
 #: The clock never moves in these harnesses: timers are not what they test.
 NOW = 1.0
-#: Known divergence (tests/proto/test_fuzz_seeds.py has the strict xfail repro): when a frame
-#: leaves a DRAINING connection without streams (a GOAWAY(NO_ERROR) that refuses the last
-#: ones), the connection closes only at the end of ``receive_data``, so the frames after it in
-#: the same chunk are still handled (PONGs queued, errors raised), while the same bytes in
-#: later calls are ignored after the close. Tolerated: a run whose one-byte reference ended
-#: with a clean ``drained`` close may go on past the reference's events. Set to False once
-#: the core closes right after the frame that drained it.
-TOLERATE_LATE_DRAIN = True
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -219,22 +210,8 @@ def _describe(outcome: Outcome) -> str:
             f"events={outcome.events}")
 
 
-def _late_drain(reference: Outcome, other: Outcome) -> bool:
-    """True for the known divergence of :data:`TOLERATE_LATE_DRAIN` (and nothing else)."""
-    if reference.error is not None or not reference.events:
-        return False
-    last = reference.events[-1]
-    if not (isinstance(last, ConnectionTerminated) and last.reason == "drained"
-            and last.code == ErrorCode.NO_ERROR):
-        return False
-    before = reference.events[:-1]
-    return other.events[:len(before)] == before
-
-
-def compare(reference: Outcome, other: Outcome, *, strict: bool = False) -> None:
+def compare(reference: Outcome, other: Outcome) -> None:
     """Assert invariant 2 between the one-byte-per-call run and another run."""
-    if TOLERATE_LATE_DRAIN and not strict and _late_drain(reference, other):
-        return
     assert other.events == reference.events, (
         f"events depend on chunking:\n{_describe(reference)}\n{_describe(other)}")
     assert (other.error is None) == (reference.error is None), (
@@ -247,15 +224,14 @@ def compare(reference: Outcome, other: Outcome, *, strict: bool = False) -> None
         assert other.output == reference.output, "output depends on chunking"
 
 
-def check(make: Callable[[], Connection], data: bytes, *, strict: bool = False) -> Outcome:
-    """Run every invariant on ``data`` for the scenario ``make``; return the reference run.
-    ``strict`` disables the tolerance of known divergences."""
+def check(make: Callable[[], Connection], data: bytes) -> Outcome:
+    """Run every invariant on ``data`` for the scenario ``make``; return the reference run."""
     data = data[:MAX_INPUT]
     reference = feed(make, (data[i:i + 1] for i in range(len(data))))
-    compare(reference, feed(make, [data]), strict=strict)
+    compare(reference, feed(make, [data]))
     if len(data) <= SPLIT_CAP:
         for cut in range(1, len(data)):
-            compare(reference, feed(make, [data[:cut], data[cut:]]), strict=strict)
+            compare(reference, feed(make, [data[:cut], data[cut:]]))
     return reference
 
 

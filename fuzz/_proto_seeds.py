@@ -260,6 +260,7 @@ def build_seeds() -> dict[str, dict[str, bytes]]:
         "reset-3-and-7": _reset(3) + _reset(7, ResetCode.UPSTREAM_FAILED),
         "goaway-graceful": _goaway(0, 0, "maintenance"),
         "goaway-error": _goaway(7, 1, "bad"),
+        "goaway-drains-then-bad-ping": _goaway(0, 0) + encode_frame(F.PING, 0, 1, bytes(8)),
         "goaway-bad-utf8": _frame(F.GOAWAY, 0, bytes(8) + b"\xff\xfe"),
         "ignorable-unknown": _frame(0x42, 3, b"?", int(FrameFlag.IGNORABLE)),
         "unknown-type": unknown,
