@@ -57,6 +57,7 @@ __all__ = [
     "count_tokens",
     "decode_request",
     "error_response",
+    "models_list",
     "models_request",
     "open_stream_translator",
     "tokenize_request",
@@ -289,6 +290,13 @@ def models_request(backend: BackendKind) -> UpstreamCall:
     """The backend's model-list call: Ollama ``/api/tags``, others ``/v1/models``."""
     path = ollama.TAGS_PATH if backend.speaks_ollama else openai_compat.MODELS_PATH
     return UpstreamCall(method="GET", path=path)
+
+
+def models_list(client: ClientFormat, names: list[str], *, created: int) -> ClientResponse:
+    """A model list of ``names`` (e.g. a tenant's deployments) without asking any backend:
+    OpenAI's shape, or Anthropic's for Messages clients."""
+    return ClientResponse(status=200, headers=_JSON,
+                          body=_models.list_body(client, names, created=created))
 
 
 def translate_models(client: ClientFormat, backend: BackendKind, status: int, body: bytes,

@@ -489,3 +489,12 @@ def test_whole_and_streamed_answers_share_ids_and_the_signature_placeholder() ->
 
     assert ids.SIGNATURE_PLACEHOLDER == stream.THINKING_SIGNATURE_PLACEHOLDER
     assert ids.tool_call_id("r1", 2) == decoders.generated_tool_call_id("r1", 2)
+
+
+def test_models_list_without_a_backend() -> None:
+    from tokios_translate import models_list
+
+    out = models_list(CHAT, ["a", "b", "a"], created=3)
+    assert sdk.models_list(out.body) == ["a", "b"]
+    anthropic = orjson.loads(models_list(MSG, [], created=3).body)
+    assert anthropic == {"data": [], "has_more": False, "first_id": None, "last_id": None}
