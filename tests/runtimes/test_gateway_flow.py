@@ -533,3 +533,26 @@ def test_tunnel_dying_before_the_head_is_retried_on_another(tmp_path: Path) -> N
             black_hole.close()
 
     run(main())
+
+
+def test_every_connector_at_its_stream_limit_answers_429(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, connect=False) as stack, stack.client() as client:
+            connector = Connector(dataclasses.replace(stack.settings(),
+                                                      max_concurrent_streams=1))
+            stack.connectors.append((connector, asyncio.create_task(connector.run())))
+            await stack.wait_served()
+            stack.upstream.slow = 0.05
+            stack.upstream.events = 20
+            first = asyncio.create_task(client.post(
+                "/v1/chat/completions", json={**CHAT, "stream": True}, headers=stack.auth()))
+            while not stack.gateway.tunnels.in_flight:
+                await asyncio.sleep(0.01)
+            second = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert second.status_code == 429, second.text
+            assert second.headers["retry-after"] == "1"
+            assert (await first).status_code == 200
+            third = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert third.status_code == 200
+
+    run(main())
