@@ -4,12 +4,14 @@
 
 Every seed is named after what it holds. Valid frames of every type, whole conversations
 recorded from the in-memory pair (handshake, streams with data, window updates, pings,
-GOAWAY), and a few malformed inputs. tests/proto/test_fuzz_seeds.py checks that the committed
-corpus holds every seed built here and runs each harness over its corpus.
+GOAWAY), a few malformed inputs, and the test vectors of docs/protocol.md §10 (``vector-*``).
+tests/proto/test_fuzz_seeds.py checks that the committed corpus holds every seed built here
+with the encoders, and runs each harness over its corpus.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -184,8 +186,54 @@ def _split_handshake(transcript: bytes, first: FrameType) -> tuple[bytes, bytes]
     return transcript[:size], transcript[size:]
 
 
+#: Which end receives each frame type of a docs/protocol.md §10 vector (else: both).
+_TO_GATEWAY = {"HELLO", "SETTINGS", "RESPONSE"}
+_TO_CONNECTOR = {"WELCOME", "REJECT", "OPEN"}
+
+
+def spec_vectors(doc: Path = ROOT / "docs" / "protocol.md") -> list[tuple[str, str, bytes]]:
+    """(name, type name, frame bytes) of every test vector in docs/protocol.md §10."""
+    if not doc.is_file():
+        return []
+    vectors = []
+    for block in re.findall(r"```vector\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+        fields: dict[str, str] = {}
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            key, _, value = line.partition(":")
+            if key == "hex":
+                fields["hex"] = " ".join(lines[i + 1:])
+                break
+            fields[key] = value.strip()
+        vectors.append((fields["name"], fields["type"], bytes.fromhex(fields["hex"])))
+    return vectors
+
+
+def vector_seeds() -> dict[str, dict[str, bytes]]:
+    """docs/protocol.md's vectors, each to the harnesses whose receiver may get it, alone and
+    (for the established ones) all of a direction in a row. Kept apart from
+    :func:`build_seeds` so that editing the spec never makes the corpus look stale."""
+    up = [(n, d) for n, t, d in spec_vectors() if t not in _TO_CONNECTOR]
+    down = [(n, d) for n, t, d in spec_vectors() if t not in _TO_GATEWAY]
+    seeds: dict[str, dict[str, bytes]] = {
+        "proto_receive_gateway": {f"vector-{n}": d for n, d in up if n == "hello"},
+        "proto_receive_connector": {f"vector-{n}": d for n, d in down if n in ("welcome",
+                                                                               "reject")},
+        "proto_established_gateway": {f"vector-{n}": d for n, d in up},
+        "proto_established_connector": {f"vector-{n}": d for n, d in down},
+    }
+    handshake = {"hello", "welcome", "reject"}
+    in_row_up = b"".join(d for n, d in up if n not in handshake)
+    in_row_down = b"".join(d for n, d in down if n not in handshake)
+    if in_row_up:
+        seeds["proto_established_gateway"]["vectors-all"] = in_row_up
+    if in_row_down:  # the vectors use stream 1: move them past the scenario's streams
+        seeds["proto_established_connector"]["vectors-all"] = _shift_streams(in_row_down, 8)
+    return seeds
+
+
 def build_seeds() -> dict[str, dict[str, bytes]]:
-    """{harness name: {seed name: bytes}}."""
+    """{harness name: {seed name: bytes}}, built with the encoders."""
     up, down = recorded_transcripts()
     hello, up_after = _split_handshake(up, F.HELLO)
     welcome, down_after = _split_handshake(down, F.WELCOME)
@@ -311,10 +359,11 @@ def build_seeds() -> dict[str, dict[str, bytes]]:
 def write_seeds(corpus: Path = FUZZ_DIR / "corpus") -> int:
     """Write every seed; return how many files changed."""
     changed = 0
-    for harness, seeds in build_seeds().items():
+    built, vectors = build_seeds(), vector_seeds()
+    for harness, seeds in built.items():
         directory = corpus / harness
         directory.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds.items():
+        for name, data in {**seeds, **vectors.get(harness, {})}.items():
             path = directory / name
             if not path.is_file() or path.read_bytes() != data:
                 path.write_bytes(data)
