@@ -176,12 +176,16 @@ class WebSocket(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._closed is not None:
+            return  # closed on our side: whatever still arrives is dropped
         try:
             self._ws.receive_data(data)
             events = list(self._ws.events())
         except wsproto.utilities.RemoteProtocolError:
             self._fail_handshake("invalid handshake response")
             return
+        except wsproto.utilities.LocalProtocolError:
+            return  # data after the close handshake
         for event in events:
             self._on_event(event)
         if self._messages:
@@ -234,8 +238,12 @@ class WebSocket(asyncio.Protocol):
             if self._ws.state is wsproto.connection.ConnectionState.OPEN:
                 self._write(self._ws.send(event.response()))
         elif isinstance(event, ws_events.CloseConnection):
-            if self._ws.state is wsproto.connection.ConnectionState.REMOTE_CLOSING:
+            state = self._ws.state
+            if state is wsproto.connection.ConnectionState.REMOTE_CLOSING:
                 self._write(self._ws.send(event.response()))
+            elif state is wsproto.connection.ConnectionState.OPEN:
+                # wsproto reports a frame the peer got wrong (1002, 1007...) this way.
+                self._send_close(int(event.code), "")
             self._finish(CloseInfo(code=int(event.code), reason=event.reason or ""))
             if self._transport is not None:
                 self._close_transport()

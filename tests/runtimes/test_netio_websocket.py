@@ -255,3 +255,26 @@ def test_slow_websocket_reader_pushes_back_on_the_sender() -> None:
         await server.shutdown(grace=1)
 
     run(main())
+
+
+def test_a_malformed_frame_closes_with_a_protocol_error_code() -> None:
+    async def main() -> None:
+        server, seen = make_echo_server(None)
+        await server.start()
+        ws = await connect_websocket(
+            f"ws://127.0.0.1:{server.port}/v1/tunnel", headers=[("authorization", "Bearer token")]
+        )
+        await ws.send(b"fine")
+        assert await ws.recv() == b"fine"
+        assert ws._transport is not None
+        ws._transport.write(b"\x82\x05hello")  # unmasked: clients must mask (RFC 6455 5.1)
+        with pytest.raises(WebSocketClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1002
+        async with asyncio.timeout(2):
+            while not any(item[0] == "closed" for item in seen):
+                await asyncio.sleep(0.01)
+        assert [item[1] for item in seen if item[0] == "closed"] == [1002]
+        await server.shutdown(grace=1)
+
+    run(main())
