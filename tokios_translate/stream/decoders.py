@@ -148,15 +148,13 @@ class ToolCallSequencer:
                 self._queue.append(call)
 
     def complete(self, key: object, out: list[StreamEvent]) -> None:
-        """The upstream says call ``key`` is whole: close it and start the next waiting one."""
+        """The upstream says call ``key`` is whole (Ollama): close it if it is the live call.
+
+        Whole calls never wait in the queue: each is live as soon as it arrives."""
         call = self._calls.get(key)
-        if call is None or call.dropped:
-            return
-        if call is self._live:
+        if call is not None and call is self._live:
             self._end(call, out)
             self._live = None
-            if self._queue:
-                self._start(self._queue.pop(0), out)
 
     def close_all(self, out: list[StreamEvent]) -> None:
         """End the live call and emit every waiting call whole (before text, or at the end)."""
@@ -214,11 +212,6 @@ class _Decoder:
         self._ctx = ctx
         self._done = False
         self._tools = ToolCallSequencer(ctx)
-
-    @property
-    def done(self) -> bool:
-        """True once a terminal event was returned."""
-        return self._done
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         """Decode one upstream read. Never raises."""

@@ -471,3 +471,100 @@ def test_responses_stream_echoes_the_request_fields() -> None:
     assert final.max_output_tokens == 64
     assert final.tools[0].name == "f"
     assert final.status == "incomplete" and final.output[0].status == "incomplete"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_more_tool_call_shapes(client: ClientFormat) -> None:
+    # A name and no arguments at all; no index (a new id starts a call); object arguments.
+    upstream = sse(
+        oa({"tool_calls": [{"id": "n1", "function": {"name": "noargs"}}]}),
+        oa({"tool_calls": [{"id": "n2", "function": {"name": "obj", "arguments": {"k": [1]}}}]}),
+        oa({"tool_calls": [{"function": {"arguments": ""}}]}),
+        oa(finish="tool_calls"), "[DONE]",
+    )
+    got = outcome(client.value, translate(client, BackendKind.OPENAI, upstream))
+    assert got.tools == [("n1", "noargs", {}), ("n2", "obj", {"k": [1]})]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_ollama_string_arguments_and_a_last_line_without_newline(client: ClientFormat) -> None:
+    upstream = ollama(ollama_msg(tool_calls=[{"function": {"name": "s", "arguments": '{"a":1}'}},
+                                             {"function": {"name": "e", "arguments": ""}}]),
+                      ollama_done()).rstrip(b"\n")
+    translator = open_stream_translator(ctx(client, BackendKind.OLLAMA))
+    body = translator.feed(upstream)
+    assert not translator.done  # the done line is not complete until EOF
+    body += translator.finish()
+    assert outcome(client.value, body).tools == [("call_e1_0", "s", {"a": 1}),
+                                                 ("call_e1_1", "e", {})]
+
+
+def test_generated_id_that_collides_with_an_upstream_id_is_made_unique() -> None:
+    calls = [{"id": "call_e1_1", "function": {"name": "a", "arguments": {}}},
+             {"id": "call_e1_1", "function": {"name": "b", "arguments": {}}}]
+    upstream = ollama(ollama_msg(tool_calls=calls), ollama_done())
+    got = outcome("messages", translate(ClientFormat.MESSAGES, BackendKind.OLLAMA, upstream))
+    assert [t[0] for t in got.tools] == ["call_e1_1", "call_e1_1_"]
+
+
+def test_eof_with_a_nameless_call_after_finish_reason_is_an_error() -> None:
+    upstream = sse(oa_call(0, args="{}"), oa(finish="tool_calls"))  # no [DONE]
+    got = outcome("chat", translate(ClientFormat.CHAT, BackendKind.LLAMACPP, upstream))
+    assert got.error == "tool call without a name"
+
+
+@pytest.mark.parametrize(
+    ("backend", "upstream"),
+    [
+        (BackendKind.OLLAMA, b'{"message": {"tool_calls": [{"function": 3}]}}\n'),
+        (BackendKind.OLLAMA, b'{"message": {"tool_calls": [7]}}\n'),
+        (BackendKind.LLAMACPP, b"data: [1]\n\n"),
+        (BackendKind.LLAMACPP, b'data: {"choices": [7]}\n\n'),
+    ],
+)
+def test_more_malformed_shapes(backend: BackendKind, upstream: bytes) -> None:
+    for client in CLIENTS:
+        got = outcome(client.value, translate(client, backend, upstream))
+        assert got.error == "malformed upstream stream data"
+
+
+def test_error_objects_without_a_message() -> None:
+    for backend, upstream in ((BackendKind.OLLAMA, b'{"error": {}}\n'),
+                              (BackendKind.VLLM, b'data: {"error": {"code": 1}}\n\n'),
+                              (BackendKind.OLLAMA, b'{"error": 42}\n')):
+        got = outcome("messages", translate(ClientFormat.MESSAGES, backend, upstream))
+        assert got.error == "upstream error"
+
+
+def test_decoders_return_nothing_once_done() -> None:
+    from tokios_translate.stream.decoders import open_decoder
+
+    decoder = open_decoder(ctx(ClientFormat.CHAT, BackendKind.OLLAMA))
+    assert decoder.feed(ollama(ollama_done()))[-1].__class__.__name__ == "Finished"
+    assert decoder.feed(b"{}\n") == [] and decoder.finish() == []
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_bug_in_an_encoder_becomes_an_internal_in_stream_error(
+    client: ClientFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    translator = open_stream_translator(ctx(client, BackendKind.OLLAMA))
+    body = translator.feed(b"")
+
+    def broken(self: object, event: object) -> bytes:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(type(translator._encoder), "encode", broken)
+    body += translator.feed(ollama(ollama_msg("x")))
+    assert translator.done
+    assert outcome(client.value, body).error == "internal error while translating the stream"
+
+
+def test_anthropic_tool_arguments_are_bounded() -> None:
+    from tokios_translate.stream.encoders import messages
+
+    piece = "x" * (messages.MAX_TOOL_ARGUMENTS // 3)
+    upstream = sse(oa_call(0, id="a", name="f", args=piece), oa_call(0, args=piece),
+                   oa_call(0, args=piece), oa_call(0, args=piece))
+    got = outcome("messages", translate(ClientFormat.MESSAGES, BackendKind.LLAMACPP, upstream))
+    assert got.error == "tool call arguments exceed the size limit"
