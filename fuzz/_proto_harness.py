@@ -174,6 +174,7 @@ def feed(make: Callable[[], Connection], chunks: Iterator[bytes] | list[bytes]) 
         if error is not None:
             break
     output = conn.data_to_send()
+    decode_frames(output)  # whatever a connection sends is whole, well-formed frames
     if error is not None:
         _check_failed(conn, error, events, output)
     else:
