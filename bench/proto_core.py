@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import functools
 import io
 import platform
 import pstats
@@ -233,7 +234,7 @@ def main() -> None:
     print("| DATA connector -> gateway | streams | frames/s | MB/s |")
     print("|---|---|---|---|")
     for size, streams, total in data_cases(scale):
-        figure = best_of(repeats, lambda s=size, n=streams, t=total: bench_data(s, n, t))
+        figure = best_of(repeats, functools.partial(bench_data, size, streams, total))
         print(f"| {_size(size)} chunks | {streams} | {figure.per_second:,.0f} | "
               f"{figure.megabytes_per_second:,.1f} |", flush=True)
     exchanges = max(100, int(20_000 * scale))
@@ -251,7 +252,7 @@ def main() -> None:
         for size, streams in ((64, 1), (64, 100)):
             total = max(size * streams, int(40_000 * scale) * size)
             print(f"\ncProfile, {size} B chunks, {streams} stream(s), by own time:\n```")
-            print(profile_top(lambda s=size, n=streams, t=total: bench_data(s, n, t)).strip())
+            print(profile_top(functools.partial(bench_data, size, streams, total)).strip())
             print("```")
 
 

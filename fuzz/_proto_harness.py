@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tokios_proto import (
     Connection,
@@ -40,6 +41,9 @@ from tokios_proto import (
     RequestHead,
     decode_frames,
 )
+
+if TYPE_CHECKING:
+    from tests.proto.pair import Pair
 
 __all__ = ["SCENARIOS", "SPLIT_CAP", "Outcome", "check", "feed", "make_harness"]
 
@@ -71,7 +75,7 @@ def fresh_connector() -> Connection:
     return connector
 
 
-def established_pair():  # type: ignore[no-untyped-def]
+def established_pair() -> Pair:
     """A handshaken pair with streams in several states, output flushed, events drained.
 
     Streams (ids as both ends see them):
@@ -123,12 +127,12 @@ def snapshot(build: Callable[[], Connection]) -> Callable[[], Connection]:
 
 def _established_gateway() -> Connection:
     """The gateway end of :func:`established_pair` (fuzz input plays the connector)."""
-    return established_pair().gateway  # type: ignore[no-any-return]
+    return established_pair().gateway
 
 
 def _established_connector() -> Connection:
     """The connector end of :func:`established_pair` (fuzz input plays the gateway)."""
-    return established_pair().connector  # type: ignore[no-any-return]
+    return established_pair().connector
 
 
 established_gateway = snapshot(_established_gateway)

@@ -64,7 +64,7 @@ def _hello(versions: tuple[int, ...] = (1,)) -> bytes:
 
 def _welcome(**settings: int) -> bytes:
     welcome = Welcome(version=1, session_id="sess-1", deployments=("llama",),
-                      settings=Settings(**settings))  # type: ignore[arg-type]
+                      settings=Settings(**settings))
     return _frame(F.WELCOME, 0, payloads.encode_welcome(welcome))
 
 
