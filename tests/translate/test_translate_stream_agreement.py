@@ -34,6 +34,7 @@ ANSWERS = {
         ("call_1", "get_weather", {"city": "Paris"}), ("call_2", "get_time", {})]),
     "length": Answer(text="cut", finish="length"),
     "no-ids": Answer(text="", calls=[(None, "get_time", {"tz": "UTC"})]),
+    "no-usage": Answer(text="hi", usage=None),
 }
 REQUESTS = {
     ClientFormat.CHAT: {"model": "dep", "stream": True, "stream_options": {"include_usage": True},
@@ -76,7 +77,8 @@ def upstream_stream(backend: BackendKind, answer: Answer) -> bytes:
               for d in deltas]
     events.append({**base, "choices": [{"index": 0, "delta": {},
                                         "finish_reason": choice["finish_reason"]}]})
-    events.append({**base, "choices": [], "usage": whole["usage"]})
+    if "usage" in whole:
+        events.append({**base, "choices": [], "usage": whole["usage"]})
     return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 

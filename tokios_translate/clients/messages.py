@@ -328,8 +328,11 @@ def encode_response(completion: Completion, ctx: StreamContext) -> bytes:
             if completion.stop_reason is StopReason.STOP_SEQUENCE
             else None,
             "usage": {
-                # Anthropic counts cache reads apart from input_tokens (no double counting).
-                "input_tokens": max(0, usage.input_tokens - usage.cached_input_tokens),
+                # Anthropic counts cache reads apart from input_tokens (no double counting);
+                # a backend that reported no prompt count gets the estimate (as when streamed).
+                "input_tokens": max(
+                    0, (usage.input_tokens or ctx.estimated_input_tokens)
+                    - usage.cached_input_tokens),
                 "output_tokens": usage.output_tokens,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": usage.cached_input_tokens,
