@@ -220,11 +220,16 @@ class HttpRequest:
         self.query = query
         #: Every header as received, names lower-cased, in order.
         self.header_list = header_list
-        #: Headers by lower-cased name; repeated headers joined with ", ".
+        #: Headers by lower-cased name; repeated headers joined with ", " ("; " for cookie,
+        #: which HTTP/2 clients split into one field per cookie).
         self.headers: dict[str, str] = {}
         for name, value in header_list:
             previous = self.headers.get(name)
-            self.headers[name] = value if previous is None else f"{previous}, {value}"
+            if previous is None:
+                self.headers[name] = value
+            else:
+                separator = "; " if name == "cookie" else ", "
+                self.headers[name] = f"{previous}{separator}{value}"
         self.http_version = http_version
         self.peer = peer
         self.scheme = scheme

@@ -189,7 +189,7 @@ class H1Connection(asyncio.Protocol):
         for name, value in event.headers:
             if name == b"content-length" and value.isdigit():
                 self._declared_length = int(value)
-        channel = _H1Exchange(self)
+        channel = _H1Exchange(self, head=event.method == b"HEAD")
         request = HttpRequest(
             channel=channel,
             method=event.method.decode("ascii"),
@@ -514,10 +514,11 @@ class H1Connection(asyncio.Protocol):
 class _H1Exchange:
     """The request and response channel of one HTTP/1.1 exchange."""
 
-    __slots__ = ("_owner", "disconnected")
+    __slots__ = ("_head", "_owner", "disconnected")
 
-    def __init__(self, owner: H1Connection) -> None:
+    def __init__(self, owner: H1Connection, *, head: bool) -> None:
         self._owner = owner
+        self._head = head  # a HEAD response carries the headers only
         self.disconnected = owner._disconnected
 
     async def receive_body_chunk(self) -> bytes:
@@ -533,7 +534,8 @@ class _H1Exchange:
         await self._owner.start_response(status, headers)
 
     async def send(self, data: bytes) -> None:
-        await self._owner.send_body(data)
+        if not self._head:
+            await self._owner.send_body(data)
 
     async def end(self) -> None:
         await self._owner.end_response()

@@ -265,7 +265,7 @@ class H2Connection(asyncio.Protocol):
             if name == b"content-length" and value.isdigit():
                 stream.declared_length = int(value)
         self._streams[stream_id] = stream
-        channel = _H2Exchange(self, stream)
+        channel = _H2Exchange(self, stream, head=method == b"HEAD")
         request = HttpRequest(
             channel=channel,
             method=method.decode("ascii", "replace"),
@@ -464,11 +464,12 @@ class H2Connection(asyncio.Protocol):
 class _H2Exchange:
     """The request and response channel of one HTTP/2 stream."""
 
-    __slots__ = ("_owner", "_stream", "disconnected")
+    __slots__ = ("_head", "_owner", "_stream", "disconnected")
 
-    def __init__(self, owner: H2Connection, stream: _Stream) -> None:
+    def __init__(self, owner: H2Connection, stream: _Stream, *, head: bool) -> None:
         self._owner = owner
         self._stream = stream
+        self._head = head  # a HEAD response carries the headers only
         self.disconnected = stream.disconnected
 
     async def receive_body_chunk(self) -> bytes:
@@ -487,6 +488,8 @@ class _H2Exchange:
             raise ClientDisconnected("stream closed") from exc
 
     async def send(self, data: bytes) -> None:
+        if self._head:
+            return
         try:
             await self._owner.send_body(self._stream, data)
         except h2.exceptions.ProtocolError as exc:

@@ -633,3 +633,34 @@ def test_a_stalled_tls_handshake_is_dropped_after_the_header_timeout(tmp_path: P
         await server.shutdown(grace=1)
 
     run(main())
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_head_requests_get_headers_only_and_repeated_headers_are_joined(http2: bool) -> None:
+    async def main() -> None:
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            await response.respond(
+                200,
+                [
+                    ("content-type", "text/plain"),
+                    ("x-accept", request.headers.get("accept", "")),
+                    ("x-cookie", request.headers.get("cookie", "")),
+                ],
+                b"twelve bytes",
+            )
+
+        server = HttpServer(handler)
+        await server.start()
+        async with httpx.AsyncClient(http1=not http2, http2=http2) as c:
+            url = f"http://127.0.0.1:{server.port}/healthz"
+            r = await c.head(url)
+            assert (r.status_code, r.headers["content-length"], r.content) == (200, "12", b"")
+            r = await c.get(url, headers=[("accept", "a"), ("accept", "b"), ("cookie", "x=1")])
+            assert r.content == b"twelve bytes"
+            assert r.headers["x-accept"] == "a, b"
+            assert r.headers["x-cookie"] == "x=1"
+            r = await c.get(url)  # the connection is still in sync after the HEAD
+            assert r.content == b"twelve bytes"
+        await server.shutdown(grace=1)
+
+    run(main())
