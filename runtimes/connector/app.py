@@ -58,7 +58,7 @@ from tokios_proto import (
     StreamReset,
     WindowUpdated,
 )
-from tokios_translate import BackendKind, ClientResponse, open_stream_translator
+from tokios_translate import BackendKind, ClientResponse, ErrorKind, open_stream_translator
 
 __all__ = [
     "EXIT_OK",
@@ -188,16 +188,22 @@ class Session:
         await stream.body_done.wait()
         head = stream.head
         started = time.monotonic()
+        path = getattr(head, "path", "")
+        deployment = getattr(head, "deployment", "")
+        settings = self.connector.settings
         if stream.too_large:
-            self.conn.reset_stream(stream_id, ResetCode.REFUSED)
-            self.pump.kick()
+            await self._send_whole(stream_id, stream, handling.refusal(
+                path, ErrorKind.REQUEST_TOO_LARGE,
+                f"request body exceeds {MAX_REQUEST_BODY} bytes"))
+            return
+        if deployment not in settings.models:
+            await self._send_whole(stream_id, stream, handling.refusal(
+                path, ErrorKind.NOT_FOUND, "this connector does not serve that deployment"))
             return
         body = b"".join(stream.body)
         stream.body.clear()
-        deployment = getattr(head, "deployment", "")
-        settings = self.connector.settings
         plan = handling.plan_request(
-            getattr(head, "path", ""), body, backend=self.connector.backend,
+            path, body, backend=self.connector.backend,
             deployment=deployment, upstream_model=settings.models.get(deployment, deployment),
             response_id=secrets.token_hex(12), created=int(time.time()))
         if plan.immediate is not None:

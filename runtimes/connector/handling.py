@@ -49,6 +49,7 @@ __all__ = [
     "finish_plan",
     "parse_model_map",
     "plan_request",
+    "refusal",
     "response_headers",
     "route_for",
     "upstream_unreachable",
@@ -150,6 +151,14 @@ def finish_plan(plan: Plan, status: int, body: bytes) -> ClientResponse:
         return translate_embeddings_response(plan.embeddings, status, body)
     assert plan.context is not None
     return translate_response(plan.context, status, body)
+
+
+def refusal(path: str, kind: ErrorKind, message: str) -> ClientResponse:
+    """An error answer in the envelope of ``path``'s client format (body too large, a
+    deployment this connector does not serve); ``message`` must hold no request content."""
+    found = route_for(path)
+    client = found[1] if found is not None else ClientFormat.CHAT
+    return error_response(client, TranslationError(kind, message))
 
 
 def upstream_unreachable(plan: Plan) -> ClientResponse:

@@ -98,11 +98,13 @@ class Pump:
     def kick(self) -> None:
         """Send what the core queued and re-arm the timer (call after any command)."""
         self._wake.set()
+        when = self.conn.get_timer() if self.terminated is None else None
         if self._timer is not None:
+            if when is not None and self._timer.when() == when:
+                return  # already armed for that moment (the common case on the data path)
             self._timer.cancel()
             self._timer = None
-        when = self.conn.get_timer()
-        if when is not None and self.terminated is None:
+        if when is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:

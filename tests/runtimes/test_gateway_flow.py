@@ -303,6 +303,8 @@ def test_connector_reconnects_after_gateway_loses_it_and_503_meanwhile(tmp_path:
         async with make_stack(tmp_path, tls=False) as stack, stack.client() as client:
             connector, _ = stack.connectors[0]
             connector.backoff.base = connector.backoff.cap = 0.05
+            while connector.sessions < 1:  # the gateway registers before WELCOME arrives
+                await asyncio.sleep(0.01)
             for tunnel in list(stack.gateway.tunnels.tunnels):
                 tunnel.pump.ws.abort()  # the tunnel drops
             deadline = time.monotonic() + 15  # generous: CI machines are busy
@@ -554,5 +556,37 @@ def test_every_connector_at_its_stream_limit_answers_429(tmp_path: Path) -> None
             assert (await first).status_code == 200
             third = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
             assert third.status_code == 200
+
+    run(main())
+
+
+def test_connector_refuses_ungranted_deployments_and_oversized_bodies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtimes.connector import app as connector_app
+    from tokios_proto import RequestHead
+
+    monkeypatch.setattr(connector_app, "MAX_REQUEST_BODY", 1000)
+
+    async def ask(stack: Stack, deployment: str, path: str, body: bytes) -> tuple[int, bytes]:
+        tunnel = next(iter(stack.gateway.tunnels.tunnels))
+        stream = tunnel.open_stream(RequestHead(method="POST", path=path,
+                                                deployment=deployment))
+        await stream.send_body(body)
+        status, _ = await stream.wait_head()
+        data = b""
+        while (item := await stream.next_data()) is not None:
+            data += item[0]
+            stream.acknowledge(item[1])
+        return status, data
+
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack:
+            status, body = await ask(stack, "other", "/v1/messages", orjson.dumps(CHAT))
+            assert status == 404 and orjson.loads(body)["type"] == "error"
+            status, body = await ask(stack, "coder", "/v1/chat/completions",
+                                     b'{"model":"coder","x":"' + b"a" * 5000 + b'"}')
+            assert status == 413 and "error" in orjson.loads(body)
+            status, _ = await ask(stack, "coder", "/v1/chat/completions", orjson.dumps(CHAT))
+            assert status == 200
 
     run(main())
