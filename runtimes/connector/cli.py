@@ -26,6 +26,7 @@ from runtimes.connector.app import (
     probe_backend,
 )
 from runtimes.connector.handling import parse_model_map
+from runtimes.connector.threaded import serve_until_signal
 from runtimes.netio import UpstreamPool, install_loop
 from tokios_translate import BackendKind
 
@@ -80,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "UPSTREAM_MODEL (a bare NAME: the same name); repeat")
     parser.add_argument("--ca-file", metavar="FILE",
                         help="trust this CA bundle for the gateway instead of the system roots")
+    parser.add_argument("--runtime", choices=("asyncio", "threaded"), default="asyncio",
+                        help="asyncio (default; an event loop, see --loop) or threaded "
+                             "(blocking sockets and threads, no event loop at all)")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                        help="event loop (default: uvloop where installed)")
+                        help="asyncio runtime's event loop (default: uvloop where installed)")
     parser.add_argument("--max-concurrent-streams", metavar="N", type=int, default=64,
                         help="requests served at once (default 64)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -162,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_loop(args.loop)
-    code = asyncio.run(_main(settings, args.backend == "auto"))
+    if args.runtime == "threaded":
+        code = serve_until_signal(settings, auto=args.backend == "auto")
+    else:
+        install_loop(args.loop)
+        code = asyncio.run(_main(settings, args.backend == "auto"))
     if code == EXIT_PERMANENT:
         sys.stderr.write("tokios-connector: stopped: the gateway refused this connector for "
                          "good (see the message above); not retrying\n")

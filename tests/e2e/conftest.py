@@ -9,15 +9,40 @@ import anthropic
 import openai
 import pytest
 
+from tests.e2e import stack as stack_module
 from tests.e2e.stack import Stack
 
+#: (backend, connector runtime) pairs the API suite runs on. The translation matrix does not
+#: depend on the runtime, the I/O does: both runtimes face both upstream wire formats
+#: (Ollama's NDJSON and the OpenAI-compatible SSE).
+STACKS = [("ollama", "asyncio"), ("llamacpp", "asyncio"),
+          ("ollama", "threaded"), ("llamacpp", "threaded")]
+#: The connector runtimes the lifecycle tests (kill, restart, revoke, no listener) run on.
+RUNTIMES = ["asyncio", "threaded"]
 
-@pytest.fixture(scope="module", params=["ollama", "llamacpp"])
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that build their own Stack (``fresh_stack``) run once per connector runtime."""
+    if "fresh_stack" in metafunc.fixturenames:
+        metafunc.parametrize("connector_runtime", RUNTIMES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def connector_runtime(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The runtime of Stacks built in this test without an explicit one."""
+    runtime: str = getattr(request, "param", "asyncio")
+    stack_module.DEFAULT_RUNTIME[0] = runtime
+    yield runtime
+    stack_module.DEFAULT_RUNTIME[0] = "asyncio"
+
+
+@pytest.fixture(scope="module", params=STACKS, ids=["-".join(pair) for pair in STACKS])
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
-    built = Stack(workdir=workdir, backend=request.param)
+    backend, runtime = request.param
+    workdir: Path = tmp_path_factory.mktemp(f"stack-{backend}-{runtime}")
+    built = Stack(workdir=workdir, backend=backend, runtime=runtime)
     try:
         built.up()
     except BaseException:

@@ -33,6 +33,9 @@ from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
 ROOT = Path(__file__).resolve().parents[2]
 _T = TypeVar("_T")
 
+#: The connector runtime of Stacks built without one; conftest sets it per test.
+DEFAULT_RUNTIME = ["asyncio"]
+
 LISTENING = re.compile(r"listening on (https?)://([0-9.]+):(\d+)")
 
 
@@ -128,6 +131,9 @@ class Stack:
 
     workdir: Path
     backend: str  # "ollama" or "llamacpp"
+    #: The connector runtime: ``tokios-connector --runtime asyncio|threaded`` (default: the
+    #: runtime the e2e conftest selected for the current test, else asyncio).
+    runtime: str = field(default_factory=lambda: DEFAULT_RUNTIME[0])
     upstream_model: str = "qwen3:8b"
     deployment: str = "coder"
     ca: trustme.CA = field(default_factory=trustme.CA)
@@ -267,6 +273,8 @@ class Stack:
             f"{self.deployment}={self.upstream_model}",
             "--ca-file",
             str(self.ca_file),
+            "--runtime",
+            self.runtime,
         ]
 
     def start_connector(self) -> None:

@@ -1,0 +1,260 @@
+"""A WebSocket client on wsproto over a blocking (TLS) socket, for the threaded connector.
+
+    ws = connect_websocket("wss://gw.example.com/v1/tunnel", ssl_context=ctx)
+    message = ws.recv(timeout=1.5)    # one thread only: bytes, or None on timeout / wake()
+    ws.send(b"...")                   # any thread: serialised by the send lock
+    ws.wake()                         # any thread: make a pending recv() return None now
+    ws.close()                        # any thread: close handshake (best effort), then the socket
+
+Theory of operation. One thread reads (``recv``); any thread writes (``send``) under one send
+lock, so frames never interleave. wsproto's state is guarded by a small lock held only while
+it encodes or decodes, never across a socket call. ``recv`` waits with ``select`` on the socket
+and on a wake-up socket pair, so a reader that also drives timers can be woken when its next
+deadline moves. Whole messages are reassembled up to ``max_message_size`` (past it: close
+1009); pings are answered at once. A slow reader pushes back on the peer through TCP: nothing
+is read ahead beyond one socket read.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import select
+import socket
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Iterable
+
+import wsproto
+import wsproto.events as ws_events
+
+__all__ = ["WebSocket", "WebSocketClosed", "WebSocketHandshakeError", "connect_websocket"]
+
+CLOSE_NORMAL = 1000
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_ABNORMAL = 1006  # never sent: reported when the TCP connection drops without a close
+_READ_SIZE = 64 * 1024
+#: Largest handshake answer read before giving up.
+_MAX_HANDSHAKE = 64 * 1024
+
+
+class WebSocketClosed(Exception):  # noqa: N818
+    """The WebSocket is closed; ``.code`` tells why (1006: the link dropped)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"websocket closed with code {code}")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketHandshakeError(Exception):
+    """The server refused the upgrade (``.status`` is its HTTP status, 0 if none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocket:
+    """A message channel over one connected socket whose upgrade is done."""
+
+    def __init__(self, sock: socket.socket, connection: wsproto.WSConnection, *,
+                 max_message_size: int = 1024 * 1024) -> None:
+        self._sock = sock
+        self._ws = connection
+        self._max = max_message_size
+        self._state_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._closed: int | None = None
+
+    @property
+    def closed(self) -> int | None:
+        """The close code once closed, else None."""
+        return self._closed
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # ---- reading (one thread) --------------------------------------------------------------
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """The next whole message; None when ``timeout`` passed or :meth:`wake` was called.
+
+        Raises :class:`WebSocketClosed` once the connection is closed.
+        """
+        while not self._messages:
+            if self._closed is not None:
+                raise WebSocketClosed(self._closed)
+            if not self._pending() and not self._wait_readable(timeout):
+                return None
+            try:
+                data = self._sock.recv(_READ_SIZE)
+            except (OSError, ValueError):
+                data = b""
+            self._feed(data)
+        return self._messages.popleft()
+
+    def _pending(self) -> bool:
+        return isinstance(self._sock, ssl.SSLSocket) and self._sock.pending() > 0
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        try:
+            readable, _, _ = select.select([self._sock, self._wake_r], [], [],
+                                           None if timeout is None else max(0.0, timeout))
+        except (OSError, ValueError):  # the socket was closed under us
+            return True
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
+        return self._sock in readable
+
+    def _feed(self, data: bytes | None) -> None:
+        """Decode ``data`` (b"": end of stream; None: only what wsproto already holds)."""
+        replies: list[bytes] = []
+        with self._state_lock:
+            if data:
+                self._ws.receive_data(data)
+            elif data is not None:
+                with contextlib.suppress(Exception):
+                    self._ws.receive_data(None)
+                self._closed = self._closed or CLOSE_ABNORMAL
+            for event in self._ws.events():
+                if isinstance(event, ws_events.Message):
+                    payload = (event.data if isinstance(event.data, bytes)
+                               else event.data.encode())
+                    self._size += len(payload)
+                    if self._size > self._max:
+                        replies.append(self._close_frame(CLOSE_MESSAGE_TOO_BIG, "too big"))
+                        self._closed = CLOSE_MESSAGE_TOO_BIG
+                        break
+                    self._parts.append(payload)
+                    if event.message_finished:
+                        self._messages.append(b"".join(self._parts))
+                        self._parts.clear()
+                        self._size = 0
+                elif isinstance(event, ws_events.Ping):
+                    replies.append(self._ws.send(event.response()))
+                elif isinstance(event, ws_events.CloseConnection):
+                    if self._ws.state is wsproto.ConnectionState.REMOTE_CLOSING:
+                        replies.append(self._ws.send(event.response()))
+                    self._closed = event.code or CLOSE_NORMAL
+        for reply in replies:
+            self._write(reply)
+        if self._closed is not None:
+            self._shutdown()
+
+    # ---- writing (any thread) --------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Send one binary message; raises :class:`WebSocketClosed` if the link is gone."""
+        with self._send_lock:
+            if self._closed is not None:
+                raise WebSocketClosed(self._closed)
+            with self._state_lock:
+                frame = self._ws.send(ws_events.BytesMessage(data=data))
+            try:
+                self._sock.sendall(frame)
+            except (OSError, ValueError) as exc:
+                self._closed = self._closed or CLOSE_ABNORMAL
+                raise WebSocketClosed(self._closed) from exc
+
+    def _write(self, frame: bytes) -> None:
+        with self._send_lock, contextlib.suppress(OSError, ValueError):
+            self._sock.sendall(frame)
+
+    def _close_frame(self, code: int, reason: str) -> bytes:
+        if self._ws.state is not wsproto.ConnectionState.OPEN:
+            return b""
+        return self._ws.send(ws_events.CloseConnection(code=code, reason=reason))
+
+    def wake(self) -> None:
+        """Make a pending or the next :meth:`recv` return None at once."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Send a close frame (best effort, bounded by the socket timeout) and drop the link."""
+        if self._closed is None:
+            with self._state_lock:
+                frame = self._close_frame(code, reason)
+            if frame:
+                with self._send_lock:
+                    self._sock.settimeout(1.0)
+                    with contextlib.suppress(OSError, ValueError):
+                        self._sock.sendall(frame)
+            self._closed = code
+        self._shutdown()
+        self.wake()
+
+    def abort(self) -> None:
+        """Drop the link without a close handshake (unblocks a reader at once)."""
+        self._closed = self._closed or CLOSE_ABNORMAL
+        self._shutdown()
+        self.wake()
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        """Free the file descriptors (call once no thread uses this WebSocket any more)."""
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
+                      headers: Iterable[tuple[str, str]] = (), connect_timeout: float = 10.0,
+                      max_message_size: int = 1024 * 1024) -> WebSocket:
+    """Dial ``ws://`` or ``wss://`` and complete the upgrade (all within ``connect_timeout``);
+    raise WebSocketHandshakeError, OSError or TimeoutError."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        raise ValueError("url must be ws://host[:port]/path or wss://...")
+    secure = parsed.scheme == "wss"
+    host = parsed.hostname
+    port = parsed.port or (443 if secure else 80)
+    target = parsed.path or "/"
+    if parsed.query:
+        target = f"{target}?{parsed.query}"
+    host_header = host if ":" not in host else f"[{host}]"
+    if port != (443 if secure else 80):
+        host_header = f"{host_header}:{port}"
+    raw = socket.create_connection((host, port), timeout=connect_timeout)
+    sock: socket.socket = raw
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if secure:
+            context = ssl_context or ssl.create_default_context()
+            sock = context.wrap_socket(raw, server_hostname=host)
+        connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        sock.sendall(connection.send(ws_events.Request(host=host_header, target=target,
+                                                       extra_headers=extra)))
+        received = 0
+        while True:
+            data = sock.recv(_READ_SIZE)
+            received += len(data)
+            if not data or received > _MAX_HANDSHAKE:
+                raise WebSocketHandshakeError("the server closed during the upgrade")
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, ws_events.AcceptConnection):
+                    sock.settimeout(None)
+                    ws = WebSocket(sock, connection, max_message_size=max_message_size)
+                    ws._feed(None)  # frames that came with the upgrade answer
+                    return ws
+                if isinstance(event, ws_events.RejectConnection):
+                    raise WebSocketHandshakeError("the server refused the upgrade",
+                                                  event.status_code)
+    except BaseException:
+        sock.close()
+        raise

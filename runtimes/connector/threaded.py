@@ -1,0 +1,533 @@
+"""The threaded connector: the asyncio connector's twin on blocking sockets and threads.
+
+For hosts that cannot or will not run an event loop (an application that embeds the
+connector, a frozen build, a platform without uvloop). It drives the very same sans-IO core
+(``tokios_proto.ConnectorConnection``) and the same per-stream decisions
+(``runtimes.connector.handling``) with the stdlib's socket, ssl and threading, wsproto and h11;
+it never imports asyncio. Library use (see docs/embedding.md)::
+
+    connector = ThreadedConnector(settings).start()   # returns at once; serves in a thread
+    ...
+    code = connector.stop()                            # closes the tunnel, joins the thread
+
+Threads. Per tunnel, ONE reader thread (the connector's own thread) reads WebSocket messages,
+feeds the core, handles its events and fires its timer (``get_timer()``: the reader's read
+timeout). Per stream, one worker from a bounded pool (``max_workers``) reads the request
+body, calls the upstream and sends the answer. One lock guards the core and the stream table;
+ONE writer lock serialises taking output from the core and writing it to the socket, so frames
+leave in the core's order. A worker out of send credit waits on a condition of the core lock
+until a WindowUpdated (or the stream's end) wakes it: a slow client stalls the worker, which
+stops reading the upstream (real backpressure, bounded memory). A StreamReset aborts the
+worker's upstream socket, so the model stops generating. Nothing listens on a socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import random
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from runtimes.blocking import (
+    UpstreamError,
+    UpstreamPool,
+    WebSocket,
+    WebSocketClosed,
+    WebSocketHandshakeError,
+    client_context,
+    connect_websocket,
+)
+from runtimes.connector import handling
+from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.settings import (
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_PROBE_FAILED,
+    MAX_REQUEST_BODY,
+    ConnectorSettings,
+    PermanentRejection,
+    config_for,
+    hello_for,
+    session_outcome,
+)
+from tokios_proto import (
+    Accepted,
+    ConnectionState,
+    ConnectionTerminated,
+    ConnectorConnection,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    ProtocolError,
+    Rejected,
+    RequestHead,
+    ResetCode,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    WindowUpdated,
+)
+from tokios_translate import BackendKind, ClientResponse, open_stream_translator
+
+__all__ = ["ThreadedConnector", "TunnelSession", "probe_backend", "serve_until_signal"]
+
+logger = logging.getLogger("tokios.connector")
+
+#: Output taken from the core per write, so a slow gateway link holds the rest in the core.
+_WRITE_CHUNK = 256 * 1024
+
+
+def probe_backend(pool: UpstreamPool) -> BackendKind | None:
+    """``--backend auto``: GET each of handling.PROBES; the first 2xx names the backend."""
+    for path, _ in handling.PROBES:
+        try:
+            with pool.request("GET", path) as response:
+                response.read(1024 * 1024)
+                kind = handling.backend_from_probe(path, response.status)
+        except UpstreamError:
+            continue
+        if kind is not None:
+            return kind
+    return None
+
+
+class _StreamGone(Exception):  # noqa: N818
+    pass
+
+
+class _Stream:
+    __slots__ = ("abort", "body", "body_done", "gone", "head", "head_sent", "size",
+                 "too_large")
+
+    def __init__(self, head: RequestHead) -> None:
+        self.head = head
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.head_sent = False
+        self.body_done = threading.Event()
+        #: Set (under the session lock) when the stream was reset or the tunnel ended.
+        self.gone = False
+        #: Aborts the upstream call in flight, from any thread.
+        self.abort: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        self.gone = True
+        self.body_done.set()
+        if self.abort is not None:
+            self.abort()
+
+
+class TunnelSession:
+    """One tunnel connection: :meth:`run` is the reader thread; workers serve the streams."""
+
+    def __init__(self, connector: ThreadedConnector, ws: WebSocket,
+                 conn: ConnectorConnection) -> None:
+        self.connector = connector
+        self.ws = ws
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.credit = threading.Condition(self.lock)
+        self.streams: dict[int, _Stream] = {}
+        self.accepted: Accepted | None = None
+        self.rejected: Rejected | None = None
+        self.revoked = False
+        self.terminated: ConnectionTerminated | None = None
+
+    # ---- the reader thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        """Read, feed the core, dispatch, fire timers, until the connection closed."""
+        with self.lock:
+            self.conn.start(time.monotonic())
+        self.flush()
+        try:
+            while self.terminated is None:
+                with self.lock:
+                    when = self.conn.get_timer()
+                timeout = None if when is None else when - time.monotonic()
+                try:
+                    message = self.ws.recv(timeout)
+                except WebSocketClosed:
+                    break
+                with self.lock:
+                    now = time.monotonic()
+                    if message is not None:
+                        try:
+                            self.conn.receive_data(message, now)
+                        except ProtocolError as exc:
+                            logger.warning("tunnel protocol error: %s", type(exc).__name__)
+                    if (due := self.conn.get_timer()) is not None and due <= now:
+                        self.conn.handle_timer(now)
+                    self._dispatch()
+                self.flush()
+        finally:
+            self.flush()  # what the core queued last (GOAWAY, REJECT)
+            self.ws.close()
+            with self.lock:
+                if self.terminated is None:
+                    self._on_event(ConnectionTerminated(
+                        code=ErrorCode.INTERNAL_ERROR, reason="connection lost", remote=True))
+
+    def _dispatch(self) -> None:
+        while (event := self.conn.next_event()) is not None:
+            self._on_event(event)
+
+    def _on_event(self, event: Event) -> None:  # under self.lock
+        stream: _Stream | None
+        if isinstance(event, StreamOpened):
+            new = _Stream(event.head)
+            self.streams[event.stream_id] = new
+            self.connector.submit(self._serve, event.stream_id, new)
+        elif isinstance(event, DataReceived):
+            stream = self.streams.get(event.stream_id)
+            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            if stream is not None and not stream.too_large:
+                stream.size += len(event.data)
+                if stream.size > MAX_REQUEST_BODY:
+                    stream.too_large = True
+                    stream.body.clear()
+                    stream.body_done.set()
+                else:
+                    stream.body.append(event.data)
+        elif isinstance(event, StreamEnded):
+            if (stream := self.streams.get(event.stream_id)) is not None:
+                stream.body_done.set()
+        elif isinstance(event, StreamReset):
+            if (stream := self.streams.pop(event.stream_id, None)) is not None:
+                stream.cancel()
+                self.credit.notify_all()
+        elif isinstance(event, WindowUpdated):
+            self.credit.notify_all()
+        elif isinstance(event, Accepted):
+            self.accepted = event
+            logger.info("tunnel open: session %s, serving %s", event.session_id,
+                        ", ".join(event.deployments) or "nothing")
+            self.connector.backoff.connected(time.monotonic())
+            self.connector.sessions += 1
+        elif isinstance(event, Rejected):
+            self.rejected = event
+        elif isinstance(event, GoAwayReceived):
+            logger.info("gateway sent goaway (code %s): finishing streams in flight",
+                        int(event.code))
+        elif isinstance(event, ConnectionTerminated):
+            self.terminated = event
+            if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
+                    and self.accepted is not None):
+                self.revoked = True
+            for stream in self.streams.values():
+                stream.cancel()
+            self.streams.clear()
+            self.credit.notify_all()
+
+    def flush(self) -> None:
+        """Write what the core queued, in order (any thread; serialised by the writer lock)."""
+        with self.write_lock:
+            while True:
+                with self.lock:
+                    messages = self.conn.messages_to_send(_WRITE_CHUNK)
+                    closed = self.conn.state is ConnectionState.CLOSED
+                if not messages:
+                    break
+                try:
+                    for message in messages:
+                        self.ws.send(message)
+                except WebSocketClosed:  # the reader sees the end on its next recv()
+                    return
+        if closed:
+            self.ws.wake()  # everything is written: let the reader notice the end
+
+    def stop(self) -> None:
+        """From any thread: drop the tunnel; the reader ends and cancels every stream."""
+        self.ws.abort()
+
+    # ---- one stream (a worker thread) ----------------------------------------------------
+
+    def _serve(self, stream_id: int, stream: _Stream) -> None:
+        try:
+            self._answer(stream_id, stream)
+        except (_StreamGone, WebSocketClosed):
+            pass
+        except Exception as exc:  # a bug: reset the stream, keep the tunnel
+            logger.error("stream failed: %s", type(exc).__name__)
+            self._command(lambda: self.conn.reset_stream(stream_id, ResetCode.INTERNAL_ERROR))
+        finally:
+            with self.lock:
+                if self.streams.get(stream_id) is stream:
+                    del self.streams[stream_id]
+
+    def _command(self, command: Callable[[], None]) -> None:
+        """Run a core command under the lock (skipped once the stream is gone), then flush."""
+        with self.lock:
+            if self.terminated is not None:
+                return
+            with contextlib.suppress(ProtocolError):
+                command()
+        self.flush()
+
+    def _answer(self, stream_id: int, stream: _Stream) -> None:
+        stream.body_done.wait()
+        if stream.gone:
+            return
+        started = time.monotonic()
+        if stream.too_large:
+            self._command(lambda: self.conn.reset_stream(stream_id, ResetCode.REFUSED))
+            return
+        body = b"".join(stream.body)
+        stream.body.clear()
+        head = stream.head
+        settings = self.connector.settings
+        plan = handling.plan_request(
+            head.path, body, backend=self.connector.backend, deployment=head.deployment,
+            upstream_model=settings.models.get(head.deployment, head.deployment),
+            response_id=secrets.token_hex(12), created=int(time.time()))
+        if plan.immediate is not None:
+            self._send_whole(stream_id, stream, plan.immediate)
+            return
+        self._call_upstream(stream_id, stream, plan)
+        logger.info("stream %d %s done in %.3fs", stream_id, plan.route.value,
+                    time.monotonic() - started)
+
+    def _on_upstream_connection(self, stream: _Stream, abort: Callable[[], None]) -> None:
+        with self.lock:
+            stream.abort = abort
+            gone = stream.gone
+        if gone:
+            abort()
+
+    def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
+        assert plan.call is not None
+        call = plan.call
+        try:
+            with self.connector.pool.request(
+                    call.method, call.path, call.headers, call.body,
+                    on_connection=lambda abort: self._on_upstream_connection(stream, abort),
+            ) as response:
+                if stream.gone:
+                    raise _StreamGone
+                if not plan.stream or response.status >= 400:
+                    answer_body = response.read(handling.MAX_UPSTREAM_BODY)
+                    answer = handling.finish_plan(plan, response.status, answer_body)
+                    self._send_whole(stream_id, stream, answer)
+                    return
+                assert plan.context is not None
+                translator = open_stream_translator(plan.context)
+                self._head(stream_id, stream, 200, handling.STREAM_HEADERS)
+                try:
+                    for chunk in response.iter_bytes():
+                        out = translator.feed(chunk)
+                        if out:
+                            self._send(stream_id, stream, out)
+                        if translator.done:
+                            break
+                    tail = translator.finish()
+                except UpstreamError:
+                    if stream.gone:
+                        raise _StreamGone from None
+                    tail = translator.fail("upstream connection lost")
+                if tail:
+                    self._send(stream_id, stream, tail)
+                self._end(stream_id, stream)
+        except UpstreamError as exc:
+            if stream.gone:
+                return
+            logger.warning("upstream call failed: %s", exc)
+            if stream.head_sent:
+                self._command(lambda: self.conn.reset_stream(stream_id,
+                                                             ResetCode.UPSTREAM_FAILED))
+            else:
+                self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
+
+    def _head(self, stream_id: int, stream: _Stream, status: int,
+              headers: handling.Headers) -> None:
+        with self.lock:
+            if stream.gone:
+                raise _StreamGone
+            self.conn.send_response(stream_id, status, headers)
+            stream.head_sent = True
+        self.flush()
+
+    def _end(self, stream_id: int, stream: _Stream) -> None:
+        with self.lock:
+            if stream.gone:
+                raise _StreamGone
+            self.conn.end_stream(stream_id)
+        self.flush()
+
+    def _send_whole(self, stream_id: int, stream: _Stream, answer: ClientResponse) -> None:
+        self._head(stream_id, stream, answer.status, handling.response_headers(answer))
+        if answer.body:
+            self._send(stream_id, stream, answer.body)
+        self._end(stream_id, stream)
+
+    def _send(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        """Send with flow control: wait on the credit condition whenever the credit runs out."""
+        view = memoryview(data)
+        while view:
+            with self.lock:
+                while True:
+                    if stream.gone:
+                        raise _StreamGone
+                    credit = self.conn.available_to_send(stream_id)
+                    if credit > 0:
+                        break
+                    self.credit.wait()
+                self.conn.send_data(stream_id, view[:credit])
+            view = view[credit:]
+            self.flush()
+
+
+class ThreadedConnector:
+    """The reconnect loop around :class:`TunnelSession`, in one thread of its own.
+
+    ``start()`` runs it in a daemon thread and returns ``self``; ``stop()`` ends it and returns
+    the exit code; ``run()`` runs it in the calling thread instead (returns EXIT_PERMANENT on a
+    permanent rejection, EXIT_OK once stopped). ``max_workers`` bounds the threads serving
+    streams at once (default: the settings' ``max_concurrent_streams``); more streams wait.
+    """
+
+    def __init__(self, settings: ConnectorSettings, *, max_workers: int | None = None,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.settings = settings
+        self.backend = settings.backend
+        self.backoff = Backoff(rng)
+        self.max_workers = max_workers or settings.max_concurrent_streams
+        if self.max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.pool = UpstreamPool(settings.upstream,
+                                 max_connections=max(4, self.max_workers))
+        self._workers = ThreadPoolExecutor(self.max_workers,
+                                           thread_name_prefix="tokios-stream")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._session_lock = threading.Lock()
+        #: Sessions accepted so far (for tests); the live session, if any.
+        self.sessions = 0
+        self.current: TunnelSession | None = None
+        self.exit_code: int | None = None
+
+    # ---- library API ---------------------------------------------------------------------
+
+    def start(self) -> ThreadedConnector:
+        """Serve in a background thread; returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("this connector was already started")
+        self._thread = threading.Thread(target=self.run, name="tokios-connector", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Close the tunnel, abort the streams in flight and wait up to ``timeout`` seconds
+        for the connector thread; the exit code, or None if it is still running."""
+        self._stopping.set()
+        with self._session_lock:
+            session = self.current
+        if session is not None:
+            session.stop()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the connector thread to end; its exit code, or None on timeout."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return None
+        return self.exit_code
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def submit(self, work: Callable[[int, _Stream], None], stream_id: int,
+               stream: _Stream) -> None:
+        self._workers.submit(work, stream_id, stream)
+
+    def run(self) -> int:
+        """Serve until a permanent rejection (EXIT_PERMANENT) or :meth:`stop` (EXIT_OK)."""
+        code = EXIT_OK
+        try:
+            while not self._stopping.is_set():
+                retry_after: float | None = None
+                try:
+                    retry_after = self.session()
+                except PermanentRejection as exc:
+                    logger.error("%s", exc)
+                    code = EXIT_PERMANENT
+                    break
+                except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
+                    logger.warning("cannot reach the gateway: %s", type(exc).__name__)
+                if self._stopping.is_set():
+                    break
+                self.backoff.disconnected(time.monotonic())
+                delay = max(self.backoff.next_delay(), retry_after or 0.0)
+                logger.info("reconnecting in %.2fs", delay)
+                if self._stopping.wait(delay):
+                    break
+        finally:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self.pool.close()
+            self.exit_code = code
+        return code
+
+    def session(self) -> float | None:
+        """One connection to the gateway, from dial to close; the minimum wait before the next
+        (or raises PermanentRejection)."""
+        context = None
+        if self.settings.tunnel_url.startswith("wss://"):
+            context = client_context(ca_file=self.settings.ca_file)
+        ws = connect_websocket(self.settings.tunnel_url, ssl_context=context,
+                               max_message_size=1024 * 1024)
+        conn = ConnectorConnection(config_for(self.settings), hello=hello_for(self.settings))
+        session = TunnelSession(self, ws, conn)
+        with self._session_lock:
+            self.current = session
+        if self._stopping.is_set():
+            session.stop()
+        try:
+            session.run()
+        finally:
+            with self._session_lock:
+                self.current = None
+            ws.release()
+        return session_outcome(session.rejected, session.revoked)
+
+
+def serve_until_signal(settings: ConnectorSettings, *, auto: bool = False) -> int:
+    """``tokios-connector --runtime threaded``: probe the backend if ``auto``, then serve until
+    SIGTERM/SIGINT (EXIT_OK) or a permanent rejection. Call from the main thread."""
+    if auto:
+        probe_pool = UpstreamPool(settings.upstream, max_connections=2, read_timeout=10.0)
+        try:
+            kind = probe_backend(probe_pool)
+        finally:
+            probe_pool.close()
+        if kind is None:
+            sys.stderr.write(f"tokios-connector: no model server found at {settings.upstream} "
+                             "(tried /api/version, /props, /v1/models); give --backend\n")
+            return EXIT_PROBE_FAILED
+        logger.info("upstream detected as %s", kind.value)
+        settings = dataclasses.replace(settings, backend=kind)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    connector = ThreadedConnector(settings).start()
+    try:
+        while not stop.wait(0.2):
+            if not connector.running:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = connector.stop()
+    return EXIT_OK if code is None else code

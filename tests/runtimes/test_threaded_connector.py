@@ -1,0 +1,265 @@
+"""The threaded connector against a real gateway (TLS via trustme) and test model servers on
+loopback: the gateway and the upstream run on an asyncio loop in a background thread, the
+connector in the threads it starts itself, driven from the test's (synchronous) thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trustme
+
+from runtimes.connector import threaded
+from runtimes.connector.settings import EXIT_OK, EXIT_PERMANENT, ConnectorSettings
+from runtimes.connector.threaded import ThreadedConnector
+from runtimes.gateway.options import ListenAddress, ServeOptions
+from runtimes.gateway.server import Gateway
+from runtimes.store import open_store
+from tests.e2e.stack import BackgroundLoop, wait_for
+from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
+from tokios_translate import BackendKind
+
+pytestmark = pytest.mark.timeout(60)
+
+UPSTREAM_MODEL = "llama3.2:1b"
+CHAT = {"model": "coder", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@dataclass
+class World:
+    tmp: Path
+    bg: BackgroundLoop
+    gateway: Gateway
+    upstream: OllamaServer | OpenAICompatServer
+    ca: trustme.CA
+    key: str
+    token: str
+    token_id: str
+
+    def settings(self, token: str | None = None, **changes: Any) -> ConnectorSettings:
+        settings = ConnectorSettings(
+            tunnel_url=f"wss://localhost:{self.gateway.tunnel_port}/v1/tunnel",
+            token=token or self.token, upstream=self.upstream.base_url,
+            backend=(BackendKind.OLLAMA if isinstance(self.upstream, OllamaServer)
+                     else BackendKind.LLAMACPP),
+            models={"coder": UPSTREAM_MODEL}, ca_file=str(self.tmp / "ca.pem"),
+            max_concurrent_streams=8)
+        return dataclasses.replace(settings, **changes)
+
+    def client(self, timeout: float = 20) -> httpx.Client:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return httpx.Client(base_url=f"https://127.0.0.1:{self.gateway.port}", verify=ctx,
+                            timeout=timeout, headers={"authorization": f"Bearer {self.key}"})
+
+    def tunnels(self) -> int:
+        return len(self.gateway.tunnels.registry)
+
+
+@contextmanager
+def world(tmp: Path, backend: str = "ollama") -> Iterator[World]:
+    store = open_store(tmp / "data")
+    store.add_tenant("acme")
+    store.add_deployment("acme", "coder")
+    key = store.add_key("acme")[1]
+    token_info, token = store.add_connector_token("acme", ["coder"])
+    store.close()
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp / "server.pem"))
+    options = ServeOptions(
+        data_dir=tmp / "data", listen=ListenAddress(host="127.0.0.1", port=0),
+        tls_cert=tmp / "server.pem", tls_key=None, insecure_http=False,
+        allow_insecure_non_loopback=False, tunnel_listen=None, loop="asyncio",
+        grace_period=1.0)
+    bg = BackgroundLoop()
+    gateway = bg.run(_start_gateway(options))
+    upstream: OllamaServer | OpenAICompatServer = (
+        OllamaServer(model_names=(UPSTREAM_MODEL,)) if backend == "ollama"
+        else OpenAICompatServer(model_names=(UPSTREAM_MODEL,)))
+    bg.run(upstream.__aenter__())
+    try:
+        yield World(tmp, bg, gateway, upstream, ca, key, token, token_info.id)
+    finally:
+        bg.run(gateway.stop(0.5))
+        bg.run(upstream.__aexit__(None, None, None))
+        bg.stop()
+
+
+async def _start_gateway(options: ServeOptions) -> Gateway:
+    gateway = Gateway(options)
+    await gateway.start()
+    return gateway
+
+
+def _stream_text(raw: bytes) -> str:
+    text = ""
+    for line in raw.decode().splitlines():
+        if line.startswith("data: {"):
+            for choice in orjson.loads(line[6:])["choices"]:
+                text += choice["delta"].get("content") or ""
+    return text
+
+
+@pytest.mark.parametrize("backend", ["ollama", "llamacpp"])
+def test_start_serve_and_stop_cleanly_from_a_thread(tmp_path: Path, backend: str) -> None:
+    with world(tmp_path, backend) as w:
+        connector = ThreadedConnector(w.settings()).start()
+        wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        with w.client() as client:
+            whole = client.post("/v1/chat/completions", json=CHAT)
+            assert whole.status_code == 200, whole.text
+            assert whole.json()["choices"][0]["message"]["content"] == "Echo: hello there"
+            streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert streamed.status_code == 200
+            assert streamed.headers["content-type"].startswith("text/event-stream")
+            assert _stream_text(streamed.content) == "Echo: hello there"
+            assert streamed.content.rstrip().endswith(b"data: [DONE]")
+        assert connector.sessions == 1
+        stopped_at = time.monotonic()
+        assert connector.stop(timeout=5) == EXIT_OK
+        assert time.monotonic() - stopped_at < 3
+        assert not connector.running
+        wait_for(lambda: w.tunnels() == 0, 5, "the gateway to drop the tunnel")
+        wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("tokios")],
+                 5, "the connector's threads to end")
+
+
+def test_permanent_rejection_ends_run_with_exit_3(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        started = time.monotonic()
+        assert ThreadedConnector(w.settings("tkct-not-a-real-token")).run() == EXIT_PERMANENT
+        wrong = ThreadedConnector(w.settings(models={"unserved": "x"}))
+        assert wrong.run() == EXIT_PERMANENT
+        assert time.monotonic() - started < 5
+        assert w.tunnels() == 0
+
+
+def test_revoking_the_token_ends_the_connector(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        connector = ThreadedConnector(w.settings()).start()
+        wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        admin = open_store(tmp_path / "data")
+        admin.revoke_connector_token(w.token_id)
+        admin.close()
+        assert connector.wait(5) == EXIT_PERMANENT
+
+
+def test_reconnects_after_the_tunnel_drops(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        connector = ThreadedConnector(w.settings(), rng=lambda: 0.0).start()
+        try:
+            wait_for(lambda: connector.sessions == 1, 10, "the first session")
+            session = connector.current
+            assert session is not None
+            session.ws.abort()  # the link drops under the connector
+            wait_for(lambda: connector.sessions == 2 and w.tunnels() == 1, 10, "a reconnect")
+            with w.client() as client:
+                assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        finally:
+            assert connector.stop() == EXIT_OK
+
+
+def test_client_cancel_aborts_the_upstream_within_a_second(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        w.upstream.slow = 0.05
+        w.upstream.events = 400
+        connector = ThreadedConnector(w.settings()).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            with w.client() as client, client.stream(
+                    "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+                for got, _ in enumerate(streamed.iter_bytes(), 1):
+                    if got >= 3:
+                        break
+            closed_at = time.monotonic()
+            wait_for(lambda: bool(w.upstream.disconnects), 1.0, "the upstream to be aborted")
+            assert w.upstream.disconnects[0].at - closed_at < 1.0
+            assert w.upstream.disconnects[0].events_sent < 400
+        finally:
+            connector.stop()
+
+
+def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backpressure: while the client reads nothing, the worker stops reading the upstream
+    (its translator is fed nothing more), then resumes when the client reads again."""
+    fed = [0]
+    real_open = threaded.open_stream_translator
+
+    def counting_open(ctx: Any) -> Any:
+        translator = real_open(ctx)
+        real_feed = translator.feed
+
+        def feed(chunk: bytes) -> bytes:
+            fed[0] += len(chunk)
+            return real_feed(chunk)
+
+        return type("Counting", (), {"feed": staticmethod(feed),
+                                      "finish": translator.finish, "fail": translator.fail,
+                                      "done": property(lambda _: translator.done)})()
+
+    monkeypatch.setattr(threaded, "open_stream_translator", counting_open)
+    with world(tmp_path) as w:
+        w.upstream.events = 150_000
+        settings = w.settings(stream_window=16 * 1024, connection_window=64 * 1024)
+        connector = ThreadedConnector(settings).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            with w.client() as client, client.stream(
+                    "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+                chunks = streamed.iter_bytes()
+                next(chunks)
+                previous, deadline = -1, time.monotonic() + 15
+                while fed[0] != previous:
+                    assert time.monotonic() < deadline, "the connector kept reading upstream"
+                    previous = fed[0]
+                    time.sleep(0.4)
+                stalled_at = fed[0]
+                assert stalled_at < 9_000_000  # of ~18 MB: only buffers' and windows' worth
+                assert not w.upstream.disconnects
+                for _ in chunks:
+                    if fed[0] > stalled_at:
+                        break
+                assert fed[0] > stalled_at
+        finally:
+            connector.stop()
+
+
+def test_max_workers_bounds_the_stream_threads(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        w.upstream.slow = 0.02
+        w.upstream.events = 20
+        connector = ThreadedConnector(w.settings(), max_workers=2).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            peak = [0]
+            results: list[int] = []
+
+            def one() -> None:
+                with w.client() as client:
+                    results.append(client.post("/v1/chat/completions",
+                                               json={**CHAT, "stream": True}).status_code)
+
+            clients = [threading.Thread(target=one) for _ in range(6)]
+            for thread in clients:
+                thread.start()
+            while any(thread.is_alive() for thread in clients):
+                peak[0] = max(peak[0], sum(t.name.startswith("tokios-stream")
+                                           for t in threading.enumerate()))
+                time.sleep(0.005)
+            assert results == [200] * 6  # all served, two at a time
+            assert 1 <= peak[0] <= 2
+        finally:
+            connector.stop()
