@@ -309,8 +309,12 @@ class Connector:
                 except PermanentRejection as exc:
                     logger.error("%s", exc)
                     return EXIT_PERMANENT
+                except ssl.SSLCertVerificationError as exc:
+                    logger.warning("cannot reach the gateway: its TLS certificate is not "
+                                   "trusted (%s); check --ca-file", exc.verify_message)
                 except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    logger.warning("cannot reach the gateway: %s", type(exc).__name__)
+                    logger.warning("cannot reach the gateway: %s %s", type(exc).__name__,
+                                   getattr(exc, "strerror", None) or "")
                 loop = asyncio.get_running_loop()
                 self.backoff.disconnected(loop.time())
                 delay = self.backoff.next_delay()

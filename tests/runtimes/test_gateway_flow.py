@@ -590,3 +590,26 @@ def test_connector_refuses_ungranted_deployments_and_oversized_bodies(
             assert status == 200
 
     run(main())
+
+
+def test_connector_does_not_trust_an_unknown_ca(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with make_stack(tmp_path, connect=False) as stack:
+            other_ca = trustme.CA()
+            other_ca.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+            connector = Connector(dataclasses.replace(stack.settings(),
+                                                      ca_file=str(tmp_path / "other-ca.pem")))
+            connector.backoff.base = connector.backoff.cap = 0.05
+            task = asyncio.create_task(connector.run())
+            await asyncio.sleep(0.5)
+            assert not task.done()  # keeps trying (the certificate may be fixed)
+            assert len(stack.gateway.tunnels.registry) == 0
+            assert connector.sessions == 0
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with caplog.at_level("WARNING", logger="tokios.connector"):
+        run(main())
+    assert "TLS certificate is not trusted" in caplog.text
