@@ -119,6 +119,16 @@ class GatewayApi:
                         request.path, info["status"] or response.status, info["deployment"],
                         info["sent"], time.monotonic() - started, request_id)
 
+    async def handle_tunnel_only(self, request: HttpRequest, response: HttpResponse) -> None:
+        """The handler of a ``--tunnel-listen`` port: ``/v1/tunnel`` and the probes only."""
+        if request.path == TUNNEL_PATH and request.method == "GET":
+            await self._tunnel(request, response)
+        elif request.method == "GET" and request.path in ("/healthz", "/readyz"):
+            await self.handle(request, response)
+        else:
+            await response.respond(404, [("content-type", "text/plain")],
+                                   b"this port serves only /v1/tunnel\n")
+
     async def _tunnel(self, request: HttpRequest, response: HttpResponse) -> None:
         if not self.accepting:
             await response.respond(503, [("content-type", "text/plain")],

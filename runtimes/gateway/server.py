@@ -54,7 +54,7 @@ class Gateway:
         self.server = HttpServer(self.api.handle, ssl_context=ssl_context, config=config)
         self.tunnel_server: HttpServer | None = None
         if options.tunnel_listen is not None:
-            self.tunnel_server = HttpServer(self.api.handle, ssl_context=ssl_context,
+            self.tunnel_server = HttpServer(self.api.handle_tunnel_only, ssl_context=ssl_context,
                                             config=config)
 
     async def start(self) -> None:

@@ -397,6 +397,11 @@ def test_separate_tunnel_port_embeddings_and_count_tokens(tmp_path: Path) -> Non
                 stack.start_connector()
                 await stack.wait_served()
                 async with stack.client() as client:
+                    tunnel_port = f"https://127.0.0.1:{gateway.tunnel_port}"
+                    only = await client.post(f"{tunnel_port}/v1/chat/completions", json=CHAT,
+                                             headers=stack.auth())
+                    assert only.status_code == 404  # the API is not on the tunnel port
+                    assert (await client.get(f"{tunnel_port}/healthz")).status_code == 200
                     emb = await client.post("/v1/embeddings",
                                             json={"model": "coder", "input": ["a", "b"]},
                                             headers=stack.auth())
