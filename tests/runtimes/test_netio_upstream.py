@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import h11
 import pytest
+import trustme
 
-from runtimes.netio import UpstreamError, UpstreamPool
+from runtimes.netio import UpstreamError, UpstreamPool, client_context, server_context
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -32,8 +35,8 @@ class FakeUpstream:
         self.disconnected_at: float | None = None
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0, ssl=ssl_context)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -290,5 +293,32 @@ def test_a_kept_alive_connection_closed_by_the_upstream_is_replaced() -> None:
         assert accepts == 4
         await pool.aclose()
         server.close()
+
+    run(main())
+
+
+def test_https_upstream_with_a_private_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert_file = tmp_path / "up.pem"
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def main() -> None:
+        upstream = FakeUpstream()
+        port = await upstream.start(server_context(cert_file, alpn=()))
+        pool = UpstreamPool(
+            f"https://localhost:{port}", ssl_context=client_context(ca_file=ca_file)
+        )
+        for _ in range(2):
+            async with pool.request("POST", "/json", body=b"tls") as r:
+                assert await r.read(100) == b'{"echo": "tls"}'
+        assert upstream.accepts == 1
+        await pool.aclose()
+        untrusted = UpstreamPool(f"https://localhost:{port}")  # system roots only
+        with pytest.raises(UpstreamError, match="connect failed"):
+            async with untrusted.request("GET", "/json"):
+                pass
+        await upstream.stop()
 
     run(main())
