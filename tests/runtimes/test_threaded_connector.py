@@ -4,6 +4,7 @@ connector in the threads it starts itself, driven from the test's (synchronous) 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 import threading
@@ -21,12 +22,14 @@ import trustme
 
 from runtimes.connector import threaded
 from runtimes.connector.settings import EXIT_OK, EXIT_PERMANENT, ConnectorSettings
+from runtimes.connector.settings import ConnectorSettings as _Settings
 from runtimes.connector.threaded import ThreadedConnector
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.server import Gateway
 from runtimes.store import open_store
 from tests.e2e.stack import BackgroundLoop, wait_for
 from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
+from tokios_proto import Config
 from tokios_translate import BackendKind
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,6 +48,7 @@ class World:
     key: str
     token: str
     token_id: str
+    gateway_stopped: bool = False
 
     def settings(self, token: str | None = None, **changes: Any) -> ConnectorSettings:
         settings = ConnectorSettings(
@@ -89,10 +93,12 @@ def world(tmp: Path, backend: str = "ollama") -> Iterator[World]:
         OllamaServer(model_names=(UPSTREAM_MODEL,)) if backend == "ollama"
         else OpenAICompatServer(model_names=(UPSTREAM_MODEL,)))
     bg.run(upstream.__aenter__())
+    built = World(tmp, bg, gateway, upstream, ca, key, token, token_info.id)
     try:
-        yield World(tmp, bg, gateway, upstream, ca, key, token, token_info.id)
+        yield built
     finally:
-        bg.run(gateway.stop(0.5))
+        if not built.gateway_stopped:
+            bg.run(gateway.stop(0.5))
         bg.run(upstream.__aexit__(None, None, None))
         bg.stop()
 
@@ -261,5 +267,53 @@ def test_max_workers_bounds_the_stream_threads(tmp_path: Path) -> None:
                 time.sleep(0.005)
             assert results == [200] * 6  # all served, two at a time
             assert 1 <= peak[0] <= 2
+        finally:
+            connector.stop()
+
+
+def test_heartbeats_from_the_core_timer_keep_a_quiet_tunnel_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader thread fires get_timer(): with a 0.2 s heartbeat and a 0.6 s idle timeout,
+    a tunnel with no traffic for 2 s stays up only because PINGs go out and PONGs come back."""
+    real_config_for = threaded.config_for
+
+    def quick(settings: _Settings) -> Config:
+        config = real_config_for(settings)
+        return dataclasses.replace(config, settings=dataclasses.replace(
+            config.settings, heartbeat_interval=0.2, idle_timeout=0.6))
+
+    monkeypatch.setattr(threaded, "config_for", quick)
+    with world(tmp_path) as w:
+        connector = ThreadedConnector(w.settings()).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            time.sleep(2.0)
+            session = connector.current
+            assert session is not None and session.conn.rtt is not None  # a PONG came back
+            assert connector.sessions == 1 and w.tunnels() == 1
+        finally:
+            connector.stop()
+
+
+def test_goaway_lets_the_stream_in_flight_finish(tmp_path: Path) -> None:
+    """The gateway shuts down gracefully mid-stream: GOAWAY, the stream still completes."""
+    with world(tmp_path) as w:
+        w.upstream.slow = 0.02
+        w.upstream.events = 50
+        connector = ThreadedConnector(w.settings()).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            with w.client() as client, client.stream(
+                    "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+                chunks = streamed.iter_bytes()
+                body = next(chunks)
+                stopping = asyncio.run_coroutine_threadsafe(w.gateway.stop(5.0), w.bg.loop)
+                w.gateway_stopped = True
+                for chunk in chunks:
+                    body += chunk
+            assert body.rstrip().endswith(b"data: [DONE]")
+            stopping.result(10)
+            # the whole answer was read (a close after the last event is not a cancellation)
+            assert all(gone.events_sent >= 50 for gone in w.upstream.disconnects)
         finally:
             connector.stop()
