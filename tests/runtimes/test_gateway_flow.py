@@ -260,12 +260,78 @@ def test_client_cancel_reaches_the_upstream_within_a_second(tmp_path: Path) -> N
                         if got >= 3:
                             break
                 closed_at = time.monotonic()
+                # h1: leaving the stream early closes the connection (httpx's way to abort)
+                while not stack.upstream.disconnects:
+                    assert time.monotonic() - closed_at < 1.0, "the upstream kept generating"
+                    await asyncio.sleep(0.01)
+                assert stack.upstream.disconnects[0].events_sent < 400
+                await asyncio.sleep(0.2)
+                assert not stack.gateway.tunnels.in_flight
+
+    run(main())
+
+
+def test_h2_stream_reset_reaches_the_upstream_and_the_connection_lives_on(
+        tmp_path: Path) -> None:
+    """httpx never sends RST_STREAM, so this client speaks h2 itself."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async def main() -> None:
+        async with make_stack(tmp_path) as stack:
+            stack.upstream.slow = 0.05
+            stack.upstream.events = 400
+            ctx = ssl.create_default_context()
+            stack.ca.configure_trust(ctx)
+            ctx.set_alpn_protocols(["h2"])
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", stack.gateway.port, ssl=ctx, server_hostname="localhost")
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+
+            def request(stream_id: int, body: dict[str, Any]) -> None:
+                data = orjson.dumps(body)
+                conn.send_headers(stream_id, [
+                    (":method", "POST"), (":path", "/v1/chat/completions"),
+                    (":scheme", "https"), (":authority", "localhost"),
+                    ("authorization", f"Bearer {stack.key}"),
+                    ("content-type", "application/json"),
+                    ("content-length", str(len(data)))])
+                conn.send_data(stream_id, data, end_stream=True)
+                writer.write(conn.data_to_send())
+
+            async def events_until(done: Any) -> list[Any]:
+                seen: list[Any] = []
+                while not done(seen):
+                    chunk = await reader.read(65536)
+                    assert chunk, "the gateway closed the connection"
+                    for event in conn.receive_data(chunk):
+                        seen.append(event)
+                        if isinstance(event, h2.events.DataReceived):
+                            conn.acknowledge_received_data(event.flow_controlled_length,
+                                                           event.stream_id)
+                    writer.write(conn.data_to_send())
+                return seen
+
+            request(1, {**CHAT, "stream": True})
+            await events_until(lambda seen: sum(
+                isinstance(e, h2.events.DataReceived) for e in seen) >= 3)
+            conn.reset_stream(1)
+            writer.write(conn.data_to_send())
+            reset_at = time.monotonic()
             while not stack.upstream.disconnects:
-                assert time.monotonic() - closed_at < 1.0, "the upstream kept generating"
+                assert time.monotonic() - reset_at < 1.0, "the upstream kept generating"
                 await asyncio.sleep(0.01)
-            assert stack.upstream.disconnects[0].events_sent < 400
-            await asyncio.sleep(0.2)
-            assert not stack.gateway.tunnels.in_flight
+            stack.upstream.slow = 0
+            stack.upstream.events = 0
+            request(3, CHAT)  # the same connection still serves
+            seen = await events_until(lambda seen: any(
+                isinstance(e, h2.events.StreamEnded) and e.stream_id == 3 for e in seen))
+            status = [dict(e.headers)[b":status"] for e in seen
+                      if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3]
+            assert status == [b"200"]
+            writer.close()
 
     run(main())
 
