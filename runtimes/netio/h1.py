@@ -102,8 +102,10 @@ class H1Connection(asyncio.Protocol):
                 self._awaiting_first_byte = False
                 self._arm_timer(self._config.header_timeout)
             self._process_idle()
-            return
-        self._wake_reader()
+            if self._task is None:
+                return
+        else:
+            self._wake_reader()
         if not self._reading_paused and len(self._conn.trailing_data[0]) > (
             self._config.read_high_water
         ):

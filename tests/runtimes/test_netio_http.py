@@ -664,3 +664,51 @@ def test_head_requests_get_headers_only_and_repeated_headers_are_joined(http2: b
         await server.shutdown(grace=1)
 
     run(main())
+
+
+def test_h1_request_body_is_read_with_backpressure() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        buffered: list[int] = []
+        received = 0
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> None:
+            nonlocal received
+            await release.wait()
+            async for chunk in request.stream():
+                received += len(chunk)
+            await response.respond(200, [], str(received).encode())
+
+        config = ServerConfig(read_high_water=64 * 1024)
+        server = HttpServer(handler, config=config)
+        await server.start()
+        total = 64 * 1024 * 1024
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % total)
+        sent = 0
+        block = b"u" * (1024 * 1024)
+        try:
+            while sent < total:
+                writer.write(block)
+                sent += len(block)
+                await asyncio.wait_for(writer.drain(), 0.5)
+        except TimeoutError:
+            pass
+        # The server stopped reading: the client could not push everything, and what the
+        # server holds (h11's buffer) stays near the high-water mark.
+        assert sent < total
+        for connection in server._state.connections:
+            buffered.append(len(connection._conn.trailing_data[0]))  # type: ignore[attr-defined]
+        assert buffered and max(buffered) <= 64 * 1024 + 256 * 1024
+        release.set()
+        while sent < total:
+            writer.write(block)
+            sent += len(block)
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await reader.readexactly(len(str(total))) == str(total).encode()
+        writer.close()
+        await server.shutdown(grace=1)
+
+    run(main())
