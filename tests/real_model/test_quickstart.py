@@ -1,0 +1,131 @@
+"""``scripts/quickstart``: the README's first command, run as a user would (``--once`` makes it
+exit after its demo request instead of serving until Ctrl-C).
+
+Against a test Ollama server (``--upstream``) it runs everywhere; with the built-in engine
+(llama-cpp-python + Gemma) it is a ``real_model`` test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from runtimes.quickstart import install, options
+from tests.e2e.stack import ROOT, BackgroundLoop
+from tests.real_model.conftest import require_engine
+from tests.upstreams.model_servers import OllamaServer
+
+
+def quickstart(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtimes.quickstart", "--home", str(home), "--port", "0",
+         "--once", "--skip-install", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def exported(env_file: Path) -> dict[str, str]:
+    return dict(re.findall(r"^export (\w+)='([^']*)'$", env_file.read_text(), re.MULTILINE))
+
+
+def test_help_explains_the_quick_start() -> None:
+    result = subprocess.run([str(ROOT / "scripts" / "quickstart"), "--help"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    for needle in ("--upstream", "--insecure-http", "--chat_format gemma", "Ctrl-C",
+                   "ca.pem", "--once", "10 minutes"):
+        assert needle in result.stdout
+
+
+def test_options_refuse_inconsistent_arguments() -> None:
+    with pytest.raises(SystemExit):
+        options.parse(["--model", "qwen3:8b"])  # --model names a model of --upstream
+    with pytest.raises(SystemExit):
+        options.parse(["--port", "70000"])
+    args = options.parse(["--upstream", "http://localhost:11434", "--backend", "ollama"])
+    assert args.upstream == "http://localhost:11434" and args.port == 8443
+
+
+def test_without_the_engine_only_the_light_requirements_are_installed() -> None:
+    heavy = install.pip_targets(with_engine=True)
+    light = install.pip_targets(with_engine=False)
+    assert heavy[-1].endswith("[demo]")
+    names = {install.package_name(r) for r in light[2:]}
+    assert {"openai", "trustme"} <= names
+    assert not names & set(install.ENGINE_PACKAGES)
+    assert set(install.ENGINE_PACKAGES) <= {
+        install.package_name(r) for r in install.demo_requirements()}
+
+
+def test_quickstart_with_a_user_upstream_then_again(tmp_path: Path) -> None:
+    bg = BackgroundLoop()
+    server = OllamaServer(model_names=("qwen3:8b",))
+    bg.run(server.__aenter__())
+    home = tmp_path / "tokios"
+    try:
+        first = quickstart(home, "--upstream", server.base_url, "--prompt", "hello tunnel")
+        assert first.returncode == 0, first.stdout + first.stderr
+        # The test server echoes the prompt: it went through gateway and connector and back.
+        assert "← Echo: hello tunnel" in first.stdout
+        assert "using its model 'qwen3:8b'" in first.stdout
+        settings = exported(home / "env.sh")
+        assert settings["OPENAI_BASE_URL"].startswith("https://127.0.0.1:")
+        assert settings["OPENAI_BASE_URL"] == settings["ANTHROPIC_BASE_URL"] + "/v1"
+        assert settings["OPENAI_API_KEY"].startswith("sk-tokios-")
+        assert settings["ANTHROPIC_AUTH_TOKEN"] == settings["OPENAI_API_KEY"]
+        assert settings["ANTHROPIC_MODEL"] == "qwen3:8b"
+        assert settings["SSL_CERT_FILE"] == str(home.resolve() / "ca.pem")
+        assert (home / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        for private in (home / "env.sh", home / "credentials.json", home / "tls" / "key.pem",
+                        home / "tls" / "ca-key.pem"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+        assert (home / "data" / "tokios.db").exists()
+        ca_before = (home / "ca.pem").read_bytes()
+        key_id = orjson.loads((home / "credentials.json").read_bytes())["key"]["id"]
+        # No secret in the logs of gateway or connector.
+        logs = "".join(p.read_text() for p in (home / "logs").glob("*.log"))
+        assert settings["OPENAI_API_KEY"] not in logs
+        assert "tkct-" not in logs
+
+        # Again, over plain http: the data dir, key and CA are reused.
+        second = quickstart(home, "--upstream", server.base_url, "--insecure-http",
+                            "--deployment", "coder", "--model", "qwen3:8b")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "← Echo: In one sentence" in second.stdout
+        again = exported(home / "env.sh")
+        assert again["OPENAI_API_KEY"] == settings["OPENAI_API_KEY"]
+        assert again["OPENAI_BASE_URL"].startswith("http://127.0.0.1:")
+        assert again["ANTHROPIC_MODEL"] == "coder"
+        assert "SSL_CERT_FILE" not in again
+        assert (home / "ca.pem").read_bytes() == ca_before
+        assert orjson.loads((home / "credentials.json").read_bytes())["key"]["id"] == key_id
+    finally:
+        bg.run(server.__aexit__(None, None, None))
+        bg.stop()
+
+
+def test_quickstart_reports_an_unreachable_upstream(tmp_path: Path) -> None:
+    result = quickstart(tmp_path / "tokios", "--upstream", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "is the model server running?" in result.stdout
+
+
+@pytest.mark.real_model
+def test_quickstart_with_the_built_in_engine(tmp_path: Path) -> None:
+    require_engine()
+    result = quickstart(tmp_path / "tokios", "--ctx-size", "2048",
+                        "--prompt", "Say hello in French.", timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = result.stdout.split("← ", 1)[1].split("\n  (", 1)[0]
+    assert answer.strip()
+    assert re.search(r"\((\d+) chunks through the tunnel", result.stdout)
+    assert "loading Gemma 3 270M into llama.cpp" in result.stderr
+    assert exported(tmp_path / "tokios" / "env.sh")["ANTHROPIC_MODEL"] == "gemma"
