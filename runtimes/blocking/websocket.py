@@ -155,11 +155,16 @@ class WebSocket:
 
     def send(self, data: bytes) -> None:
         """Send one binary message; raises :class:`WebSocketClosed` if the link is gone."""
+        self.send_many((data,))
+
+    def send_many(self, messages: Iterable[bytes]) -> None:
+        """Send binary messages in one socket write (one TLS record when they fit)."""
         with self._send_lock:
             if self._closed is not None:
                 raise WebSocketClosed(self._closed)
             with self._state_lock:
-                frame = self._ws.send(ws_events.BytesMessage(data=data))
+                frame = b"".join(self._ws.send(ws_events.BytesMessage(data=data))
+                                 for data in messages)
             try:
                 self._sock.sendall(frame)
             except (OSError, ValueError) as exc:

@@ -142,6 +142,7 @@ class TunnelSession:
         self.rejected: Rejected | None = None
         self.revoked = False
         self.terminated: ConnectionTerminated | None = None
+        self._want_flush = False
 
     # ---- the reader thread ---------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class TunnelSession:
                     self._dispatch()
                 self.flush()
         finally:
-            self.flush()  # what the core queued last (GOAWAY, REJECT)
+            self.flush(wait=True)  # what the core queued last (GOAWAY, REJECT)
             self.ws.close()
             with self.lock:
                 if self.terminated is None:
@@ -229,22 +230,36 @@ class TunnelSession:
             self.streams.clear()
             self.credit.notify_all()
 
-    def flush(self) -> None:
-        """Write what the core queued, in order (any thread; serialised by the writer lock)."""
-        with self.write_lock:
-            while True:
-                with self.lock:
-                    messages = self.conn.messages_to_send(_WRITE_CHUNK)
-                    closed = self.conn.state is ConnectionState.CLOSED
-                if not messages:
-                    break
-                try:
-                    for message in messages:
-                        self.ws.send(message)
-                except WebSocketClosed:  # the reader sees the end on its next recv()
+    def flush(self, *, wait: bool = False) -> None:
+        """Write what the core queued, in order (any thread; serialised by the writer lock).
+
+        If another thread is writing, return at once unless ``wait``: that writer takes this
+        output too (it loops until the core has nothing left), so writes coalesce under load.
+        """
+        with self.lock:
+            self._want_flush = True
+        while True:
+            if not self.write_lock.acquire(blocking=wait):
+                return
+            try:
+                while True:
+                    with self.lock:
+                        messages = self.conn.messages_to_send(_WRITE_CHUNK)
+                        closed = self.conn.state is ConnectionState.CLOSED
+                        if not messages:
+                            self._want_flush = False
+                            break
+                    try:
+                        self.ws.send_many(messages)
+                    except WebSocketClosed:  # the reader sees the end on its next recv()
+                        return
+            finally:
+                self.write_lock.release()
+            if closed:
+                self.ws.wake()  # everything is written: let the reader notice the end
+            with self.lock:
+                if not self._want_flush:  # else output came while we let go of the lock
                     return
-        if closed:
-            self.ws.wake()  # everything is written: let the reader notice the end
 
     def stop(self) -> None:
         """From any thread: drop the tunnel; the reader ends and cancels every stream."""
