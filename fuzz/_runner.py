@@ -32,7 +32,7 @@ FUZZ_DIR = Path(__file__).resolve().parent
 ROOT = FUZZ_DIR.parent
 CORPUS = FUZZ_DIR / "corpus"
 #: Seconds a harness process needs to start (imports) on top of its fuzzing time.
-STARTUP = 2.5
+STARTUP = 3.5
 #: Where libFuzzer writes crashing inputs (override with FUZZ_ARTIFACTS).
 ARTIFACTS = Path(tempfile.gettempdir()) / "tokios-fuzz-artifacts"
 
