@@ -13,8 +13,9 @@ HARNESSES = sorted(p.stem for p in FUZZ.glob("stream_*.py"))
 
 
 def test_there_is_a_harness_per_stream_translator() -> None:
-    assert [f"stream_{codec}_{client}" for codec in ("ollama", "sse")
-                         for client in ("chat", "messages", "responses")] == HARNESSES
+    expected = [f"stream_{codec}_{kind}" for codec in ("ollama", "sse")
+                for kind in ("chat", "messages", "responses", "structured")]
+    assert expected == HARNESSES
 
 
 @pytest.mark.parametrize("name", HARNESSES)
