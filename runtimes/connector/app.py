@@ -39,6 +39,7 @@ from runtimes.gateway.pump import Pump
 from runtimes.netio import (
     UpstreamError,
     UpstreamPool,
+    WebSocket,
     WebSocketHandshakeError,
     client_context,
     connect_websocket,
@@ -52,6 +53,7 @@ from tokios_proto import (
     Event,
     GoAwayReceived,
     Rejected,
+    RequestHead,
     ResetCode,
     StreamEnded,
     StreamOpened,
@@ -91,7 +93,7 @@ class _Stream:
     __slots__ = ("body", "body_done", "head", "head_sent", "size", "task", "too_large",
                  "window")
 
-    def __init__(self, head: object) -> None:
+    def __init__(self, head: RequestHead) -> None:
         self.head = head
         self.body: list[bytes] = []
         self.size = 0
@@ -109,10 +111,10 @@ class _StreamGone(Exception):  # noqa: N818
 class Session:
     """One tunnel connection: the events of the core, one task per stream."""
 
-    def __init__(self, connector: Connector, ws: object, conn: ConnectorConnection) -> None:
+    def __init__(self, connector: Connector, ws: WebSocket, conn: ConnectorConnection) -> None:
         self.connector = connector
         self.conn = conn
-        self.pump = Pump(ws, conn, self._on_event)  # type: ignore[arg-type]
+        self.pump = Pump(ws, conn, self._on_event)
         self.streams: dict[int, _Stream] = {}
         self.accepted: Accepted | None = None
         self.rejected: Rejected | None = None
@@ -188,8 +190,8 @@ class Session:
         await stream.body_done.wait()
         head = stream.head
         started = time.monotonic()
-        path = getattr(head, "path", "")
-        deployment = getattr(head, "deployment", "")
+        path = head.path
+        deployment = head.deployment
         settings = self.connector.settings
         if stream.too_large:
             await self._send_whole(stream_id, stream, handling.refusal(
