@@ -296,6 +296,8 @@ class TunnelManager:
                                 tunnel.session_id, grant.tenant_name, ", ".join(granted))
         except Exception as exc:  # the connection closed meanwhile (handshake timeout)
             logger.info("handshake abandoned: %s", type(exc).__name__)
+        if tunnel.grant is None:
+            logger.info("tunnel refused (connector %s)", event.hello.connector_id[:80])
         tunnel.pump.dispatch()
 
     async def _watch_revocations(self) -> None:
