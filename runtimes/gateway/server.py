@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 
 from runtimes.gateway.api import GatewayApi
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
-from runtimes.store import AuthCache, SqliteStore, open_store
+from runtimes.store import AuthCache, SqliteStore, StoreError, open_store
 
 __all__ = ["Gateway", "run"]
 
@@ -101,7 +102,12 @@ class Gateway:
 
 
 async def _serve(options: ServeOptions) -> int:
-    gateway = Gateway(options)
+    try:
+        gateway = Gateway(options)
+    except (StoreError, ssl.SSLError, OSError) as exc:
+        what = "the TLS certificate or key" if isinstance(exc, ssl.SSLError) else "startup"
+        sys.stderr.write(f"tokios-gateway: {what} failed: {exc}\n")
+        return 1
     try:
         await gateway.start()
     except OSError as exc:

@@ -62,3 +62,17 @@ def test_connector_exit_codes(tmp_path: Path) -> None:
     probe = subprocess.run([*common, "--upstream", f"http://127.0.0.1:{dead}", "--model", "m"],
                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert probe.returncode == 4 and "no model server found" in probe.stderr
+
+
+def test_serve_with_a_bad_certificate_exits_1_with_a_message(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    key = tmp_path / "key.pem"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "runtimes.gateway.cli", "serve", "--data", str(tmp_path / "d"),
+         "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "TLS certificate or key" in result.stderr
+    assert "Traceback" not in result.stderr
