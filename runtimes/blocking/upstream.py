@@ -17,6 +17,7 @@ once. A complete response returns the connection to the pool.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -54,6 +55,15 @@ class _PooledConnection:
         with contextlib.suppress(OSError):
             self.sock.close()
 
+    def readable(self) -> bool:
+        """True if a read would not block (bytes or EOF waiting)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def receive(self) -> None:
         try:
             data = self.sock.recv(_READ_SIZE)
@@ -82,8 +92,12 @@ class UpstreamResponse:
         """From any thread: drop the connection so the upstream stops and a reader wakes up."""
         self._connection.abort()
 
-    def iter_bytes(self) -> Iterator[bytes]:
-        """Body chunks as they arrive; UpstreamError if the body ends early."""
+    def iter_bytes(self, before_wait: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Body chunks as they arrive; UpstreamError if the body ends early.
+
+        ``before_wait()`` is called each time no byte is waiting and the next read would block
+        (the moment to flush output held back while the upstream was faster than us).
+        """
         connection = self._connection
         while True:
             try:
@@ -91,6 +105,8 @@ class UpstreamResponse:
             except h11.RemoteProtocolError as exc:
                 raise UpstreamError("malformed response body from upstream") from exc
             if event is h11.NEED_DATA:
+                if before_wait is not None and not connection.readable():
+                    before_wait()
                 connection.receive()
             elif isinstance(event, h11.Data):
                 if event.data:

@@ -338,10 +338,10 @@ class TunnelSession:
                 translator = open_stream_translator(plan.context)
                 self._head(stream_id, stream, 200, handling.STREAM_HEADERS)
                 try:
-                    for chunk in response.iter_bytes():
+                    for chunk in response.iter_bytes(before_wait=self.flush):
                         out = translator.feed(chunk)
                         if out:
-                            self._send(stream_id, stream, out)
+                            self._send(stream_id, stream, out, flush=False)
                         if translator.done:
                             break
                     tail = translator.finish()
@@ -384,20 +384,29 @@ class TunnelSession:
             self._send(stream_id, stream, answer.body)
         self._end(stream_id, stream)
 
-    def _send(self, stream_id: int, stream: _Stream, data: bytes) -> None:
-        """Send with flow control: wait on the credit condition whenever the credit runs out."""
+    def _send(self, stream_id: int, stream: _Stream, data: bytes, *,
+              flush: bool = True) -> None:
+        """Send with flow control: out of credit, flush and wait on the credit condition.
+
+        ``flush=False`` leaves the DATA in the core for a later :meth:`flush` (the streaming
+        loop flushes when the upstream has nothing more ready), so small chunks coalesce.
+        """
         view = memoryview(data)
         while view:
             with self.lock:
-                while True:
-                    if stream.gone:
-                        raise _StreamGone
-                    credit = self.conn.available_to_send(stream_id)
-                    if credit > 0:
-                        break
+                if stream.gone:
+                    raise _StreamGone
+                credit = self.conn.available_to_send(stream_id)
+                if credit > 0:
+                    self.conn.send_data(stream_id, view[:credit])
+            if credit > 0:
+                view = view[credit:]
+                continue
+            self.flush()  # what is queued must leave before the peer can grant more
+            with self.lock:
+                while not stream.gone and self.conn.available_to_send(stream_id) <= 0:
                     self.credit.wait()
-                self.conn.send_data(stream_id, view[:credit])
-            view = view[credit:]
+        if flush:
             self.flush()
 
 

@@ -100,7 +100,17 @@ def world(tmp: Path, backend: str = "ollama") -> Iterator[World]:
         if not built.gateway_stopped:
             bg.run(gateway.stop(0.5))
         bg.run(upstream.__aexit__(None, None, None))
+        bg.run(_finish_tasks())
         bg.stop()
+
+
+async def _finish_tasks() -> None:
+    """Cancel what still runs on the loop (upstream handlers of kept-alive connections), so no
+    coroutine is left to be finalised after the loop is gone."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 async def _start_gateway(options: ServeOptions) -> Gateway:
