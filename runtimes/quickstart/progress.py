@@ -1,12 +1,13 @@
 """A one-line progress display for long steps (building the engine, loading the model).
 
 On a terminal the line redraws in place: a spinner, the step, the elapsed time and a short
-detail. Elsewhere (CI logs, pipes) it prints a plain line when the detail changes, at most
-every ``quiet_interval`` seconds, so a log stays short. Standard library only.
+detail. Elsewhere (CI logs, pipes) it prints a plain line every ``quiet_interval`` seconds, and
+when the detail changes (at most every 5 s), so a log stays short. Standard library only.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -25,11 +26,11 @@ def format_elapsed(seconds: float) -> str:
 class Progress:
     """Call :meth:`tick` often (e.g. every 0.1 s) while a step runs, then :meth:`done`."""
 
-    def __init__(self, label: str, *, stream: TextIO | None = None, width: int = 100,
+    def __init__(self, label: str, *, stream: TextIO | None = None, width: int | None = None,
                  quiet_interval: float = 30.0) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
+        self.width = width or max(40, shutil.get_terminal_size().columns - 1)
         self.quiet_interval = quiet_interval
         self.started = time.monotonic()
         self.detail = ""
@@ -58,7 +59,8 @@ class Progress:
             self.stream.flush()
             return
         now = time.monotonic()
-        if changed and now - self._last_plain >= self.quiet_interval:
+        since = now - self._last_plain
+        if since >= self.quiet_interval or (changed and since >= 5):
             self._last_plain = now
             self.stream.write(f"... {self.label} ({elapsed}) {self.detail}"[: self.width] + "\n")
             self.stream.flush()

@@ -7,6 +7,7 @@ Against a test Ollama server (``--upstream``) it runs everywhere; with the built
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from runtimes.quickstart import install, options
+from runtimes.quickstart.progress import Progress, format_elapsed
 from tests.e2e.stack import ROOT, BackgroundLoop
 from tests.real_model.conftest import require_engine
 from tests.upstreams.model_servers import OllamaServer
@@ -43,6 +45,19 @@ def test_help_explains_the_quick_start() -> None:
     for needle in ("--upstream", "--insecure-http", "--chat_format gemma", "Ctrl-C",
                    "ca.pem", "--once", "10 minutes"):
         assert needle in result.stdout
+
+
+def test_progress_in_a_log_prints_plain_lines_not_a_spinner() -> None:
+    out = io.StringIO()
+    progress = Progress("building the engine", stream=out, width=80, quiet_interval=3600)
+    progress.tick("compiling ggml")
+    progress.tick("compiling ggml")  # unchanged, and the interval has not passed: silent
+    progress.done("built")
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("... building the engine (0s) compiling ggml")
+    assert lines[1].startswith("✓ building the engine: built (")
+    assert len(lines) == 2 and "\r" not in out.getvalue()
+    assert format_elapsed(59.9) == "59s" and format_elapsed(605) == "10m05s"
 
 
 def test_options_refuse_inconsistent_arguments() -> None:
