@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tokios_proto import (
+    Config,
     Connection,
     ConnectionState,
     ConnectionTerminated,
@@ -39,6 +40,7 @@ from tokios_proto import (
     GatewayConnection,
     RemoteProtocolError,
     RequestHead,
+    Settings,
     decode_frames,
 )
 
@@ -54,6 +56,12 @@ MAX_INPUT = 4096
 #: The clock never moves in these harnesses: timers are not what they test.
 NOW = 1.0
 
+
+#: Limits of the established scenarios: the smallest windows and sizes the settings allow, and
+#: 8 concurrent streams (the scenario holds 3 open, so 6 OPENs in a row hit the limit).
+SMALL = Config(settings=Settings(initial_stream_window=1024, initial_connection_window=2048,
+                                 max_frame_size=1024, max_header_block_size=1024,
+                                 max_concurrent_streams=8))
 
 # -- scenarios -----------------------------------------------------------------------------------
 
@@ -78,6 +86,9 @@ def fresh_connector() -> Connection:
 def established_pair() -> Pair:
     """A handshaken pair with streams in several states, output flushed, events drained.
 
+    Both ends use :data:`SMALL` limits, so a few KiB of input can overrun a window, exceed
+    ``max_frame_size`` or ``max_header_block_size``, or open one stream too many.
+
     Streams (ids as both ends see them):
     1. request ended, response head and 2 body bytes sent (REQUEST_DONE_RESPONDING);
     3. request open with 5 body bytes, no response (OPEN);
@@ -87,7 +98,7 @@ def established_pair() -> Pair:
     """
     from tests.proto.pair import Pair
 
-    pair = Pair()
+    pair = Pair(gateway_config=SMALL, connector_config=SMALL)
     pair.now = NOW
     pair.handshake()
     gateway, connector = pair.gateway, pair.connector
