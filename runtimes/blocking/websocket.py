@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import wsproto
 import wsproto.events as ws_events
+from wsproto.connection import ConnectionState
 
 __all__ = ["WebSocket", "WebSocketClosed", "WebSocketHandshakeError", "connect_websocket"]
 
@@ -143,7 +144,7 @@ class WebSocket:
                 elif isinstance(event, ws_events.Ping):
                     replies.append(self._ws.send(event.response()))
                 elif isinstance(event, ws_events.CloseConnection):
-                    if self._ws.state is wsproto.ConnectionState.REMOTE_CLOSING:
+                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
                         replies.append(self._ws.send(event.response()))
                     self._closed = event.code or CLOSE_NORMAL
         for reply in replies:
@@ -176,7 +177,7 @@ class WebSocket:
             self._sock.sendall(frame)
 
     def _close_frame(self, code: int, reason: str) -> bytes:
-        if self._ws.state is not wsproto.ConnectionState.OPEN:
+        if self._ws.state is not ConnectionState.OPEN:
             return b""
         return self._ws.send(ws_events.CloseConnection(code=code, reason=reason))
 

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import secrets
 import signal
 import sys
 import threading
@@ -46,11 +45,11 @@ from runtimes.blocking import (
 )
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.session import SessionEvents, StreamRequest, plan_for
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_PROBE_FAILED,
-    MAX_REQUEST_BODY,
     ConnectorSettings,
     PermanentRejection,
     config_for,
@@ -58,22 +57,14 @@ from runtimes.connector.settings import (
     session_outcome,
 )
 from tokios_proto import (
-    Accepted,
     ConnectionState,
     ConnectionTerminated,
     ConnectorConnection,
-    DataReceived,
     ErrorCode,
     Event,
-    GoAwayReceived,
     ProtocolError,
-    Rejected,
     RequestHead,
     ResetCode,
-    StreamEnded,
-    StreamOpened,
-    StreamReset,
-    WindowUpdated,
 )
 from tokios_translate import BackendKind, ClientResponse, open_stream_translator
 
@@ -103,44 +94,30 @@ class _StreamGone(Exception):  # noqa: N818
     pass
 
 
-class _Stream:
-    __slots__ = ("abort", "body", "body_done", "gone", "head", "head_sent", "size",
-                 "too_large")
+class _Stream(StreamRequest):
+    __slots__ = ("abort", "body_done", "gone")
 
     def __init__(self, head: RequestHead) -> None:
-        self.head = head
-        self.body: list[bytes] = []
-        self.size = 0
-        self.too_large = False
-        self.head_sent = False
+        super().__init__(head)
         self.body_done = threading.Event()
         #: Set (under the session lock) when the stream was reset or the tunnel ended.
         self.gone = False
         #: Aborts the upstream call in flight, from any thread.
         self.abort: Callable[[], None] | None = None
 
-    def cancel(self) -> None:
-        self.gone = True
-        self.body_done.set()
-        if self.abort is not None:
-            self.abort()
 
-
-class TunnelSession:
-    """One tunnel connection: :meth:`run` is the reader thread; workers serve the streams."""
+class TunnelSession(SessionEvents[_Stream]):
+    """One tunnel connection: :meth:`run` is the reader thread; workers serve the streams.
+    Events are handled (``SessionEvents.on_event``) under :attr:`lock`."""
 
     def __init__(self, connector: ThreadedConnector, ws: WebSocket,
                  conn: ConnectorConnection) -> None:
-        self.connector = connector
+        super().__init__(connector, conn)
+        self.threaded = connector
         self.ws = ws
-        self.conn = conn
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.credit = threading.Condition(self.lock)
-        self.streams: dict[int, _Stream] = {}
-        self.accepted: Accepted | None = None
-        self.rejected: Rejected | None = None
-        self.revoked = False
         self.terminated: ConnectionTerminated | None = None
         self._want_flush = False
 
@@ -169,66 +146,42 @@ class TunnelSession:
                             logger.warning("tunnel protocol error: %s", type(exc).__name__)
                     if (due := self.conn.get_timer()) is not None and due <= now:
                         self.conn.handle_timer(now)
-                    self._dispatch()
+                    while (event := self.conn.next_event()) is not None:
+                        self._handle(event, now)
                 self.flush()
         finally:
             self.flush(wait=True)  # what the core queued last (GOAWAY, REJECT)
             self.ws.close()
             with self.lock:
                 if self.terminated is None:
-                    self._on_event(ConnectionTerminated(
-                        code=ErrorCode.INTERNAL_ERROR, reason="connection lost", remote=True))
+                    self._handle(ConnectionTerminated(
+                        code=ErrorCode.INTERNAL_ERROR, reason="connection lost", remote=True),
+                        time.monotonic())
 
-    def _dispatch(self) -> None:
-        while (event := self.conn.next_event()) is not None:
-            self._on_event(event)
-
-    def _on_event(self, event: Event) -> None:  # under self.lock
-        stream: _Stream | None
-        if isinstance(event, StreamOpened):
-            new = _Stream(event.head)
-            self.streams[event.stream_id] = new
-            self.connector.submit(self._serve, event.stream_id, new)
-        elif isinstance(event, DataReceived):
-            stream = self.streams.get(event.stream_id)
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
-            if stream is not None and not stream.too_large:
-                stream.size += len(event.data)
-                if stream.size > MAX_REQUEST_BODY:
-                    stream.too_large = True
-                    stream.body.clear()
-                    stream.body_done.set()
-                else:
-                    stream.body.append(event.data)
-        elif isinstance(event, StreamEnded):
-            if (stream := self.streams.get(event.stream_id)) is not None:
-                stream.body_done.set()
-        elif isinstance(event, StreamReset):
-            if (stream := self.streams.pop(event.stream_id, None)) is not None:
-                stream.cancel()
-                self.credit.notify_all()
-        elif isinstance(event, WindowUpdated):
-            self.credit.notify_all()
-        elif isinstance(event, Accepted):
-            self.accepted = event
-            logger.info("tunnel open: session %s, serving %s", event.session_id,
-                        ", ".join(event.deployments) or "nothing")
-            self.connector.backoff.connected(time.monotonic())
-            self.connector.sessions += 1
-        elif isinstance(event, Rejected):
-            self.rejected = event
-        elif isinstance(event, GoAwayReceived):
-            logger.info("gateway sent goaway (code %s): finishing streams in flight",
-                        int(event.code))
-        elif isinstance(event, ConnectionTerminated):
+    def _handle(self, event: Event, now: float) -> None:  # under self.lock
+        if isinstance(event, ConnectionTerminated):
             self.terminated = event
-            if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
-                    and self.accepted is not None):
-                self.revoked = True
-            for stream in self.streams.values():
-                stream.cancel()
-            self.streams.clear()
-            self.credit.notify_all()
+        self.on_event(event, now)
+
+    # SessionEvents hooks (called under self.lock)
+
+    def _open(self, stream_id: int, head: RequestHead) -> _Stream:
+        stream = _Stream(head)
+        self.threaded.submit(self._serve, stream_id, stream)
+        return stream
+
+    def _body_complete(self, stream: _Stream) -> None:
+        stream.body_done.set()
+
+    def _cancel(self, stream: _Stream) -> None:
+        stream.gone = True
+        stream.body_done.set()
+        if stream.abort is not None:
+            stream.abort()
+        self.credit.notify_all()
+
+    def _credit(self, stream_id: int) -> None:
+        self.credit.notify_all()
 
     def flush(self, *, wait: bool = False) -> None:
         """Write what the core queued, in order (any thread; serialised by the writer lock).
@@ -297,14 +250,7 @@ class TunnelSession:
         if stream.too_large:
             self._command(lambda: self.conn.reset_stream(stream_id, ResetCode.REFUSED))
             return
-        body = b"".join(stream.body)
-        stream.body.clear()
-        head = stream.head
-        settings = self.connector.settings
-        plan = handling.plan_request(
-            head.path, body, backend=self.connector.backend, deployment=head.deployment,
-            upstream_model=settings.models.get(head.deployment, head.deployment),
-            response_id=secrets.token_hex(12), created=int(time.time()))
+        plan = plan_for(self.connector, stream)
         if plan.immediate is not None:
             self._send_whole(stream_id, stream, plan.immediate)
             return
@@ -323,7 +269,7 @@ class TunnelSession:
         assert plan.call is not None
         call = plan.call
         try:
-            with self.connector.pool.request(
+            with self.threaded.pool.request(
                     call.method, call.path, call.headers, call.body,
                     on_connection=lambda abort: self._on_upstream_connection(stream, abort),
             ) as response:

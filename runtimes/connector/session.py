@@ -1,0 +1,163 @@
+"""The tunnel-session bookkeeping both connector shells share (asyncio ``app``, ``threaded``):
+what to do with each event of the core, minus how a shell waits and wakes.
+
+A shell subclasses :class:`SessionEvents` with its own stream type (a :class:`StreamRequest`
+subclass carrying its wake-up primitives) and implements four hooks:
+
+- ``_open(stream_id, head)``: make the stream and start serving it (a task, a worker);
+- ``_body_complete(stream)``: the request body is whole (or too large): wake the server;
+- ``_cancel(stream)``: the stream was reset or the tunnel ended: stop serving it now;
+- ``_credit(stream_id)``: send credit grew (0: the whole connection): wake the senders.
+
+It calls :meth:`SessionEvents.on_event` for each event of the core, and, in the server,
+:func:`plan_for` once the body is complete. No event loop and no threads here.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Generic, Protocol, TypeVar
+
+from runtimes.connector import handling
+from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.settings import MAX_REQUEST_BODY, ConnectorSettings
+from tokios_proto import (
+    Accepted,
+    ConnectionTerminated,
+    ConnectorConnection,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    Rejected,
+    RequestHead,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    WindowUpdated,
+)
+from tokios_translate import BackendKind
+
+__all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "plan_for"]
+
+logger = logging.getLogger("tokios.connector")
+
+
+class ConnectorState(Protocol):
+    """What a session needs of its connector (both shells' connectors have it)."""
+
+    settings: ConnectorSettings
+    backend: BackendKind
+    backoff: Backoff
+    sessions: int
+
+
+class StreamRequest:
+    """One stream's request: its head and its body, gathered up to MAX_REQUEST_BODY."""
+
+    __slots__ = ("body", "head", "head_sent", "size", "too_large")
+
+    def __init__(self, head: RequestHead) -> None:
+        self.head = head
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.head_sent = False
+
+    def add(self, data: bytes) -> bool:
+        """Keep ``data``; True once the body turned out too large (it is dropped then)."""
+        if self.too_large:
+            return False
+        self.size += len(data)
+        if self.size > MAX_REQUEST_BODY:
+            self.too_large = True
+            self.body.clear()
+            return True
+        self.body.append(data)
+        return False
+
+    def take_body(self) -> bytes:
+        body = b"".join(self.body)
+        self.body.clear()
+        return body
+
+
+S = TypeVar("S", bound=StreamRequest)
+
+
+class SessionEvents(Generic[S]):
+    """The events of one tunnel connection, for either shell (see the module doc)."""
+
+    def __init__(self, connector: ConnectorState, conn: ConnectorConnection) -> None:
+        self.connector = connector
+        self.conn = conn
+        self.streams: dict[int, S] = {}
+        self.accepted: Accepted | None = None
+        self.rejected: Rejected | None = None
+        self.revoked = False
+
+    # ---- the shell's hooks ---------------------------------------------------------------
+
+    def _open(self, stream_id: int, head: RequestHead) -> S:
+        raise NotImplementedError
+
+    def _body_complete(self, stream: S) -> None:
+        raise NotImplementedError
+
+    def _cancel(self, stream: S) -> None:
+        raise NotImplementedError
+
+    def _credit(self, stream_id: int) -> None:
+        raise NotImplementedError
+
+    # ---- dispatch ------------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> None:
+        """Act on one event of the core (``now``: the shell's monotonic clock)."""
+        stream: S | None
+        if isinstance(event, StreamOpened):
+            self.streams[event.stream_id] = self._open(event.stream_id, event.head)
+        elif isinstance(event, DataReceived):
+            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.add(event.data):
+                self._body_complete(stream)
+        elif isinstance(event, StreamEnded):
+            if (stream := self.streams.get(event.stream_id)) is not None:
+                self._body_complete(stream)
+        elif isinstance(event, StreamReset):
+            if (stream := self.streams.pop(event.stream_id, None)) is not None:
+                self._cancel(stream)
+        elif isinstance(event, WindowUpdated):
+            self._credit(event.stream_id)
+        elif isinstance(event, Accepted):
+            self.accepted = event
+            logger.info("tunnel open: session %s, serving %s", event.session_id,
+                        ", ".join(event.deployments) or "nothing")
+            self.connector.backoff.connected(now)
+            self.connector.sessions += 1
+        elif isinstance(event, Rejected):
+            self.rejected = event
+        elif isinstance(event, GoAwayReceived):
+            logger.info("gateway sent goaway (code %s): finishing streams in flight",
+                        int(event.code))
+        elif isinstance(event, ConnectionTerminated):
+            if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
+                    and self.accepted is not None):
+                self.revoked = True
+            streams = list(self.streams.values())
+            self.streams.clear()
+            for stream in streams:
+                self._cancel(stream)
+            self._credit(0)
+
+
+def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:
+    """What to do for a stream whose body is complete (see ``handling.plan_request``)."""
+    head = stream.head
+    return handling.plan_request(
+        head.path, stream.take_body(), backend=connector.backend, deployment=head.deployment,
+        upstream_model=connector.settings.models.get(head.deployment, head.deployment),
+        response_id=secrets.token_hex(12), created=int(time.time()))
