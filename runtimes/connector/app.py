@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import ssl
 import time
 from collections.abc import Callable
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.session import SessionEvents, StreamRequest, plan_for
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -45,22 +45,12 @@ from runtimes.netio import (
     connect_websocket,
 )
 from tokios_proto import (
-    Accepted,
-    ConnectionTerminated,
     ConnectorConnection,
-    DataReceived,
-    ErrorCode,
     Event,
-    GoAwayReceived,
-    Rejected,
     RequestHead,
     ResetCode,
-    StreamEnded,
-    StreamOpened,
-    StreamReset,
-    WindowUpdated,
 )
-from tokios_translate import BackendKind, ClientResponse, ErrorKind, open_stream_translator
+from tokios_translate import BackendKind, ClientResponse, open_stream_translator
 
 __all__ = [
     "EXIT_OK",
@@ -89,16 +79,11 @@ async def probe_backend(pool: UpstreamPool) -> BackendKind | None:
     return None
 
 
-class _Stream:
-    __slots__ = ("body", "body_done", "head", "head_sent", "size", "task", "too_large",
-                 "window")
+class _Stream(StreamRequest):
+    __slots__ = ("body_done", "task", "window")
 
     def __init__(self, head: RequestHead) -> None:
-        self.head = head
-        self.body: list[bytes] = []
-        self.size = 0
-        self.too_large = False
-        self.head_sent = False
+        super().__init__(head, limit=MAX_REQUEST_BODY)
         self.body_done = asyncio.Event()
         self.window = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -108,68 +93,37 @@ class _StreamGone(Exception):  # noqa: N818
     pass
 
 
-class Session:
-    """One tunnel connection: the events of the core, one task per stream."""
+class Session(SessionEvents[_Stream]):
+    """One tunnel connection: the events of the core (``SessionEvents``), one task per
+    stream."""
+
+    connector: Connector
 
     def __init__(self, connector: Connector, ws: WebSocket, conn: ConnectorConnection) -> None:
-        self.connector = connector
-        self.conn = conn
+        super().__init__(connector, conn)
         self.pump = Pump(ws, conn, self._on_event)
-        self.streams: dict[int, _Stream] = {}
-        self.accepted: Accepted | None = None
-        self.rejected: Rejected | None = None
-        self.revoked = False
 
     def _on_event(self, event: Event) -> None:
-        stream: _Stream | None
-        if isinstance(event, StreamOpened):
-            new = _Stream(event.head)
-            self.streams[event.stream_id] = new
-            new.task = asyncio.create_task(self._serve(event.stream_id, new))
-        elif isinstance(event, DataReceived):
-            stream = self.streams.get(event.stream_id)
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
-            if stream is not None and not stream.too_large:
-                stream.size += len(event.data)
-                if stream.size > MAX_REQUEST_BODY:
-                    stream.too_large = True
-                    stream.body.clear()
-                    stream.body_done.set()
-                else:
-                    stream.body.append(event.data)
-        elif isinstance(event, StreamEnded):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.body_done.set()
-        elif isinstance(event, StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None and stream.task is not None:
-                stream.task.cancel()
-        elif isinstance(event, WindowUpdated):
-            if event.stream_id == 0:
-                for stream in self.streams.values():
-                    stream.window.set()
-            elif (stream := self.streams.get(event.stream_id)) is not None:
+        self.on_event(event, self.pump.now())
+
+    def _open(self, stream_id: int, head: RequestHead) -> _Stream:
+        stream = _Stream(head)
+        stream.task = asyncio.create_task(self._serve(stream_id, stream))
+        return stream
+
+    def _body_complete(self, stream: _Stream) -> None:
+        stream.body_done.set()
+
+    def _cancel(self, stream: _Stream) -> None:
+        if stream.task is not None:
+            stream.task.cancel()
+
+    def _credit(self, stream_id: int) -> None:
+        if stream_id == 0:
+            for stream in self.streams.values():
                 stream.window.set()
-        elif isinstance(event, Accepted):
-            self.accepted = event
-            logger.info("tunnel open: session %s, serving %s", event.session_id,
-                        ", ".join(event.deployments) or "nothing")
-            self.connector.backoff.connected(self.pump.now())
-            self.connector.sessions += 1
-        elif isinstance(event, Rejected):
-            self.rejected = event
-        elif isinstance(event, GoAwayReceived):
-            logger.info("gateway sent goaway (code %s): finishing streams in flight",
-                        int(event.code))
-        elif isinstance(event, ConnectionTerminated):
-            if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
-                    and self.accepted is not None):
-                self.revoked = True
-            for stream in list(self.streams.values()):
-                if stream.task is not None:
-                    stream.task.cancel()
-            self.streams.clear()
+        elif (stream := self.streams.get(stream_id)) is not None:
+            stream.window.set()
 
     # ---- one stream ----------------------------------------------------------------------
 
@@ -188,26 +142,8 @@ class Session:
 
     async def _answer(self, stream_id: int, stream: _Stream) -> None:
         await stream.body_done.wait()
-        head = stream.head
         started = time.monotonic()
-        path = head.path
-        deployment = head.deployment
-        settings = self.connector.settings
-        if stream.too_large:
-            await self._send_whole(stream_id, stream, handling.refusal(
-                path, ErrorKind.REQUEST_TOO_LARGE,
-                f"request body exceeds {MAX_REQUEST_BODY} bytes"))
-            return
-        if deployment not in settings.models:
-            await self._send_whole(stream_id, stream, handling.refusal(
-                path, ErrorKind.NOT_FOUND, "this connector does not serve that deployment"))
-            return
-        body = b"".join(stream.body)
-        stream.body.clear()
-        plan = handling.plan_request(
-            path, body, backend=self.connector.backend,
-            deployment=deployment, upstream_model=settings.models.get(deployment, deployment),
-            response_id=secrets.token_hex(12), created=int(time.time()))
+        plan = plan_for(self.connector, stream)
         if plan.immediate is not None:
             await self._send_whole(stream_id, stream, plan.immediate)
             return

@@ -21,7 +21,7 @@ import time
 from typing import Generic, Protocol, TypeVar
 
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff, Plan
+from runtimes.connector.handling import Backoff, Plan, Route
 from runtimes.connector.settings import MAX_REQUEST_BODY, ConnectorSettings
 from tokios_proto import (
     Accepted,
@@ -38,7 +38,7 @@ from tokios_proto import (
     StreamReset,
     WindowUpdated,
 )
-from tokios_translate import BackendKind
+from tokios_translate import BackendKind, ClientFormat, ErrorKind
 
 __all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "plan_for"]
 
@@ -55,12 +55,13 @@ class ConnectorState(Protocol):
 
 
 class StreamRequest:
-    """One stream's request: its head and its body, gathered up to MAX_REQUEST_BODY."""
+    """One stream's request: its head and its body, gathered up to ``limit`` bytes."""
 
-    __slots__ = ("body", "head", "head_sent", "size", "too_large")
+    __slots__ = ("body", "head", "head_sent", "limit", "size", "too_large")
 
-    def __init__(self, head: RequestHead) -> None:
+    def __init__(self, head: RequestHead, *, limit: int = MAX_REQUEST_BODY) -> None:
         self.head = head
+        self.limit = limit
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
@@ -71,7 +72,7 @@ class StreamRequest:
         if self.too_large:
             return False
         self.size += len(data)
-        if self.size > MAX_REQUEST_BODY:
+        if self.size > self.limit:
             self.too_large = True
             self.body.clear()
             return True
@@ -155,9 +156,23 @@ class SessionEvents(Generic[S]):
 
 
 def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:
-    """What to do for a stream whose body is complete (see ``handling.plan_request``)."""
+    """What to do for a stream whose body is complete: a refusal in the client's envelope
+    (413 body too large, 404 a deployment this connector does not serve) or
+    ``handling.plan_request``'s plan."""
     head = stream.head
+    models = connector.settings.models
+    if stream.too_large:
+        return _refused(head.path, ErrorKind.REQUEST_TOO_LARGE,
+                        f"request body exceeds {stream.limit} bytes")
+    if head.deployment not in models:
+        return _refused(head.path, ErrorKind.NOT_FOUND,
+                        "this connector does not serve that deployment")
     return handling.plan_request(
         head.path, stream.take_body(), backend=connector.backend, deployment=head.deployment,
-        upstream_model=connector.settings.models.get(head.deployment, head.deployment),
-        response_id=secrets.token_hex(12), created=int(time.time()))
+        upstream_model=models[head.deployment], response_id=secrets.token_hex(12),
+        created=int(time.time()))
+
+
+def _refused(path: str, kind: ErrorKind, message: str) -> Plan:
+    route, client = handling.route_for(path) or (Route.GENERATE, ClientFormat.CHAT)
+    return Plan(route=route, client=client, immediate=handling.refusal(path, kind, message))

@@ -247,9 +247,6 @@ class TunnelSession(SessionEvents[_Stream]):
         if stream.gone:
             return
         started = time.monotonic()
-        if stream.too_large:
-            self._command(lambda: self.conn.reset_stream(stream_id, ResetCode.REFUSED))
-            return
         plan = plan_for(self.connector, stream)
         if plan.immediate is not None:
             self._send_whole(stream_id, stream, plan.immediate)
