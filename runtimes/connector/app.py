@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
-from runtimes.connector.session import SessionEvents, StreamRequest, plan_for
+from runtimes.connector.session import SessionEvents, StreamRequest, dial_failure, plan_for
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -247,12 +247,8 @@ class Connector:
                 except PermanentRejection as exc:
                     logger.error("%s", exc)
                     return EXIT_PERMANENT
-                except ssl.SSLCertVerificationError as exc:
-                    logger.warning("cannot reach the gateway: its TLS certificate is not "
-                                   "trusted (%s); check --ca-file", exc.verify_message)
                 except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    logger.warning("cannot reach the gateway: %s %s", type(exc).__name__,
-                                   getattr(exc, "strerror", None) or "")
+                    logger.warning("%s", dial_failure(exc))
                 loop = asyncio.get_running_loop()
                 self.backoff.disconnected(loop.time())
                 delay = self.backoff.next_delay()

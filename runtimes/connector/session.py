@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import ssl
 import time
 from typing import Generic, Protocol, TypeVar
 
@@ -40,7 +41,7 @@ from tokios_proto import (
 )
 from tokios_translate import BackendKind, ClientFormat, ErrorKind
 
-__all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "plan_for"]
+__all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "dial_failure", "plan_for"]
 
 logger = logging.getLogger("tokios.connector")
 
@@ -176,3 +177,12 @@ def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:
 def _refused(path: str, kind: ErrorKind, message: str) -> Plan:
     route, client = handling.route_for(path) or (Route.GENERATE, ClientFormat.CHAT)
     return Plan(route=route, client=client, immediate=handling.refusal(path, kind, message))
+
+
+def dial_failure(exc: BaseException) -> str:
+    """Why dialling the gateway failed, for the log (no secret in it)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"cannot reach the gateway: its TLS certificate is not trusted "
+                f"({exc.verify_message}); check --ca-file")
+    strerror = getattr(exc, "strerror", None) or ""
+    return f"cannot reach the gateway: {type(exc).__name__} {strerror}".rstrip()

@@ -45,7 +45,7 @@ from runtimes.blocking import (
 )
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
-from runtimes.connector.session import SessionEvents, StreamRequest, plan_for
+from runtimes.connector.session import SessionEvents, StreamRequest, dial_failure, plan_for
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -433,7 +433,7 @@ class ThreadedConnector:
                     code = EXIT_PERMANENT
                     break
                 except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    logger.warning("cannot reach the gateway: %s", type(exc).__name__)
+                    logger.warning("%s", dial_failure(exc))
                 if self._stopping.is_set():
                     break
                 self.backoff.disconnected(time.monotonic())

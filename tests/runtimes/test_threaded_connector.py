@@ -29,7 +29,7 @@ from runtimes.gateway.server import Gateway
 from runtimes.store import open_store
 from tests.e2e.stack import BackgroundLoop, wait_for
 from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
-from tokios_proto import Config
+from tokios_proto import Config, RequestHead
 from tokios_translate import BackendKind
 
 pytestmark = pytest.mark.timeout(60)
@@ -327,3 +327,59 @@ def test_goaway_lets_the_stream_in_flight_finish(tmp_path: Path) -> None:
             assert all(gone.events_sent >= 50 for gone in w.upstream.disconnects)
         finally:
             connector.stop()
+
+
+def test_refusals_in_the_client_envelope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body over the limit is 413 and a deployment the connector does not serve is 404, in
+    the client format's own error envelope (streams opened on the gateway's tunnel directly),
+    and the tunnel keeps serving."""
+    real_init = threaded._Stream.__init__
+
+    def small_limit(self: Any, head: RequestHead) -> None:
+        real_init(self, head)
+        self.limit = 1000
+
+    monkeypatch.setattr(threaded._Stream, "__init__", small_limit)
+
+    async def ask(w: World, deployment: str, path: str, body: bytes) -> tuple[int, bytes]:
+        tunnel = next(iter(w.gateway.tunnels.tunnels))
+        stream = tunnel.open_stream(RequestHead(method="POST", path=path,
+                                                deployment=deployment))
+        await stream.send_body(body)
+        status, _ = await stream.wait_head()
+        data = b""
+        while (item := await stream.next_data()) is not None:
+            data += item[0]
+            stream.acknowledge(item[1])
+        return status, data
+
+    with world(tmp_path) as w:
+        connector = ThreadedConnector(w.settings()).start()
+        try:
+            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+            status, body = w.bg.run(ask(w, "other", "/v1/messages", orjson.dumps(CHAT)))
+            assert status == 404 and orjson.loads(body)["type"] == "error"
+            status, body = w.bg.run(ask(w, "coder", "/v1/chat/completions",
+                                        b'{"model":"coder","x":"' + b"a" * 5000 + b'"}'))
+            assert status == 413 and "error" in orjson.loads(body)
+            status, _ = w.bg.run(ask(w, "coder", "/v1/chat/completions", orjson.dumps(CHAT)))
+            assert status == 200
+            assert not w.upstream.requests[:-1]  # only the last one reached the model
+        finally:
+            connector.stop()
+
+
+def test_an_untrusted_gateway_certificate_is_retried_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with world(tmp_path) as w:
+        other_ca = trustme.CA()
+        other_ca.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+        connector = ThreadedConnector(w.settings(ca_file=str(tmp_path / "other-ca.pem")))
+        connector.backoff.base = connector.backoff.cap = 0.05
+        with caplog.at_level("WARNING", logger="tokios.connector"):
+            connector.start()
+            time.sleep(0.5)
+            assert connector.running  # keeps trying (the certificate may be fixed)
+            assert w.tunnels() == 0 and connector.sessions == 0
+            assert connector.stop() == EXIT_OK
+        assert "TLS certificate is not trusted" in caplog.text
