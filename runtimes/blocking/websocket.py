@@ -187,15 +187,17 @@ class WebSocket:
             self._wake_w.send(b"\0")
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Send a close frame (best effort, bounded by the socket timeout) and drop the link."""
+        """Send a close frame (best effort: skipped if another write holds the socket for a
+        second) and drop the link."""
         if self._closed is None:
             with self._state_lock:
                 frame = self._close_frame(code, reason)
-            if frame:
-                with self._send_lock:
-                    self._sock.settimeout(1.0)
+            if frame and self._send_lock.acquire(timeout=1.0):
+                try:
                     with contextlib.suppress(OSError, ValueError):
                         self._sock.sendall(frame)
+                finally:
+                    self._send_lock.release()
             self._closed = code
         self._shutdown()
         self.wake()
@@ -219,9 +221,11 @@ class WebSocket:
 
 def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
                       headers: Iterable[tuple[str, str]] = (), connect_timeout: float = 10.0,
+                      write_timeout: float = 60.0,
                       max_message_size: int = 1024 * 1024) -> WebSocket:
     """Dial ``ws://`` or ``wss://`` and complete the upgrade (all within ``connect_timeout``);
-    raise WebSocketHandshakeError, OSError or TimeoutError."""
+    raise WebSocketHandshakeError, OSError or TimeoutError. A write blocked for
+    ``write_timeout`` seconds closes the WebSocket."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
         raise ValueError("url must be ws://host[:port]/path or wss://...")
@@ -254,7 +258,8 @@ def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
             connection.receive_data(data)
             for event in connection.events():
                 if isinstance(event, ws_events.AcceptConnection):
-                    sock.settimeout(None)
+                    # bounds a write to a peer that vanished without a FIN or RST
+                    sock.settimeout(write_timeout)
                     ws = WebSocket(sock, connection, max_message_size=max_message_size)
                     ws._feed(None)  # frames that came with the upgrade answer
                     return ws

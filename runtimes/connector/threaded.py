@@ -188,11 +188,14 @@ class TunnelSession(SessionEvents[_Stream]):
 
         If another thread is writing, return at once unless ``wait``: that writer takes this
         output too (it loops until the core has nothing left), so writes coalesce under load.
+        ``wait`` waits up to 2 s, then drops the link (a write is stuck on a dead peer).
         """
         with self.lock:
             self._want_flush = True
         while True:
-            if not self.write_lock.acquire(blocking=wait):
+            if not self.write_lock.acquire(timeout=2.0 if wait else 0):
+                if wait:  # a write is stuck on a dead link: drop it, unblocking the writer
+                    self.ws.abort()
                 return
             try:
                 while True:
