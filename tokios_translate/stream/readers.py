@@ -55,6 +55,20 @@ class SSEParser:
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Store ``data``; return the events completed by it."""
         buf = self._buf
+        if not buf and self._started and b"\r" not in data:
+            # Fast path (the usual read: whole LF-terminated events, nothing pending).
+            lines = data.split(b"\n")
+            rest = lines.pop()
+            out: list[SSEMessage] = []
+            line = self._line
+            for one in lines:
+                line(one, out)
+            if rest:
+                buf += rest
+                self._scan = len(rest)
+                if len(rest) + self._size > self._limit:
+                    raise ReaderLimitError("SSE event exceeds the size limit")
+            return out
         buf += data
         if not self._started:
             if len(buf) < len(_BOM) and _BOM.startswith(bytes(buf)):
@@ -62,7 +76,7 @@ class SSEParser:
             self._started = True
             if buf.startswith(_BOM):
                 del buf[: len(_BOM)]
-        out: list[SSEMessage] = []
+        out = []
         start = 0
         scan = self._scan
         size = len(buf)

@@ -140,3 +140,16 @@ def test_ndjson_limit() -> None:
     assert reader.feed(b"0123456789\n") == [b"0123456789"]
     with pytest.raises(ReaderLimitError):
         reader.feed(b"0123456789x")
+
+
+def test_sse_limit_on_a_first_read_without_line_end() -> None:
+    parser = SSEParser(max_event_size=64)
+    with pytest.raises(ReaderLimitError):
+        parser.feed(b"data: " + b"x" * 100)
+
+
+def test_sse_fast_and_slow_paths_agree_on_a_partial_tail() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: a\n\ndata: b") == [SSEMessage(event="", data=b"a")]
+    assert parser.feed(b"c\n\n") == [SSEMessage(event="", data=b"bc")]
+    assert parser.feed(b"data: d\n\n") == [SSEMessage(event="", data=b"d")]
