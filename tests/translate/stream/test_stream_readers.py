@@ -142,8 +142,9 @@ def test_ndjson_limit() -> None:
         reader.feed(b"0123456789x")
 
 
-def test_sse_limit_on_a_first_read_without_line_end() -> None:
+def test_sse_limit_on_a_read_without_line_end() -> None:
     parser = SSEParser(max_event_size=64)
+    assert parser.feed(b": started\n") == []
     with pytest.raises(ReaderLimitError):
         parser.feed(b"data: " + b"x" * 100)
 
