@@ -37,6 +37,7 @@ from tokios_proto import (
     RequestHead,
     ResetCode,
     ResponseReceived,
+    Settings,
     SettingsChanged,
     StreamEnded,
     StreamReset,
@@ -49,6 +50,11 @@ logger = logging.getLogger("tokios.gateway")
 
 #: GOAWAY reason (code ErrorCode.REJECTED) when a live tunnel's token is revoked.
 REVOKED_REASON = "revoked"
+#: The most streams at once one tunnel may carry (the connector proposes its own limit in
+#: HELLO; the lower one wins). The core's default (256) would cap a busy connector far below
+#: what one gateway process can hold.
+MAX_STREAMS_PER_TUNNEL = 16_384
+
 #: Seconds between the checks that live tunnels' tokens are still active.
 REVOCATION_CHECK_INTERVAL = 1.0
 
@@ -145,7 +151,8 @@ class Tunnel:
 
     def __init__(self, manager: TunnelManager, ws: WebSocket) -> None:
         self.manager = manager
-        self.conn = GatewayConnection(Config())
+        self.conn = GatewayConnection(
+            Config(settings=Settings(max_concurrent_streams=MAX_STREAMS_PER_TUNNEL)))
         self.pump = Pump(ws, self.conn, self._on_event)
         self.streams: dict[int, GatewayStream] = {}
         self.grant: ConnectorGrant | None = None
