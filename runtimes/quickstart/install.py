@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -93,9 +94,16 @@ def pip_detail(line: str) -> str:
     return ""
 
 
-#: CMake options for building llama-cpp-python: without the multimodal library (mtmd), which
-#: a text model does not use; that saves about a third of the build.
-ENGINE_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"
+def engine_cmake_args(machine: str | None = None) -> str:
+    """CMake options for building llama-cpp-python (as ``scripts/setup-dev`` does): without
+    the multimodal library (mtmd), a third of the build that a text model does not use; on
+    x86-64, AVX2/FMA code rather than ``-march=native``, which uses AMX where the CPU has it
+    and crashes under some hypervisors."""
+    args = ["-DLLAVA_BUILD=OFF"]
+    if (machine or platform.machine()).lower() in ("x86_64", "amd64"):
+        args += ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
+                 "-DGGML_F16C=ON", "-DGGML_BMI2=ON"]
+    return " ".join(args)
 
 
 def run_pip(python: Path, args: list[str], log_path: Path, progress: Progress) -> None:
@@ -107,7 +115,7 @@ def run_pip(python: Path, args: list[str], log_path: Path, progress: Progress) -
             [str(python), "-m", "pip", *args], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ,
-                 "CMAKE_ARGS": f"{ENGINE_CMAKE_ARGS} {os.environ.get('CMAKE_ARGS', '')}"},
+                 "CMAKE_ARGS": f"{engine_cmake_args()} {os.environ.get('CMAKE_ARGS', '')}"},
         )
     offset = log_path.stat().st_size
     detail = "starting pip"

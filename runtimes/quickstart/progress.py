@@ -62,7 +62,7 @@ class Progress:
         since = now - self._last_plain
         if since >= self.quiet_interval or (changed and since >= 5):
             self._last_plain = now
-            self.stream.write(f"... {self.label} ({elapsed}) {self.detail}"[: self.width] + "\n")
+            self.stream.write(f"... {self.label} ({elapsed}) {self.detail}".rstrip() + "\n")
             self.stream.flush()
 
     def done(self, message: str = "done") -> None:

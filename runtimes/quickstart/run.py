@@ -344,6 +344,11 @@ def main(args: argparse.Namespace) -> int:
         return 1
     except (openai.APIError, httpx.HTTPError) as exc:
         say(f"\n✗ the demo request failed: {type(exc).__name__}: {exc}; see {logs}/")
+        time.sleep(0.5)  # a crashed model server takes a moment to be reaped
+        dead = services.first_dead()
+        if dead is not None:
+            say(f"  {dead.name} exited with code {dead.returncode}; the end of its log:\n"
+                f"{dead.tail()}")
         return 1
     except KeyboardInterrupt:
         say("\nstopping…")

@@ -80,6 +80,15 @@ def test_without_the_engine_only_the_light_requirements_are_installed() -> None:
         install.package_name(r) for r in install.demo_requirements()}
 
 
+def test_engine_build_options_match_setup_dev() -> None:
+    x86 = install.engine_cmake_args("x86_64").split()
+    assert "-DLLAVA_BUILD=OFF" in x86 and "-DGGML_NATIVE=OFF" in x86 and "-DGGML_AVX2=ON" in x86
+    assert install.engine_cmake_args("arm64").split() == ["-DLLAVA_BUILD=OFF"]
+    setup_dev = (ROOT / "scripts" / "setup-dev").read_text()
+    for flag in x86:  # the quick start and the developers' venv build the same engine
+        assert flag in setup_dev
+
+
 def test_quickstart_with_a_user_upstream_then_again(tmp_path: Path) -> None:
     bg = BackgroundLoop()
     server = OllamaServer(model_names=("qwen3:8b",))
