@@ -113,6 +113,17 @@ async def _finish_tasks() -> None:
     await asyncio.gather(*others, return_exceptions=True)
 
 
+@contextmanager
+def serving(w: World, settings: ConnectorSettings, **options: Any) -> Iterator[ThreadedConnector]:
+    """A started ThreadedConnector whose tunnel the gateway registered; stopped on exit."""
+    connector = ThreadedConnector(settings, **options).start()
+    try:
+        wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        yield connector
+    finally:
+        connector.stop()
+
+
 async def _start_gateway(options: ServeOptions) -> Gateway:
     gateway = Gateway(options)
     await gateway.start()
@@ -191,9 +202,7 @@ def test_client_cancel_aborts_the_upstream_within_a_second(tmp_path: Path) -> No
     with world(tmp_path) as w:
         w.upstream.slow = 0.05
         w.upstream.events = 400
-        connector = ThreadedConnector(w.settings()).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        with serving(w, w.settings()):
             with w.client() as client, client.stream(
                     "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
                 for got, _ in enumerate(streamed.iter_bytes(), 1):
@@ -203,8 +212,6 @@ def test_client_cancel_aborts_the_upstream_within_a_second(tmp_path: Path) -> No
             wait_for(lambda: bool(w.upstream.disconnects), 1.0, "the upstream to be aborted")
             assert w.upstream.disconnects[0].at - closed_at < 1.0
             assert w.upstream.disconnects[0].events_sent < 400
-        finally:
-            connector.stop()
 
 
 def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
@@ -230,36 +237,29 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
     with world(tmp_path) as w:
         w.upstream.events = 150_000
         settings = w.settings(stream_window=16 * 1024, connection_window=64 * 1024)
-        connector = ThreadedConnector(settings).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
-            with w.client() as client, client.stream(
-                    "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
-                chunks = streamed.iter_bytes()
-                next(chunks)
-                previous, deadline = -1, time.monotonic() + 15
-                while fed[0] != previous:
-                    assert time.monotonic() < deadline, "the connector kept reading upstream"
-                    previous = fed[0]
-                    time.sleep(0.4)
-                stalled_at = fed[0]
-                assert stalled_at < 9_000_000  # of ~18 MB: only buffers' and windows' worth
-                assert not w.upstream.disconnects
-                for _ in chunks:
-                    if fed[0] > stalled_at:
-                        break
-                assert fed[0] > stalled_at
-        finally:
-            connector.stop()
+        with serving(w, settings), w.client() as client, client.stream(
+                "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+            chunks = streamed.iter_bytes()
+            next(chunks)
+            previous, deadline = -1, time.monotonic() + 15
+            while fed[0] != previous:
+                assert time.monotonic() < deadline, "the connector kept reading upstream"
+                previous = fed[0]
+                time.sleep(0.4)
+            stalled_at = fed[0]
+            assert stalled_at < 9_000_000  # of ~18 MB: only buffers' and windows' worth
+            assert not w.upstream.disconnects
+            for _ in chunks:
+                if fed[0] > stalled_at:
+                    break
+            assert fed[0] > stalled_at
 
 
 def test_max_workers_bounds_the_stream_threads(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         w.upstream.slow = 0.02
         w.upstream.events = 20
-        connector = ThreadedConnector(w.settings(), max_workers=2).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        with serving(w, w.settings(), max_workers=2):
             peak = [0]
             results: list[int] = []
 
@@ -277,8 +277,6 @@ def test_max_workers_bounds_the_stream_threads(tmp_path: Path) -> None:
                 time.sleep(0.005)
             assert results == [200] * 6  # all served, two at a time
             assert 1 <= peak[0] <= 2
-        finally:
-            connector.stop()
 
 
 def test_heartbeats_from_the_core_timer_keep_a_quiet_tunnel_open(
@@ -293,16 +291,11 @@ def test_heartbeats_from_the_core_timer_keep_a_quiet_tunnel_open(
             config.settings, heartbeat_interval=0.2, idle_timeout=0.6))
 
     monkeypatch.setattr(threaded, "config_for", quick)
-    with world(tmp_path) as w:
-        connector = ThreadedConnector(w.settings()).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
-            time.sleep(2.0)
-            session = connector.current
-            assert session is not None and session.conn.rtt is not None  # a PONG came back
-            assert connector.sessions == 1 and w.tunnels() == 1
-        finally:
-            connector.stop()
+    with world(tmp_path) as w, serving(w, w.settings()) as connector:
+        time.sleep(2.0)
+        session = connector.current
+        assert session is not None and session.conn.rtt is not None  # a PONG came back
+        assert connector.sessions == 1 and w.tunnels() == 1
 
 
 def test_goaway_lets_the_stream_in_flight_finish(tmp_path: Path) -> None:
@@ -310,9 +303,7 @@ def test_goaway_lets_the_stream_in_flight_finish(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         w.upstream.slow = 0.02
         w.upstream.events = 50
-        connector = ThreadedConnector(w.settings()).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        with serving(w, w.settings()):
             with w.client() as client, client.stream(
                     "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
                 chunks = streamed.iter_bytes()
@@ -325,8 +316,6 @@ def test_goaway_lets_the_stream_in_flight_finish(tmp_path: Path) -> None:
             stopping.result(10)
             # the whole answer was read (a close after the last event is not a cancellation)
             assert all(gone.events_sent >= 50 for gone in w.upstream.disconnects)
-        finally:
-            connector.stop()
 
 
 def test_refusals_in_the_client_envelope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,20 +342,15 @@ def test_refusals_in_the_client_envelope(tmp_path: Path, monkeypatch: pytest.Mon
             stream.acknowledge(item[1])
         return status, data
 
-    with world(tmp_path) as w:
-        connector = ThreadedConnector(w.settings()).start()
-        try:
-            wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
-            status, body = w.bg.run(ask(w, "other", "/v1/messages", orjson.dumps(CHAT)))
-            assert status == 404 and orjson.loads(body)["type"] == "error"
-            status, body = w.bg.run(ask(w, "coder", "/v1/chat/completions",
-                                        b'{"model":"coder","x":"' + b"a" * 5000 + b'"}'))
-            assert status == 413 and "error" in orjson.loads(body)
-            status, _ = w.bg.run(ask(w, "coder", "/v1/chat/completions", orjson.dumps(CHAT)))
-            assert status == 200
-            assert not w.upstream.requests[:-1]  # only the last one reached the model
-        finally:
-            connector.stop()
+    with world(tmp_path) as w, serving(w, w.settings()):
+        status, body = w.bg.run(ask(w, "other", "/v1/messages", orjson.dumps(CHAT)))
+        assert status == 404 and orjson.loads(body)["type"] == "error"
+        status, body = w.bg.run(ask(w, "coder", "/v1/chat/completions",
+                                    b'{"model":"coder","x":"' + b"a" * 5000 + b'"}'))
+        assert status == 413 and "error" in orjson.loads(body)
+        status, _ = w.bg.run(ask(w, "coder", "/v1/chat/completions", orjson.dumps(CHAT)))
+        assert status == 200
+        assert not w.upstream.requests[:-1]  # only the last one reached the model
 
 
 def test_an_untrusted_gateway_certificate_is_retried_and_said(
