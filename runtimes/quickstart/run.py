@@ -303,6 +303,7 @@ def serve_until_stopped(services: Services) -> int:
 
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     home: Path = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs, data = home / "logs", home / "data"

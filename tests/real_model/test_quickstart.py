@@ -10,11 +10,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
+import socket
+import ssl
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import anthropic
 import orjson
 import pytest
 
@@ -132,6 +136,53 @@ def test_quickstart_with_a_user_upstream_then_again(tmp_path: Path) -> None:
         assert (home / "ca.pem").read_bytes() == ca_before
         assert orjson.loads((home / "credentials.json").read_bytes())["key"]["id"] == key_id
     finally:
+        bg.run(server.__aexit__(None, None, None))
+        bg.stop()
+
+
+def test_quickstart_serves_the_users_agents_until_ctrl_c(tmp_path: Path) -> None:
+    bg = BackgroundLoop()
+    server = OllamaServer(model_names=("qwen3:8b",))
+    bg.run(server.__aenter__())
+    home = tmp_path / "tokios"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtimes.quickstart", "--home", str(home), "--port", "0",
+         "--skip-install", "--upstream", server.base_url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Serving until Ctrl-C."):
+                break
+        assert "Serving until Ctrl-C.\n" in lines, "".join(lines)
+        settings = exported(home / "env.sh")
+        # What the banner tells a user's agent to use works: the Anthropic SDK, env-style.
+        context = ssl.create_default_context(cafile=settings["SSL_CERT_FILE"])
+        with anthropic.Anthropic(
+            base_url=settings["ANTHROPIC_BASE_URL"], auth_token=settings["ANTHROPIC_AUTH_TOKEN"],
+            http_client=anthropic.DefaultHttpxClient(verify=context), max_retries=0,
+        ) as client:
+            message = client.messages.create(
+                model=settings["ANTHROPIC_MODEL"], max_tokens=50,
+                messages=[{"role": "user", "content": "from my agent"}])
+        assert message.content[0].type == "text"
+        assert message.content[0].text == "Echo: from my agent"
+
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, rest
+        assert "stopped: connector, gateway" in rest
+        port = int(settings["ANTHROPIC_BASE_URL"].rsplit(":", 1)[1])
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
         bg.run(server.__aexit__(None, None, None))
         bg.stop()
 
