@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import secrets
+import random
 import time
-from collections.abc import Awaitable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import orjson
@@ -55,7 +57,10 @@ DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
 })
 _MAX_FORWARDED_HEADERS = 64
+#: Credentials (by digest) and tenants remembered as "just looked up": at most this many.
+_MAX_WARM = 10_000
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 
 class UpstreamBroken(Exception):  # noqa: N818
@@ -67,9 +72,18 @@ class GatewayApi:
     """The request handler of the gateway (see module doc)."""
 
     def __init__(self, store: Store, auth: AuthCache, tunnels: TunnelManager, *,
-                 max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY) -> None:
+                 max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY,
+                 auth_ttl: float = 1.0) -> None:
         self.store = store
         self.auth = auth
+        # A lookup the AuthCache answers from memory takes microseconds: run it inline. Only a
+        # lookup that may reach the store (nothing asked for that credential or tenant within
+        # half the cache's ttl) goes to a thread, so the event loop never waits on SQLite.
+        self._warm_for = auth_ttl / 2
+        self._warm: OrderedDict[object, float] = OrderedDict()
+        # Request ids are for log correlation, not secrets: a PRNG seeded from the OS
+        # (secrets.token_hex costs a getrandom() system call per request).
+        self._ids = random.Random()  # noqa: S311 (ids are not secrets)
         self.tunnels = tunnels
         self.max_body_bytes = max_body_bytes
         self.max_streams_per_key = max_streams_per_key
@@ -101,13 +115,27 @@ class GatewayApi:
                                         ("x-request-id", request_id)], body)
         return status
 
+    async def _lookup(self, warm_key: object, lookup: Callable[[_A], _T], arg: _A) -> _T:
+        """``lookup(arg)`` inline if ``warm_key`` was looked up within half the auth ttl (the
+        cache holds it), else in a thread (it may read the store)."""
+        now = time.monotonic()
+        if self._warm.get(warm_key, 0.0) > now:
+            return lookup(arg)
+        result = await asyncio.to_thread(lookup, arg)
+        if self._warm_for > 0:
+            self._warm[warm_key] = now + self._warm_for
+            self._warm.move_to_end(warm_key)
+            while len(self._warm) > _MAX_WARM:
+                self._warm.popitem(last=False)
+        return result
+
     # ---- the handler ---------------------------------------------------------------------
 
     async def handle(self, request: HttpRequest, response: HttpResponse) -> None:
         if request.path == TUNNEL_PATH and request.method == "GET":
             await self._tunnel(request, response)
             return
-        request_id = f"req_{secrets.token_hex(12)}"
+        request_id = f"req_{self._ids.getrandbits(96):024x}"
         started = time.monotonic()
         self.in_flight += 1
         info: dict[str, object] = {"status": 0, "deployment": "-", "sent": 0}
@@ -172,7 +200,9 @@ class GatewayApi:
         key = presented_api_key(request.headers)
         grant = None
         if key is not None:
-            grant = await asyncio.to_thread(self.auth.get_key_grant, key)
+            grant = await self._lookup(
+                hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest(),
+                self.auth.get_key_grant, key)
         if grant is None:
             info["status"] = await self._error(response, client, ErrorKind.AUTHENTICATION,
                                                "invalid or missing API key", request_id)
@@ -182,7 +212,9 @@ class GatewayApi:
                                                "the gateway is shutting down", request_id,
                                                status=503, retry_after="1")
             return
-        visible = await asyncio.to_thread(self.auth.deployments_for, grant)
+        visible = (grant.deployments if grant.deployments is not None else
+                   await self._lookup(("tenant", grant.tenant_name), self.auth.deployments_for,
+                                      grant))
         if endpoint.kind is EndpointKind.MODELS:
             names = sorted(visible)
             body = list_body(client, names, created=int(time.time()))

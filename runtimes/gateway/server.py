@@ -45,7 +45,7 @@ class Gateway:
         self.auth = AuthCache(self.store, ttl=auth_ttl)
         self.tunnels = TunnelManager(self.auth, self.store)
         self.api = GatewayApi(self.store, self.auth, self.tunnels,
-                              max_body_bytes=options.max_body_bytes)
+                              max_body_bytes=options.max_body_bytes, auth_ttl=auth_ttl)
         ssl_context = None
         if not options.insecure_http:
             assert options.tls_cert is not None
