@@ -1,4 +1,4 @@
-"""A WebSocket client on wsproto over a blocking (TLS) socket, for the threaded connector.
+"""A WebSocket client on wsproto over a (TLS) socket and threads, for the threaded connector.
 
     ws = connect_websocket("wss://gw.example.com/v1/tunnel", ssl_context=ctx)
     message = ws.recv(timeout=1.5)    # one thread only: bytes, or None on timeout / wake()
@@ -7,12 +7,16 @@
     ws.close()                        # any thread: close handshake (best effort), then the socket
 
 Theory of operation. One thread reads (``recv``); any thread writes (``send``) under one send
-lock, so frames never interleave. wsproto's state is guarded by a small lock held only while
-it encodes or decodes, never across a socket call. ``recv`` waits with ``select`` on the socket
-and on a wake-up socket pair, so a reader that also drives timers can be woken when its next
-deadline moves. Whole messages are reassembled up to ``max_message_size`` (past it: close
-1009); pings are answered at once. A slow reader pushes back on the peer through TCP: nothing
-is read ahead beyond one socket read.
+lock, so frames never interleave. The socket is non-blocking once upgraded: every call into it
+(so into OpenSSL, whose objects must not be used from two threads at once) holds a short I/O
+lock, and waiting (for bytes, for room) happens in ``select`` outside it. wsproto's state is
+guarded by a small lock held only while it encodes or decodes, never across a socket call.
+``recv`` waits with ``select`` on the socket and on a wake-up socket pair, so a reader that
+also drives timers can be woken when its next deadline moves. Whole messages are reassembled
+up to ``max_message_size`` (past it: close 1009); pings are answered at once. A slow reader
+pushes back on the peer through TCP: nothing is read ahead beyond one socket read. A write
+that makes no progress for ``write_timeout`` seconds (a peer gone without FIN or RST) closes
+the WebSocket.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable
 
@@ -61,12 +66,17 @@ class WebSocket:
     """A message channel over one connected socket whose upgrade is done."""
 
     def __init__(self, sock: socket.socket, connection: wsproto.WSConnection, *,
-                 max_message_size: int = 1024 * 1024) -> None:
+                 max_message_size: int = 1024 * 1024, write_timeout: float = 60.0) -> None:
         self._sock = sock
+        sock.setblocking(False)
         self._ws = connection
         self._max = max_message_size
+        self._write_timeout = write_timeout
         self._state_lock = threading.Lock()
         self._send_lock = threading.Lock()
+        #: Held around every call into the socket (and so into OpenSSL, whose SSL objects
+        #: must not be used by two threads at once); never held while waiting.
+        self._io_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -90,20 +100,35 @@ class WebSocket:
 
         Raises :class:`WebSocketClosed` once the connection is closed.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._messages:
             if self._closed is not None:
                 raise WebSocketClosed(self._closed)
-            if not self._pending() and not self._wait_readable(timeout):
-                return None
-            try:
-                data = self._sock.recv(_READ_SIZE)
-            except (OSError, ValueError):
-                data = b""
-            self._feed(data)
+            if not self._pending():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not self._wait_readable(remaining):
+                    return None
+            data = self._read()
+            if data is not None:  # None: only part of a TLS record came; wait for the rest
+                self._feed(data)
         return self._messages.popleft()
 
+    def _read(self) -> bytes | None:
+        with self._io_lock:
+            try:
+                return self._sock.recv(_READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError,
+                    InterruptedError):
+                return None
+            except (OSError, ValueError):
+                return b""
+
     def _pending(self) -> bool:
-        return isinstance(self._sock, ssl.SSLSocket) and self._sock.pending() > 0
+        if not isinstance(self._sock, ssl.SSLSocket):
+            return False
+        with self._io_lock, contextlib.suppress(OSError, ValueError):
+            return self._sock.pending() > 0
+        return False
 
     def _wait_readable(self, timeout: float | None) -> bool:
         try:
@@ -167,14 +192,35 @@ class WebSocket:
                 frame = b"".join(self._ws.send(ws_events.BytesMessage(data=data))
                                  for data in messages)
             try:
-                self._sock.sendall(frame)
+                self._sendall(frame, self._write_timeout)
             except (OSError, ValueError) as exc:
                 self._closed = self._closed or CLOSE_ABNORMAL
                 raise WebSocketClosed(self._closed) from exc
 
     def _write(self, frame: bytes) -> None:
         with self._send_lock, contextlib.suppress(OSError, ValueError):
-            self._sock.sendall(frame)
+            self._sendall(frame, self._write_timeout)
+
+    def _sendall(self, data: bytes, timeout: float) -> None:
+        """Write all of ``data`` (under the send lock); TimeoutError after ``timeout`` s of no
+        progress. Each attempt holds the I/O lock, waiting for room does not."""
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while view:
+            with self._io_lock:
+                try:
+                    sent = self._sock.send(view)
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
+                        InterruptedError):
+                    sent = 0  # TLS: retry with the same bytes once there is room
+            if sent:
+                view = view[sent:]
+                deadline = time.monotonic() + timeout
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("websocket write timed out")
+            select.select([], [self._sock], [], remaining)
 
     def _close_frame(self, code: int, reason: str) -> bytes:
         if self._ws.state is not ConnectionState.OPEN:
@@ -195,7 +241,7 @@ class WebSocket:
             if frame and self._send_lock.acquire(timeout=1.0):
                 try:
                     with contextlib.suppress(OSError, ValueError):
-                        self._sock.sendall(frame)
+                        self._sendall(frame, 1.0)
                 finally:
                     self._send_lock.release()
             self._closed = code
@@ -258,9 +304,8 @@ def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
             connection.receive_data(data)
             for event in connection.events():
                 if isinstance(event, ws_events.AcceptConnection):
-                    # bounds a write to a peer that vanished without a FIN or RST
-                    sock.settimeout(write_timeout)
-                    ws = WebSocket(sock, connection, max_message_size=max_message_size)
+                    ws = WebSocket(sock, connection, max_message_size=max_message_size,
+                                   write_timeout=write_timeout)
                     ws._feed(None)  # frames that came with the upgrade answer
                     return ws
                 if isinstance(event, ws_events.RejectConnection):
