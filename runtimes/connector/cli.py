@@ -7,7 +7,6 @@ refused this connector for good, 4 ``--backend auto`` found no model server).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -16,19 +15,19 @@ import signal
 import sys
 import urllib.parse
 
-from runtimes.connector.app import (
+from runtimes.connector.handling import parse_model_map
+from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_PROBE_FAILED,
     EXIT_USAGE,
-    Connector,
     ConnectorSettings,
-    probe_backend,
 )
-from runtimes.connector.handling import parse_model_map
 from runtimes.connector.threaded import serve_until_signal
-from runtimes.netio import UpstreamPool, install_loop
 from tokios_translate import BackendKind
+
+# The asyncio runtime (``runtimes.connector.app``, ``runtimes.netio``, asyncio itself) is
+# imported only when it runs, so `--runtime threaded` never loads an event loop.
 
 __all__ = ["build_parser", "main", "settings_from_args", "tunnel_url"]
 
@@ -131,6 +130,11 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
 
 
 async def _main(settings: ConnectorSettings, auto: bool) -> int:
+    import asyncio  # noqa: PLC0415 (see the note on the imports)
+
+    from runtimes.connector.app import Connector, probe_backend  # noqa: PLC0415
+    from runtimes.netio import UpstreamPool  # noqa: PLC0415
+
     if auto:
         pool = UpstreamPool(settings.upstream, max_connections=2, read_timeout=10.0)
         try:
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.runtime == "threaded":
         code = serve_until_signal(settings, auto=args.backend == "auto")
     else:
+        import asyncio  # noqa: PLC0415 (see the note on the imports)
+
+        from runtimes.netio import install_loop  # noqa: PLC0415
+
         install_loop(args.loop)
         code = asyncio.run(_main(settings, args.backend == "auto"))
     if code == EXIT_PERMANENT:

@@ -25,6 +25,7 @@ print("\\n".join(sorted(set(sys.modules) - before)))
 @pytest.mark.parametrize("modules", [
     ("runtimes.connector.threaded",),
     ("runtimes.blocking", "runtimes.blocking.upstream", "runtimes.blocking.websocket"),
+    ("runtimes.connector.cli",),  # `--runtime threaded` loads the asyncio shell only on use
 ])
 def test_threaded_connector_loads_no_event_loop(modules: tuple[str, ...]) -> None:
     out = subprocess.run([sys.executable, "-c", PROBE.format(modules=modules)], cwd=ROOT,
