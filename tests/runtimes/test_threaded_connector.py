@@ -367,3 +367,39 @@ def test_an_untrusted_gateway_certificate_is_retried_and_said(
             assert w.tunnels() == 0 and connector.sessions == 0
             assert connector.stop() == EXIT_OK
         assert "TLS certificate is not trusted" in caplog.text
+
+
+def test_many_streams_some_abandoned_leave_nothing_behind(tmp_path: Path) -> None:
+    """Twenty concurrent streams, every other one abandoned after its first bytes: the rest
+    complete, every abandoned one is aborted upstream, and the session ends up empty."""
+    with world(tmp_path) as w:
+        w.upstream.slow = 0.01
+        w.upstream.events = 60
+        with serving(w, w.settings(max_concurrent_streams=32)) as connector:
+            outcomes: list[str] = []
+
+            def one(abandon: bool) -> None:
+                with w.client() as client, client.stream(
+                        "POST", "/v1/chat/completions",
+                        json={**CHAT, "stream": True}) as streamed:
+                    body = b""
+                    for chunk in streamed.iter_bytes():
+                        body += chunk
+                        if abandon:
+                            outcomes.append("abandoned")
+                            return
+                    outcomes.append("done" if body.rstrip().endswith(b"[DONE]") else "cut")
+
+            clients = [threading.Thread(target=one, args=(i % 2 == 0,)) for i in range(20)]
+            for thread in clients:
+                thread.start()
+            for thread in clients:
+                thread.join(30)
+            assert sorted(outcomes) == ["abandoned"] * 10 + ["done"] * 10
+            # (a completed stream may close its connection too, after all 60 events)
+            wait_for(lambda: sum(gone.events_sent < 60 for gone in w.upstream.disconnects)
+                     == 10, 5, "every abandoned upstream call to be aborted")
+            session = connector.current
+            assert session is not None
+            wait_for(lambda: not session.streams, 5, "the session to forget its streams")
+            assert not w.gateway.tunnels.in_flight
