@@ -384,6 +384,7 @@ class ThreadedConnector:
         self.sessions = 0
         self.current: TunnelSession | None = None
         self.exit_code: int | None = None
+        self._ran = False
 
     # ---- library API ---------------------------------------------------------------------
 
@@ -424,7 +425,11 @@ class ThreadedConnector:
         self._workers.submit(work, stream_id, stream)
 
     def run(self) -> int:
-        """Serve until a permanent rejection (EXIT_PERMANENT) or :meth:`stop` (EXIT_OK)."""
+        """Serve until a permanent rejection (EXIT_PERMANENT) or :meth:`stop` (EXIT_OK).
+        Once per connector: its worker pool ends with it."""
+        if self._ran:
+            raise RuntimeError("a ThreadedConnector runs once; make a new one")
+        self._ran = True
         code = EXIT_OK
         try:
             while not self._stopping.is_set():

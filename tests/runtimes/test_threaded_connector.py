@@ -403,3 +403,24 @@ def test_many_streams_some_abandoned_leave_nothing_behind(tmp_path: Path) -> Non
             assert session is not None
             wait_for(lambda: not session.streams, 5, "the session to forget its streams")
             assert not w.gateway.tunnels.in_flight
+
+
+def test_started_and_stopped_from_other_threads_runs_once(tmp_path: Path) -> None:
+    """An embedding program's threads: one starts the connector, another stops it."""
+    with world(tmp_path) as w:
+        connector = ThreadedConnector(w.settings())
+        starter = threading.Thread(target=connector.start)
+        starter.start()
+        starter.join(5)
+        wait_for(lambda: w.tunnels() == 1, 10, "the tunnel")
+        with w.client() as client:
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        codes: list[int | None] = []
+        stopper = threading.Thread(target=lambda: codes.append(connector.stop()))
+        stopper.start()
+        stopper.join(10)
+        assert codes == [EXIT_OK] and not connector.running
+        with pytest.raises(RuntimeError):
+            connector.start()
+        with pytest.raises(RuntimeError):
+            connector.run()
