@@ -77,6 +77,7 @@ def start_engine(args: argparse.Namespace, services: Services, logs: Path) -> Up
         engine.server_argv(sys.executable, gguf, port=port, ctx_size=args.ctx_size,
                            threads=os.cpu_count() or 1),
         logs / "engine.log",
+        env=engine.server_env(),
     ))
     url = f"http://127.0.0.1:{port}"
     progress = Progress(f"loading Gemma 3 270M into llama.cpp on {url}")

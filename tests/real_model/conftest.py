@@ -55,6 +55,7 @@ class RealModelStack(Stack):
             engine.server_argv(sys.executable, engine.model_path(), port=port, ctx_size=2048,
                                threads=os.cpu_count() or 1),
             self.workdir / "engine.log",
+            env=engine.server_env(),
         )
         self.engine_proc.start()
         engine.wait_until_ready(self.engine_url, self.engine_proc.popen, timeout=90)
