@@ -332,9 +332,76 @@ def stream_once(url: str, ctx: ssl.SSLContext | None, key: str,
     return asyncio.run(run())
 
 
-def many_streams(stack: BenchStack, count: int, hold_ms: int) -> dict[str, float]:
+#: Streams per HTTP/2 connection of the h2 client: the gateway's SETTINGS_MAX_CONCURRENT_STREAMS
+#: (runtimes.netio.ServerConfig.max_h2_streams).
+H2_STREAMS_PER_CONNECTION = 100
+
+
+async def _h2_streams(host: str, port: int, ctx: ssl.SSLContext, keys: list[str], body: bytes,
+                      *, started: float) -> list[tuple[float, float, int]]:
+    """One HTTP/2 connection carrying ``len(keys)`` streaming POSTs at once (stream i uses
+    ``keys[i]``); per stream (first byte, done) seconds after ``started`` and its ``data:``
+    count (0 for a reset or non-200 stream)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding=None))
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    first: dict[int, float] = {}
+    done: dict[int, float] = {}
+    bodies: dict[int, bytearray] = {}
+    ok: dict[int, bool] = {}
+    sent = False
+    try:
+        while not sent or len(done) < len(keys):
+            data = await reader.read(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RemoteSettingsChanged) and not sent:
+                    limit = conn.remote_settings.max_concurrent_streams
+                    assert len(keys) <= limit, (len(keys), limit)
+                    for key in keys:
+                        sid = conn.get_next_available_stream_id()
+                        bodies[sid] = bytearray()
+                        conn.send_headers(sid, [
+                            (b":method", b"POST"), (b":path", b"/v1/chat/completions"),
+                            (b":scheme", b"https"), (b":authority", host.encode()),
+                            (b"authorization", f"Bearer {key}".encode()),
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())])
+                        conn.send_data(sid, body, end_stream=True)
+                    sent = True
+                elif isinstance(event, h2.events.ResponseReceived):
+                    first[event.stream_id] = time.perf_counter() - started
+                    ok[event.stream_id] = dict(event.headers).get(b":status") == b"200"
+                elif isinstance(event, h2.events.DataReceived):
+                    bodies[event.stream_id] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length,
+                                                   event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    done[event.stream_id] = time.perf_counter() - started
+                    if isinstance(event, h2.events.StreamReset):
+                        ok[event.stream_id] = False
+            writer.write(conn.data_to_send())
+    finally:
+        writer.transport.abort()
+    now = time.perf_counter() - started
+    return [(first.get(sid, now), done.get(sid, now),
+             bodies[sid].count(b"data: ") if ok.get(sid) else 0) for sid in bodies]
+
+
+def many_streams(stack: BenchStack, count: int, hold_ms: int,
+                 client: str = "h1") -> dict[str, float]:
     """``count`` streams opened at once; the upstream holds each open ``hold_ms``. Gateway
-    RSS is sampled while they are all open."""
+    RSS is sampled while they are all open. ``client`` "h1": one HTTPS/1.1 connection per
+    stream (the gateway accepts 1,024 connections); "h2": HTTP/2 connections carrying
+    H2_STREAMS_PER_CONNECTION streams each."""
     ctx = stack.ssl_context()
     host, port = "127.0.0.1", stack.port
     body = _stream_body(20, hold_ms)
@@ -353,12 +420,25 @@ def many_streams(stack: BenchStack, count: int, hold_ms: int) -> dict[str, float
                 await asyncio.sleep(0)
             return await task
 
-        tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
+        async def h2_all() -> list[tuple[float, float, int]]:
+            h2_ctx = stack.ssl_context()
+            h2_ctx.set_alpn_protocols(["h2"])
+            keys = [stack.keys[i % len(stack.keys)] for i in range(count)]
+            per = H2_STREAMS_PER_CONNECTION
+            groups = await asyncio.gather(*(
+                _h2_streams(host, port, h2_ctx, keys[i:i + per], body, started=started)
+                for i in range(0, count, per)))
+            return [r for group in groups for r in group]
+
+        if client == "h2":
+            tasks = [asyncio.ensure_future(h2_all())]
+        else:
+            tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
         peak = before
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.1)
             peak = max(peak, rss_kb(stack.gateway.pid))  # type: ignore[union-attr]
-        results = [t.result() for t in tasks]
+        results = tasks[0].result() if client == "h2" else [t.result() for t in tasks]
         done = sorted(r[1] for r in results)
         complete = sum(1 for r in results if r[2] >= 21)
         return {"complete": complete, "p50": statistics.median(done),
@@ -489,6 +569,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=None,
                         help="concurrent streams over one tunnel (default 1000)")
     parser.add_argument("--tunnels", type=int, default=1000, help="idle tunnels for memory")
+    parser.add_argument("--stream-client", choices=("auto", "h1", "h2"), default="auto",
+                        help="client of the concurrent-streams rows: h1 (a connection per "
+                             "stream), h2 (100 streams per connection); auto: h2 above "
+                             "1,000 streams (the gateway accepts 1,024 connections)")
+    parser.add_argument("--only-streams", action="store_true",
+                        help="just the concurrent-streams rows")
     args = parser.parse_args()
     chosen = args.runtime or ["asyncio", "uvloop", "threaded"]
     if "threaded" in chosen and importlib.util.find_spec("runtimes.connector.threaded") is None:
@@ -497,6 +583,10 @@ def main() -> None:
     seconds = 2 if args.quick else 8  # wrk takes whole seconds
     reps = 3 if args.quick else 7
     streams = args.streams or 1000
+    stream_client = args.stream_client
+    if stream_client == "auto":
+        stream_client = "h2" if streams > 1000 else "h1"
+    only_streams = args.only_streams
     have_wrk = shutil.which("wrk") is not None
 
     def out_of_time(signum: int, frame: object) -> None:
@@ -516,7 +606,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         stack = BenchStack(workdir=Path(tmp), backend="llamacpp", upstream_model="m",
-                           key_count=max(5, -(-streams // 60)))
+                           key_count=max(5, -(-streams // 60)), max_streams=max(4096, streams))
         try:
             stack.up()
             assert stack.upstream is not None
@@ -527,23 +617,28 @@ def main() -> None:
             concurrency: list[list[str]] = []
             bulk_rows: list[list[str]] = []
             direct_wrk: dict[int, WrkResult] = {}
-            if have_wrk:
+            if have_wrk and not only_streams:
                 for c in (1, 32, 256):
                     direct_wrk[c] = wrk(f"{direct_url}/v1/chat/completions", c, seconds,
                                         stack.workdir, [])
                     r = direct_wrk[c]
                     nonstream.append(["direct", str(c), f"{r.rps:,.0f}", f"{r.p50_ms:.2f}",
                                       f"{r.p99_ms:.2f}", "1.00", r.errors or "-"])
-            d_ttfb, d_total, d_per = _median_stream(f"{direct_url}", None, "", reps)
-            streaming.append(["direct", f"{d_ttfb * 1000:.2f}", f"{d_total * 1000:.1f}",
-                              f"{d_per * 1e6:.1f}", "-"])
-            d_bulk = bulk(direct_url, False, "", 10, max(2, reps // 2))
-            bulk_rows.append(["direct", f"{d_bulk:.0f}", "1.00"])
+            d_per = d_bulk = 0.0
+            if not only_streams:
+                d_ttfb, d_total, d_per = _median_stream(f"{direct_url}", None, "", reps)
+                streaming.append(["direct", f"{d_ttfb * 1000:.2f}", f"{d_total * 1000:.1f}",
+                                  f"{d_per * 1e6:.1f}", "-"])
+                d_bulk = bulk(direct_url, False, "", 10, max(2, reps // 2))
+                bulk_rows.append(["direct", f"{d_bulk:.0f}", "1.00"])
 
             for runtime in chosen:
                 name = "threaded" if runtime == "threaded" else f"tunnel ({runtime})"
                 print(f"-- {name}", flush=True)
                 stack.use_runtime(runtime)
+                if only_streams:
+                    concurrency.append(_concurrency_row(stack, name, streams, stream_client))
+                    continue
                 if have_wrk:
                     wrk(f"{stack.base_url}/v1/chat/completions", 8, 1, stack.workdir, stack.keys)
                     for c in (1, 32, 256):
@@ -555,16 +650,14 @@ def main() -> None:
                 ttfb, total, per = _median_stream(stack.base_url, ctx, stack.key, reps)
                 streaming.append([name, f"{ttfb * 1000:.2f}", f"{total * 1000:.1f}",
                                   f"{per * 1e6:.1f}", f"{(per - d_per) * 1e6:.1f}"])
-                many = many_streams(stack, streams, 2000)
-                concurrency.append([name, str(streams), f"{many['complete']:.0f}",
-                                    f"{many['p50']:.2f}", f"{many['p99']:.2f}",
-                                    f"{many['p99'] / many['p50']:.2f}",
-                                    f"{many['rss_per_stream_kb']:.1f}"])
+                concurrency.append(_concurrency_row(stack, name, streams, stream_client))
                 mbps = bulk(stack.base_url, ctx, stack.key, 10, max(2, reps // 2))
                 bulk_rows.append([name, f"{mbps:.0f}", f"{mbps / d_bulk:.2f}"])
 
-            stack.restart_gateway()
-            accepted, per_tunnel = idle_tunnels(stack, args.tunnels)
+            accepted, per_tunnel = 0, 0.0
+            if not only_streams:
+                stack.restart_gateway()
+                accepted, per_tunnel = idle_tunnels(stack, args.tunnels)
 
             print("\n### Non-streaming (small chat request, wrk)\n")
             print(table(["path", "conc.", "req/s", "p50 ms", "p99 ms", "req/s vs direct",
@@ -574,7 +667,8 @@ def main() -> None:
                   f"1-event answer) / {STREAM_EVENTS - 1})\n")
             print(table(["path", "first byte ms", "total ms", "µs/event", "added µs/event"],
                         streaming))
-            print("\n### Concurrent streams over one tunnel (upstream holds each 2 s)\n")
+            print("\n### Concurrent streams over one tunnel (upstream holds each 2 s; client "
+                  f"{stream_client})\n")
             print(table(["path", "streams", "completed", "p50 s", "p99 s", "p99/p50",
                          "gateway KB/open stream"], concurrency))
             print("\n### Bulk (10 MB request bodies)\n")
@@ -585,6 +679,13 @@ def main() -> None:
             print(flush=True)
         finally:
             stack.down()
+
+
+def _concurrency_row(stack: BenchStack, name: str, streams: int, client: str) -> list[str]:
+    many = many_streams(stack, streams, 2000, client)
+    return [name, str(streams), f"{many['complete']:.0f}", f"{many['p50']:.2f}",
+            f"{many['p99']:.2f}", f"{many['p99'] / many['p50']:.2f}",
+            f"{many['rss_per_stream_kb']:.1f}"]
 
 
 def _median_stream(url: str, ctx: ssl.SSLContext | None, key: str,

@@ -32,6 +32,9 @@ from tokios_translate import BackendKind
 __all__ = ["build_parser", "main", "settings_from_args", "tunnel_url"]
 
 TUNNEL_PATH = "/v1/tunnel"
+#: Ceiling of --max-concurrent-streams: the gateway's streams per tunnel
+#: (runtimes/gateway/tunnels.py MAX_STREAMS_PER_TUNNEL).
+MAX_CONCURRENT_STREAMS = 16_384
 
 _DESCRIPTION = """\
 Connect a local model server (Ollama, llama.cpp, vLLM, LM Studio or any OpenAI-compatible
@@ -86,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="asyncio runtime's event loop (default: uvloop where installed)")
     parser.add_argument("--max-concurrent-streams", metavar="N", type=int, default=64,
-                        help="requests served at once (default 64)")
+                        help="requests served at once (default 64, at most "
+                             f"{MAX_CONCURRENT_STREAMS:,}, the gateway's per-tunnel limit)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         default="info")
     return parser
@@ -119,8 +123,8 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
     models = parse_model_map(args.model)
     if not models:
         raise ValueError("give at least one --model DEPLOYMENT=UPSTREAM_MODEL")
-    if not 1 <= args.max_concurrent_streams <= 4096:
-        raise ValueError("--max-concurrent-streams must be in 1..4096")
+    if not 1 <= args.max_concurrent_streams <= MAX_CONCURRENT_STREAMS:
+        raise ValueError(f"--max-concurrent-streams must be in 1..{MAX_CONCURRENT_STREAMS}")
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
     backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
