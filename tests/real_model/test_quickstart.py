@@ -47,7 +47,7 @@ def test_help_explains_the_quick_start() -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     for needle in ("--upstream", "--insecure-http", "--chat_format gemma", "Ctrl-C",
-                   "ca.pem", "--once", "10 minutes"):
+                   "ca.pem", "--once", "3-10 minutes"):
         assert needle in result.stdout
 
 
