@@ -22,7 +22,7 @@ import anthropic
 import orjson
 import pytest
 
-from runtimes.quickstart import install, options
+from runtimes.quickstart import engine, install, options
 from runtimes.quickstart.progress import Progress, format_elapsed
 from tests.e2e.stack import ROOT, BackgroundLoop
 from tests.real_model.conftest import require_engine
@@ -62,6 +62,18 @@ def test_progress_in_a_log_prints_plain_lines_not_a_spinner() -> None:
     assert lines[1].startswith("✓ building the engine: built (")
     assert len(lines) == 2 and "\r" not in out.getvalue()
     assert format_elapsed(59.9) == "59s" and format_elapsed(605) == "10m05s"
+
+
+def test_a_missing_engine_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine, "missing", lambda: ["llama_cpp"])
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="demo extra is not installed"):
+        require_engine()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="setup-dev installs it"):
+        require_engine()
 
 
 def test_options_refuse_inconsistent_arguments() -> None:
