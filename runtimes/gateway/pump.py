@@ -47,7 +47,10 @@ class Pump:
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._wake = asyncio.Event()
+        # the writer's wake-up: a flag and a future, not an asyncio.Event (whose deque of
+        # waiters alone is ~600 bytes per idle tunnel)
+        self._wake_pending = False
+        self._wake_waiter: asyncio.Future[None] | None = None
         #: The ConnectionTerminated event, once the connection ended (None if the socket
         #: dropped before the core saw an end).
         self.terminated: ConnectionTerminated | None = None
@@ -75,7 +78,7 @@ class Pump:
                 self._timer.cancel()
             if self.terminated is not None:
                 # let the writer flush what the core queued last (GOAWAY, REJECT)
-                self._wake.set()
+                self._wake()
                 with contextlib.suppress(TimeoutError, Exception):
                     await asyncio.wait_for(asyncio.shield(writer), 2.0)
             writer.cancel()
@@ -97,7 +100,7 @@ class Pump:
 
     def kick(self) -> None:
         """Send what the core queued and re-arm the timer (call after any command)."""
-        self._wake.set()
+        self._wake()
         when = self.conn.get_timer() if self.terminated is None else None
         if self._timer is not None:
             if when is not None and self._timer.when() == when:
@@ -112,10 +115,21 @@ class Pump:
         self.conn.handle_timer(self.now())
         self.dispatch()
 
+    def _wake(self) -> None:
+        self._wake_pending = True
+        waiter = self._wake_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def _writer(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            if not self._wake_pending:
+                self._wake_waiter = self._loop.create_future()
+                try:
+                    await self._wake_waiter
+                finally:
+                    self._wake_waiter = None
+            self._wake_pending = False
             while messages := self.conn.messages_to_send(_WRITE_CHUNK):
                 for message in messages:
                     try:

@@ -19,7 +19,6 @@ A handler's life:
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -116,7 +115,8 @@ class WriteFlow:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._paused = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # a list, not a deque: empty unless the peer is slow (an empty deque is ~600 bytes)
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
     @property
@@ -136,8 +136,8 @@ class WriteFlow:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 

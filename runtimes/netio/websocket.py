@@ -89,7 +89,9 @@ class WebSocket(asyncio.Protocol):
         self._partial = bytearray()
         self._recv_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
-        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # a list, not a deque: it is empty unless the peer is slow, and an empty deque
+        # costs ~600 bytes per connection (idle tunnels)
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._out: list[bytes] = []
         self._out_size = 0
@@ -317,8 +319,8 @@ class WebSocket(asyncio.Protocol):
             waiter.set_result(None)
 
     def _wake_drain(self) -> None:
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
