@@ -423,6 +423,10 @@ class H1Connection(asyncio.Protocol):
             ws.data_received(trailing)
         if self._eof:
             ws.eof_received()
+        # the h11 state machine and its buffers are dead weight from here on (nothing reads
+        # it once _switched), and a tunnel lives for hours: ~1 KB per idle tunnel
+        self._cancel_timer()
+        del self._conn
         return ws
 
     # ---- plumbing -----------------------------------------------------------------------
