@@ -69,6 +69,38 @@ class StreamFailed(Exception):  # noqa: N818
         self.code = code
 
 
+class _Signal:
+    """``asyncio.Event`` (set / clear / wait) for one waiting task at a time, without the
+    Event's deque of waiters: ~600 bytes less per signal, two per open stream."""
+
+    __slots__ = ("_is_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._is_set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+
 class GatewayStream:
     """One request on one tunnel, as the HTTP handler sees it."""
 
@@ -79,8 +111,8 @@ class GatewayStream:
         self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
         self.ended = False
         self.failure: StreamFailed | None = None
-        self.changed = asyncio.Event()
-        self.window = asyncio.Event()
+        self.changed = _Signal()
+        self.window = _Signal()
 
     def _fail(self, failure: StreamFailed) -> None:
         if self.failure is None and not self.ended:
