@@ -28,12 +28,13 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterable
 
 import wsproto
 import wsproto.events as ws_events
 from wsproto.connection import ConnectionState
+
+from runtimes.urls import parse_websocket_url
 
 __all__ = ["WebSocket", "WebSocketClosed", "WebSocketHandshakeError", "connect_websocket"]
 
@@ -272,18 +273,9 @@ def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
     """Dial ``ws://`` or ``wss://`` and complete the upgrade (all within ``connect_timeout``);
     raise WebSocketHandshakeError, OSError or TimeoutError. A write blocked for
     ``write_timeout`` seconds closes the WebSocket."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
-        raise ValueError("url must be ws://host[:port]/path or wss://...")
-    secure = parsed.scheme == "wss"
-    host = parsed.hostname
-    port = parsed.port or (443 if secure else 80)
-    target = parsed.path or "/"
-    if parsed.query:
-        target = f"{target}?{parsed.query}"
-    host_header = host if ":" not in host else f"[{host}]"
-    if port != (443 if secure else 80):
-        host_header = f"{host_header}:{port}"
+    dial = parse_websocket_url(url)
+    secure, host, port, target, host_header = (
+        dial.secure, dial.host, dial.port, dial.target, dial.host_header)
     raw = socket.create_connection((host, port), timeout=connect_timeout)
     sock: socket.socket = raw
     try:

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import contextlib
 import ssl
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,6 +23,8 @@ import wsproto
 import wsproto.connection
 import wsproto.events as ws_events
 import wsproto.utilities
+
+from runtimes.urls import parse_websocket_url
 
 __all__ = [
     "CloseInfo",
@@ -337,19 +338,9 @@ async def connect_websocket(
     """Dial `ws://` or `wss://` (SNI and hostname checked by `ssl_context`, default: system
     roots) and complete the upgrade; raise WebSocketHandshakeError, OSError or TimeoutError.
     """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
-        raise ValueError("url must be ws://host[:port]/path or wss://...")
-    secure = parsed.scheme == "wss"
-    host = parsed.hostname
-    port = parsed.port or (443 if secure else 80)
-    target = parsed.path or "/"
-    if parsed.query:
-        target = f"{target}?{parsed.query}"
-    default_port = (secure and port == 443) or (not secure and port == 80)
-    host_header = host if ":" not in host else f"[{host}]"
-    if not default_port:
-        host_header = f"{host_header}:{port}"
+    dial = parse_websocket_url(url)
+    secure, host, port, target, host_header = (
+        dial.secure, dial.host, dial.port, dial.target, dial.host_header)
     if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
     loop = asyncio.get_running_loop()
