@@ -14,7 +14,6 @@ counts, never bodies or keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -341,29 +340,39 @@ class GatewayApi:
 
     @staticmethod
     async def _wait_with_client(response: HttpResponse, coro: Awaitable[_T]) -> _T:
-        """Run ``coro``; if the client disconnects first, cancel it (ClientDisconnected)."""
-        task = asyncio.ensure_future(coro)
-        gone = asyncio.ensure_future(response.disconnected.wait())
-        try:
-            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not task.done():
+        """Await ``coro`` in this task; if the client disconnects first, cancel it and raise
+        ClientDisconnected (a callback on the disconnect, not a watcher task)."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def on_gone() -> None:
+            nonlocal gone
+            gone = True
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+
+        if response.disconnected.is_set():
+            if asyncio.iscoroutine(coro):
+                coro.close()
             raise ClientDisconnected("client went away")
-        return task.result()
+        stop_watching = response.disconnected.on_set(on_gone)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:
+                raise ClientDisconnected("client went away") from None
+            raise
+        finally:
+            stop_watching()
 
     async def _relay(self, response: HttpResponse, stream: GatewayStream, *, status: int,
                      headers: tuple[tuple[str, str], ...], request_id: str,
                      info: dict[str, object]) -> None:
         out_headers = [(n, v) for n, v in headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
         out_headers.append(("x-request-id", request_id))
-        watcher = asyncio.ensure_future(response.disconnected.wait())
-        watcher.add_done_callback(
-            lambda fut: None if fut.cancelled() or stream.ended
-            else stream.reset(ResetCode.CLIENT_GONE))
+        # the client leaving resets the stream at once, so the connector stops the model
+        stop_watching = response.disconnected.on_set(
+            lambda: None if stream.ended else stream.reset(ResetCode.CLIENT_GONE))
         sent = 0
         try:
             try:
@@ -390,5 +399,5 @@ class GatewayApi:
                 return
             await response.end()
         finally:
-            watcher.cancel()
+            stop_watching()
 

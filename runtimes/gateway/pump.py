@@ -38,8 +38,9 @@ _WRITE_CHUNK = 256 * 1024
 
 
 class Pump:
-    """One connection, one socket, one reader loop, one timer, and a writer task that
-    exists only while there is output to send (an idle tunnel has none: ~1.5 KB less)."""
+    """One connection, one socket, one reader loop, one timer. Output is written by a plain
+    callback once per loop iteration (no task); a task exists only while the peer is slow
+    and the pump waits for the socket to drain."""
 
     def __init__(self, ws: WebSocket, conn: Connection,
                  on_event: Callable[[Event], None]) -> None:
@@ -48,13 +49,17 @@ class Pump:
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        # output is pending; the writer task runs while it is set (started on demand)
-        self._wake_pending = False
-        self._writer_task: asyncio.Task[None] | None = None
-        self._stopped = False  # run() is over: no more writer tasks
+        self._write_scheduled = False  # _write_now is queued for this loop iteration
+        self._drain_task: asyncio.Task[None] | None = None  # only while the peer is slow
+        self._closer: asyncio.Task[None] | None = None  # the core is CLOSED: close the socket
+        self._stopped = False  # run() is over: nothing more is written
         #: The ConnectionTerminated event, once the connection ended (None if the socket
         #: dropped before the core saw an end).
         self.terminated: ConnectionTerminated | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def now(self) -> float:
         return self._loop.time()
@@ -77,18 +82,21 @@ class Pump:
             if self._timer is not None:
                 self._timer.cancel()
             if self.terminated is not None:
-                # let the writer flush what the core queued last (GOAWAY, REJECT)
-                self._wake()
-                writer = self._writer_task
-                if writer is not None:
+                # write what the core queued last (GOAWAY, REJECT); a slow peer gets 2 s
+                self._write_now()
+                deadline = self._loop.time() + 2.0
+                while (task := self._drain_task) is not None and \
+                        (left := deadline - self._loop.time()) > 0:
                     with contextlib.suppress(TimeoutError, Exception):
-                        await asyncio.wait_for(asyncio.shield(writer), 2.0)
+                        await asyncio.wait_for(asyncio.shield(task), left)
+                    if self._drain_task is task:
+                        break
             self._stopped = True
-            writer = self._writer_task
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
+            for task in (self._drain_task, self._closer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             await self.ws.close(1000, "", timeout=1.0)
             if self.terminated is None:
                 self.terminated = ConnectionTerminated(code=ErrorCode.INTERNAL_ERROR,
@@ -105,7 +113,9 @@ class Pump:
 
     def kick(self) -> None:
         """Send what the core queued and re-arm the timer (call after any command)."""
-        self._wake()
+        if not self._write_scheduled and not self._stopped:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_now)
         when = self.conn.get_timer() if self.terminated is None else None
         if self._timer is not None:
             if when is not None and self._timer.when() == when:
@@ -120,27 +130,32 @@ class Pump:
         self.conn.handle_timer(self.now())
         self.dispatch()
 
-    def _wake(self) -> None:
-        self._wake_pending = True
-        if self._writer_task is None and not self._stopped:
-            self._writer_task = self._loop.create_task(self._writer())
-
-    async def _writer(self) -> None:
+    def _write_now(self) -> None:
+        """Frame everything the core queued and write it in one go, unless the peer is slow
+        (then a drain task waits for the socket and calls this again)."""
+        self._write_scheduled = False
+        if self._stopped or self._drain_task is not None:
+            return
+        ws = self.ws
         try:
-            await self._write_pending()
-        finally:
-            self._writer_task = None
-
-    async def _write_pending(self) -> None:
-        while self._wake_pending:
-            self._wake_pending = False
-            while messages := self.conn.messages_to_send(_WRITE_CHUNK):
+            while not ws.write_paused:
+                messages = self.conn.messages_to_send(_WRITE_CHUNK)
+                if not messages:
+                    break
                 for message in messages:
-                    try:
-                        await self.ws.send(message)
-                    except WebSocketClosed:
-                        return
-            if self.conn.state is ConnectionState.CLOSED:
-                # everything is written: tell the reader loop to stop waiting on recv()
-                await self.ws.close(1000, "", timeout=1.0)
-                return
+                    ws.send_nowait(message)
+            ws.flush()
+        except WebSocketClosed:
+            return
+        if ws.write_paused:
+            self._drain_task = self._loop.create_task(self._drain_then_write())
+        elif self.conn.state is ConnectionState.CLOSED and self._closer is None:
+            # everything is written: close the socket, so the reader loop's recv() ends
+            self._closer = self._loop.create_task(ws.close(1000, "", timeout=1.0))
+
+    async def _drain_then_write(self) -> None:
+        try:
+            await self.ws.drain()
+        finally:
+            self._drain_task = None
+        self._write_now()

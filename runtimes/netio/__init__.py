@@ -9,6 +9,7 @@
 from runtimes.netio._http import (
     BodyTooLarge,
     ClientDisconnected,
+    Disconnected,
     Handler,
     HttpRequest,
     HttpResponse,
@@ -31,6 +32,7 @@ __all__ = [
     "BodyTooLarge",
     "ClientDisconnected",
     "CloseInfo",
+    "Disconnected",
     "Handler",
     "HttpRequest",
     "HttpResponse",

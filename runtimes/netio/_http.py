@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BodyTooLarge",
     "ClientDisconnected",
+    "Disconnected",
     "Handler",
     "HeadersInput",
     "HttpRequest",
@@ -174,10 +175,73 @@ class RequestChannel(Protocol):
         ...
 
 
+class Disconnected:
+    """Set once the client is known to be gone. ``is_set`` / ``set`` / ``wait`` as on an
+    ``asyncio.Event``, plus :meth:`on_set`, so a handler can react to the client leaving with
+    a plain callback instead of a watcher task per request."""
+
+    __slots__ = ("_callbacks", "_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        """Mark the client gone: run the callbacks (once each) and wake the waiters."""
+        if self._is_set:
+            return
+        self._is_set = True
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            callback()
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def on_set(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` when the client goes (at once if it already went); returns a
+        function that unregisters it (call it when the exchange is over)."""
+        if self._is_set:
+            callback()
+            return _nothing
+        if self._callbacks is None:
+            self._callbacks = []
+        callbacks = self._callbacks
+        callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return remove
+
+
+def _nothing() -> None:
+    pass
+
+
 class ResponseChannel(Protocol):
     """What a protocol module provides to write one response."""
 
-    disconnected: asyncio.Event
+    disconnected: Disconnected
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
 
@@ -299,7 +363,7 @@ class HttpResponse:
         self.status = 0
 
     @property
-    def disconnected(self) -> asyncio.Event:
+    def disconnected(self) -> Disconnected:
         """Set as soon as the client is known to be gone (EOF, reset, connection lost)."""
         return self._channel.disconnected
 

@@ -25,6 +25,7 @@ import wsproto.connection
 
 from runtimes.netio._http import (
     ClientDisconnected,
+    Disconnected,
     HttpRequest,
     HttpResponse,
     ServerConfig,
@@ -69,7 +70,7 @@ class H1Connection(asyncio.Protocol):
         self._flow = WriteFlow(self._loop)
         self._task: asyncio.Task[None] | None = None
         self._data_waiter: asyncio.Future[None] | None = None
-        self._disconnected = asyncio.Event()
+        self._disconnected = Disconnected()
         self._reading_paused = False
         self._eof = False
         self._closed = False
@@ -184,7 +185,7 @@ class H1Connection(asyncio.Protocol):
         self._close()  # ConnectionClosed or anything unexpected while idle
 
     def _start_handler(self, event: h11.Request) -> None:
-        self._disconnected = asyncio.Event()
+        self._disconnected = Disconnected()
         if self._eof:
             self._disconnected.set()
         self._declared_length = None

@@ -27,6 +27,7 @@ import h2.settings
 
 from runtimes.netio._http import (
     ClientDisconnected,
+    Disconnected,
     HttpRequest,
     HttpResponse,
     ServerConfig,
@@ -69,7 +70,7 @@ class _Stream:
         self.body_ended = False
         self.declared_length: int | None = None
         self.reset = False
-        self.disconnected = asyncio.Event()
+        self.disconnected = Disconnected()
         self.read_waiter: asyncio.Future[None] | None = None
         self.flow_waiter: asyncio.Future[None] | None = None
 

@@ -137,11 +137,36 @@ class WebSocket(asyncio.Protocol):
         """Send one binary message; waits while the peer is slow. WebSocketClosed if closed."""
         self._check_open()
         self._write(self._ws.send(ws_events.BytesMessage(data=data)))
+        await self.drain()
+        self._check_open()
+
+    def send_nowait(self, data: bytes) -> None:
+        """Frame one binary message into the output buffer without waiting (WebSocketClosed
+        if closed). Call :meth:`flush` after a batch; check :attr:`write_paused` first and
+        ``await drain()`` while it is true, or the transport's buffer grows."""
+        self._check_open()
+        frame = self._ws.send(ws_events.BytesMessage(data=data))
+        self._out.append(frame)
+        self._out_size += len(frame)
+        if self._out_size > _FLUSH_AT:
+            self._flush()
+
+    def flush(self) -> None:
+        """Write the buffered frames to the transport now (one write)."""
+        self._flush()
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's buffer is above its high-water mark (the peer is slow)."""
+        return self._write_paused and self._closed is None
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is above its high-water mark (returns at once
+        otherwise, and once the WebSocket is closed)."""
         while self._write_paused and self._closed is None:
             waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
-        self._check_open()
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (the peer's pong is consumed silently)."""
