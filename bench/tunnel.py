@@ -518,6 +518,65 @@ def idle_tunnels(stack: BenchStack, count: int) -> tuple[int, float]:
     return uvloop.run(asyncio.wait_for(run(), 120))
 
 
+def serve_bare_tls(cert: str, key: str) -> None:
+    """A uvloop TLS server whose connections do nothing (the floor under an idle tunnel);
+    print ``port N`` once listening."""
+    import uvloop
+
+    from runtimes.netio import server_context
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            asyncio.Protocol, "127.0.0.1", 0, ssl=server_context(cert, key), backlog=4096)
+        print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(run())
+
+
+def bare_tls_floor(stack: BenchStack, count: int) -> float:
+    """RSS per idle TLS connection (handshake done, nothing else) of a server on the
+    gateway's loop and TLS context: what an idle tunnel costs before any Python object of
+    ours. Returns KB per connection."""
+    workdir = stack.workdir
+    proc = Proc("bare-tls", [sys.executable, "-c",
+                             "import sys; from bench.tunnel import serve_bare_tls; "
+                             "serve_bare_tls(sys.argv[1], sys.argv[2])",
+                             str(workdir / "cert.pem"), str(workdir / "key.pem")],
+                workdir / "bare-tls.log")
+    proc.start()
+    try:
+        wait_for(lambda: "port " in proc.log(), 20, "the bare TLS server to listen")
+        port = int(proc.log().split("port ")[1].split()[0])
+        pid = proc.popen.pid  # type: ignore[union-attr]
+        ctx = stack.ssl_context()
+
+        async def run() -> float:
+            writers: list[asyncio.StreamWriter] = []
+            sem = asyncio.Semaphore(50)
+
+            async def one() -> None:
+                async with sem:
+                    _, writer = await asyncio.open_connection(
+                        "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
+                    writers.append(writer)
+
+            await asyncio.gather(*(one() for _ in range(20)))
+            await asyncio.sleep(1)
+            before = rss_kb(pid)
+            await asyncio.gather(*(one() for _ in range(count)))
+            await asyncio.sleep(2)
+            after = rss_kb(pid)
+            for writer in writers:
+                writer.transport.abort()
+            return (after - before) / count
+
+        import uvloop
+        return uvloop.run(asyncio.wait_for(run(), 120))
+    finally:
+        proc.stop()
+
+
 # -- bulk ----------------------------------------------------------------------------------
 
 
@@ -654,10 +713,11 @@ def main() -> None:
                 mbps = bulk(stack.base_url, ctx, stack.key, 10, max(2, reps // 2))
                 bulk_rows.append([name, f"{mbps:.0f}", f"{mbps / d_bulk:.2f}"])
 
-            accepted, per_tunnel = 0, 0.0
+            accepted, per_tunnel, floor = 0, 0.0, 0.0
             if not only_streams:
                 stack.restart_gateway()
                 accepted, per_tunnel = idle_tunnels(stack, args.tunnels)
+                floor = bare_tls_floor(stack, args.tunnels)
 
             print("\n### Non-streaming (small chat request, wrk)\n")
             print(table(["path", "conc.", "req/s", "p50 ms", "p99 ms", "req/s vs direct",
@@ -674,8 +734,9 @@ def main() -> None:
             print("\n### Bulk (10 MB request bodies)\n")
             print(table(["path", "MB/s", "vs direct"], bulk_rows))
             print("\n### Gateway memory\n")
-            print(table(["idle tunnels accepted", "gateway RSS KB per idle tunnel"],
-                        [[str(accepted), f"{per_tunnel:.1f}"]]))
+            print(table(["idle tunnels accepted", "gateway RSS KB per idle tunnel",
+                         "of which TLS alone (bare uvloop TLS connection, same context)"],
+                        [[str(accepted), f"{per_tunnel:.1f}", f"{floor:.1f}"]]))
             print(flush=True)
         finally:
             stack.down()
