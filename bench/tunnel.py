@@ -719,24 +719,26 @@ def main() -> None:
                 accepted, per_tunnel = idle_tunnels(stack, args.tunnels)
                 floor = bare_tls_floor(stack, args.tunnels)
 
-            print("\n### Non-streaming (small chat request, wrk)\n")
-            print(table(["path", "conc.", "req/s", "p50 ms", "p99 ms", "req/s vs direct",
-                         "errors"], nonstream))
-            print(f"\n### Streaming ({STREAM_EVENTS:,}-event SSE answer, median of {reps})\n")
-            print("(timed from the request on an open connection; µs/event: (total - total of a "
-                  f"1-event answer) / {STREAM_EVENTS - 1})\n")
-            print(table(["path", "first byte ms", "total ms", "µs/event", "added µs/event"],
-                        streaming))
+            if not only_streams:
+                print("\n### Non-streaming (small chat request, wrk)\n")
+                print(table(["path", "conc.", "req/s", "p50 ms", "p99 ms", "req/s vs direct",
+                             "errors"], nonstream))
+                print(f"\n### Streaming ({STREAM_EVENTS:,}-event SSE answer, median of {reps})\n")
+                print("(timed from the request on an open connection; µs/event: (total - "
+                      f"total of a 1-event answer) / {STREAM_EVENTS - 1})\n")
+                print(table(["path", "first byte ms", "total ms", "µs/event", "added µs/event"],
+                            streaming))
             print("\n### Concurrent streams over one tunnel (upstream holds each 2 s; client "
                   f"{stream_client})\n")
             print(table(["path", "streams", "completed", "p50 s", "p99 s", "p99/p50",
                          "gateway KB/open stream"], concurrency))
-            print("\n### Bulk (10 MB request bodies)\n")
-            print(table(["path", "MB/s", "vs direct"], bulk_rows))
-            print("\n### Gateway memory\n")
-            print(table(["idle tunnels accepted", "gateway RSS KB per idle tunnel",
-                         "of which TLS alone (bare uvloop TLS connection, same context)"],
-                        [[str(accepted), f"{per_tunnel:.1f}", f"{floor:.1f}"]]))
+            if not only_streams:
+                print("\n### Bulk (10 MB request bodies)\n")
+                print(table(["path", "MB/s", "vs direct"], bulk_rows))
+                print("\n### Gateway memory\n")
+                print(table(["idle tunnels accepted", "gateway RSS KB per idle tunnel",
+                             "of which TLS alone (bare uvloop TLS connection, same context)"],
+                            [[str(accepted), f"{per_tunnel:.1f}", f"{floor:.1f}"]]))
             print(flush=True)
         finally:
             stack.down()
