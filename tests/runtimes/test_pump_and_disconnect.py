@@ -243,12 +243,16 @@ def test_goaway_is_written_and_both_pumps_end() -> None:
         server, gateway, connector, _events, tasks = await _tunnel_pair()
         try:
             gateway.conn.goaway()
-            gateway.kick()
+            gateway.dispatch()  # as Tunnel.goaway does: no stream open, so the core is CLOSED
+            assert gateway.terminated is not None
             async with asyncio.timeout(5):
                 await tasks[0]  # the connector's run() returns once the tunnel closed
             assert connector.terminated is not None
-            assert gateway.ws.closed is not None
-            assert gateway._closer is None or gateway._closer.done()
+            assert connector.terminated.reason == "drained"  # it got the GOAWAY, not a drop
+            async with asyncio.timeout(5):  # the gateway's run() ends too, its tasks gone
+                while gateway.ws.closed is None or not gateway._stopped:
+                    await asyncio.sleep(0.01)
+            assert all(t is None or t.done() for t in (gateway._closer, gateway._drain_task))
         finally:
             for task in tasks:
                 task.cancel()
