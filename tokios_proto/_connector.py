@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ._codes import ErrorCode, FrameType, ResetCode
 from ._config import Config
 from ._connection import Connection
@@ -45,6 +47,15 @@ class ConnectorConnection(Connection):
     _END_SENT = StreamInput.RESPONSE_END
     _DATA_RECEIVED = StreamInput.REQUEST_DATA
     _END_RECEIVED = StreamInput.REQUEST_END
+    _FRAME_METHODS: ClassVar[dict[int, str]] = {
+        **Connection._FRAME_METHODS,
+        FrameType.WELCOME: "_on_welcome",
+        FrameType.REJECT: "_on_reject",
+        FrameType.OPEN: "_on_open",
+        FrameType.HELLO: "_on_unexpected",
+        FrameType.RESPONSE: "_on_unexpected",
+        FrameType.SETTINGS: "_on_unexpected",
+    }
 
     def __init__(self, config: Config | None = None, *, hello: Hello) -> None:
         super().__init__(config)
@@ -55,11 +66,6 @@ class ConnectorConnection(Connection):
         self._hello = hello
         #: Streams we take at once (WELCOME value, lowered or raised by update_settings).
         self._local_max_streams = 0
-        self._handlers[FrameType.WELCOME] = self._on_welcome
-        self._handlers[FrameType.REJECT] = self._on_reject
-        self._handlers[FrameType.OPEN] = self._on_open
-        for unexpected in (FrameType.HELLO, FrameType.RESPONSE, FrameType.SETTINGS):
-            self._handlers[unexpected] = self._on_unexpected
 
     def start(self, now: float) -> None:
         """Queue HELLO and arm the handshake deadline; then send ``data_to_send()``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from ._codes import DEFAULT_RETRYABLE, ErrorCode, FrameType, RejectReason, ResetCode
 from ._config import Config, Settings
@@ -50,6 +51,15 @@ class GatewayConnection(Connection):
     _END_SENT = StreamInput.REQUEST_END
     _DATA_RECEIVED = StreamInput.RESPONSE_DATA
     _END_RECEIVED = StreamInput.RESPONSE_END
+    _FRAME_METHODS: ClassVar[dict[int, str]] = {
+        **Connection._FRAME_METHODS,
+        FrameType.HELLO: "_on_hello",
+        FrameType.RESPONSE: "_on_response",
+        FrameType.SETTINGS: "_on_settings",
+        FrameType.WELCOME: "_on_unexpected",
+        FrameType.REJECT: "_on_unexpected",
+        FrameType.OPEN: "_on_unexpected",
+    }
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -59,11 +69,6 @@ class GatewayConnection(Connection):
         self._next_stream_id = 1
         #: Streams the connector lets us have open (WELCOME value, then SETTINGS updates).
         self._peer_max_streams = 0
-        self._handlers[FrameType.HELLO] = self._on_hello
-        self._handlers[FrameType.RESPONSE] = self._on_response
-        self._handlers[FrameType.SETTINGS] = self._on_settings
-        for unexpected in (FrameType.WELCOME, FrameType.REJECT, FrameType.OPEN):
-            self._handlers[unexpected] = self._on_unexpected
 
     def start(self, now: float) -> None:
         """Arm the handshake deadline (``config.handshake_timeout`` from ``now``)."""

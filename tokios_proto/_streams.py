@@ -45,7 +45,7 @@ class Stream:
         return dropped
 
 
-def produce_frames(control: deque[bytes], ready: deque[Stream], max_frame_size: int,
+def produce_frames(control: list[bytes], ready: deque[Stream], max_frame_size: int,
                    budget: int | None) -> list[list[Piece]]:
     """Take frames off the queues: control frames first, then DATA round-robin.
 
@@ -56,12 +56,19 @@ def produce_frames(control: deque[bytes], ready: deque[Stream], max_frame_size: 
     """
     frames: list[list[Piece]] = []
     left = -1 if budget is None else budget
-    while control:
-        size = len(control[0])
+    taken_control = 0
+    for frame in control:
+        size = len(frame)
         if budget is not None and frames and size > left:
-            return frames
-        frames.append([control.popleft()])
+            break
+        frames.append([frame])
         left -= size
+        taken_control += 1
+    if taken_control == len(control):
+        control.clear()
+    else:
+        del control[:taken_control]
+        return frames
     while ready:
         stream = ready[0]
         if not stream.queued and not stream.end_pending:

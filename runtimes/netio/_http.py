@@ -341,14 +341,19 @@ class HttpRequest:
         """Complete a WebSocket upgrade (HTTP/1.1 only) and return the channel.
 
         Raises WebSocketUpgradeError when the request is not an upgrade; the handler then
-        answers with an ordinary response (400/426).
+        answers with an ordinary response (400/426). Once accepted, the request's headers are
+        released (read them before): a WebSocket may live for hours, and the handler's frames
+        would keep them alive (~1 KB per connection).
         """
-        return await self._channel.accept_websocket(
+        ws = await self._channel.accept_websocket(
             self,
             subprotocol=subprotocol,
             extra_headers=encode_headers(headers),
             max_message_size=max_message_size,
         )
+        self.header_list = []
+        self.headers = {}
+        return ws
 
 
 class HttpResponse:

@@ -23,6 +23,7 @@ from tokios_proto import (
     FrameType,
     GatewayConnection,
     GoAwayReceived,
+    RemoteProtocolError,
     StreamOpened,
     StreamReset,
     WindowUpdated,
@@ -101,7 +102,13 @@ def test_a_snapshot_copy_behaves_like_a_freshly_built_connection(side: str) -> N
         assert (a.error is None) == (b.error is None), seed.name
     first, second = copied(), copied()
     assert first is not second and first._streams is not second._streams
-    assert first._handlers[FrameType.DATA].__self__ is first
+    # frames fed to one copy change only that copy (handlers are looked up per class and
+    # called with the connection, so a copy cannot act on the original)
+    before = (second.state, second.data_to_send(), tuple(second._streams))
+    with pytest.raises(RemoteProtocolError):
+        first.receive_data(bytes(12), 0.0)  # a malformed frame: only `first` ends
+    assert first.state is not before[0]
+    assert (second.state, second.data_to_send(), tuple(second._streams)) == before
 
 
 # -- the harness can fail --------------------------------------------------------------------------

@@ -506,6 +506,33 @@ def test_event_flood_is_excessive_load() -> None:
     assert info.value.code == ErrorCode.EXCESSIVE_LOAD
 
 
+def test_events_stay_in_order_and_bounded_when_the_shell_drains_partially() -> None:
+    pair = Pair()
+    pair.handshake()
+    sid = pair.gateway.open_stream(HEAD)
+    pair.flush()
+    pair.connector.send_response(sid, 200)
+    pair.flush()
+    gateway = pair.gateway
+    received: list[bytes] = []
+    for batch in range(100):
+        chunk = b"".join(encode_frame(FrameType.DATA, 0, sid, b"%05d" % (batch * 100 + i))
+                         for i in range(100))
+        gateway.receive_data(chunk, 0.0)
+        for _ in range(60):  # a shell that takes only some of the events each time
+            event = gateway.next_event()
+            assert isinstance(event, DataReceived)
+            received.append(event.data)
+        pending = len(gateway._events) - gateway._events_head
+        assert pending == (batch + 1) * 40
+        assert len(gateway._events) <= 2 * pending + 1024  # consumed events are let go
+    while (event := gateway.next_event()) is not None:
+        assert isinstance(event, DataReceived)
+        received.append(event.data)
+    assert received == [b"%05d" % n for n in range(10000)]
+    assert gateway._events == [] and gateway._events_head == 0  # drained: storage freed
+
+
 def test_output_is_bytes_not_bytearray() -> None:
     pair, sid = gateway_with_stream()
     pair.gateway.send_data(sid, bytearray(b"abc"))
