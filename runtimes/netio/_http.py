@@ -19,12 +19,15 @@ A handler's life:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from runtimes.netio.websocket import WebSocket
+
+logger = logging.getLogger("tokios.netio")
 
 __all__ = [
     "BodyTooLarge",
@@ -197,7 +200,10 @@ class Disconnected:
         self._is_set = True
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
-            callback()
+            try:
+                callback()
+            except Exception as exc:  # a handler's bug must not stop the others or the I/O
+                logger.error("disconnect callback failed: %s", type(exc).__name__)
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             if not waiter.done():

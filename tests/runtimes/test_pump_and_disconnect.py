@@ -56,6 +56,7 @@ def test_disconnected_runs_each_callback_once_and_wakes_waiters() -> None:
         gone = Disconnected()
         calls: list[str] = []
         stop_a = gone.on_set(lambda: calls.append("a"))
+        gone.on_set(lambda: 1 / 0)  # a buggy callback: logged, the others still run
         gone.on_set(lambda: calls.append("b"))
         stop_c = gone.on_set(lambda: calls.append("c"))
         stop_c()  # unregistered before the client left: never called
