@@ -16,7 +16,7 @@ It calls :meth:`SessionEvents.on_event` for each event of the core, and, in the 
 from __future__ import annotations
 
 import logging
-import secrets
+import random
 import ssl
 import time
 from typing import Generic, Protocol, TypeVar
@@ -44,6 +44,11 @@ from tokios_translate import BackendKind, ClientFormat, ErrorKind
 __all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "dial_failure", "plan_for"]
 
 logger = logging.getLogger("tokios.connector")
+
+#: Response ids (``chatcmpl-…``, ``msg_…``) name an answer, they guard nothing: a PRNG seeded
+#: from the OS, not ``secrets`` (a getrandom() system call per request). getrandbits is one C
+#: call, so the threaded connector's workers can share it.
+_response_ids = random.Random()  # noqa: S311 (ids are not secrets)
 
 
 class ConnectorState(Protocol):
@@ -170,8 +175,8 @@ def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:
                         "this connector does not serve that deployment")
     return handling.plan_request(
         head.path, stream.take_body(), backend=connector.backend, deployment=head.deployment,
-        upstream_model=models[head.deployment], response_id=secrets.token_hex(12),
-        created=int(time.time()))
+        upstream_model=models[head.deployment],
+        response_id=f"{_response_ids.getrandbits(96):024x}", created=int(time.time()))
 
 
 def _refused(path: str, kind: ErrorKind, message: str) -> Plan:
