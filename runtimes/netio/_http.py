@@ -39,6 +39,7 @@ __all__ = [
     "HttpResponse",
     "ServerConfig",
     "WebSocketUpgradeError",
+    "WriteBatch",
     "WriteFlow",
     "encode_headers",
 ]
@@ -109,6 +110,59 @@ def encode_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
         raw_value = value.encode("latin-1") if isinstance(value, str) else value
         out.append((raw_name.lower(), raw_value))
     return out
+
+
+class WriteBatch:
+    """Bytes queued for one transport write at the end of this loop iteration: the parts a
+    connection produces together (a response head and body, several WebSocket frames) leave
+    in one write, one TLS record and one system call. Past ``flush_at`` queued bytes they are
+    written at once. ``write`` gets the joined bytes; it decides whether the transport can
+    still take them. Used by the HTTP/1.1 connection and the WebSocket."""
+
+    __slots__ = ("_flush_at", "_loop", "_parts", "_scheduled", "_size", "_write")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, write: Callable[[bytes], None],
+                 flush_at: int) -> None:
+        self._loop = loop
+        self._write = write
+        self._flush_at = flush_at
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+
+    def add(self, data: bytes) -> None:
+        """Queue ``data`` and make sure a flush runs at the end of this loop iteration."""
+        self.add_unscheduled(data)
+        if self._parts and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_scheduled)
+
+    def add_unscheduled(self, data: bytes) -> None:
+        """Queue ``data`` for a :meth:`flush` the caller makes itself (written at once past
+        ``flush_at``)."""
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size > self._flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued now (nothing if the queue is empty)."""
+        parts = self._parts
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        self._size = 0
+        self._write(data)
+
+    def clear(self) -> None:
+        """Drop what is queued (the connection is being aborted)."""
+        self._parts.clear()
+        self._size = 0
+
+    def _flush_scheduled(self) -> None:
+        self._scheduled = False
+        self.flush()
 
 
 class WriteFlow:

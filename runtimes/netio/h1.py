@@ -30,6 +30,7 @@ from runtimes.netio._http import (
     HttpResponse,
     ServerConfig,
     WebSocketUpgradeError,
+    WriteBatch,
     WriteFlow,
     decode_header_list,
 )
@@ -80,9 +81,7 @@ class H1Connection(asyncio.Protocol):
         self._switched = False
         self._declared_length: int | None = None
         self._lingering = False
-        self._out: list[bytes] = []
-        self._out_size = 0
-        self._flush_scheduled = False
+        self._out = WriteBatch(self._loop, self._write_out, self._config.write_high_water)
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -437,21 +436,12 @@ class H1Connection(asyncio.Protocol):
         produced together); large amounts are written at once."""
         if not data or self._transport is None or self._closed:
             return
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size > self._config.write_high_water:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        self._out.add(data)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out:
-            return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        self._out_size = 0
+        self._out.flush()
+
+    def _write_out(self, data: bytes) -> None:
         if self._transport is not None and not self._closed:
             self._transport.write(data)
 

@@ -23,6 +23,7 @@ import wsproto.connection
 import wsproto.events as ws_events
 import wsproto.utilities
 
+from runtimes.netio._http import WriteBatch
 from runtimes.urls import parse_websocket_url
 
 __all__ = [
@@ -96,9 +97,7 @@ class WebSocket(asyncio.Protocol):
         # costs ~600 bytes per connection (idle tunnels)
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
-        self._out: list[bytes] = []
-        self._out_size = 0
-        self._flush_scheduled = False
+        self._out = WriteBatch(self._loop, self._write_out, _FLUSH_AT)
         self._close_sent = False
         self._closed: CloseInfo | None = None
         #: Resolved with the CloseInfo once the connection is over (close handshake or drop).
@@ -154,11 +153,7 @@ class WebSocket(asyncio.Protocol):
         if closed). Call :meth:`flush` after a batch; check :attr:`write_paused` first and
         ``await drain()`` while it is true, or the transport's buffer grows."""
         self._check_open()
-        frame = self._ws.send(ws_events.BytesMessage(data=data))
-        self._out.append(frame)
-        self._out_size += len(frame)
-        if self._out_size > _FLUSH_AT:
-            self._flush()
+        self._out.add_unscheduled(self._ws.send(ws_events.BytesMessage(data=data)))
 
     def flush(self) -> None:
         """Write the buffered frames to the transport now (one write)."""
@@ -324,23 +319,13 @@ class WebSocket(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         """Queue frames for the end of this loop iteration, so messages sent together leave
         in one write; more than `_FLUSH_AT` bytes are written at once."""
-        if not data:
-            return
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size > _FLUSH_AT:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if data:
+            self._out.add(data)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out:
-            return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        self._out_size = 0
+        self._out.flush()
+
+    def _write_out(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
