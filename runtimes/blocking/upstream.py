@@ -1,5 +1,6 @@
 """A pooled HTTP/1.1 client on h11 over blocking sockets, for the threaded connector's calls to
-the local model. Same contract as ``runtimes.netio.upstream`` (its asyncio twin)::
+the local model. Same contract as ``runtimes.netio.upstream`` (its asyncio twin), and the same
+sans-I/O exchange (``runtimes.upstream_http``)::
 
     pool = UpstreamPool("http://127.0.0.1:11434", max_connections=16)
     with pool.request("POST", "/api/chat", [("content-type", "application/json")], body) as r:
@@ -21,20 +22,22 @@ import select
 import socket
 import ssl
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 
 import h11
 
+from runtimes.upstream_http import (
+    UpstreamError,
+    decode_head,
+    encode_request,
+    next_body,
+    next_head,
+    parse_origin,
+)
+
 __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
 _READ_SIZE = 64 * 1024
-#: Request headers the pool writes itself.
-_OWN_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached, broke the protocol, timed out or closed early."""
 
 
 class _PooledConnection:
@@ -84,9 +87,7 @@ class UpstreamResponse:
 
     def __init__(self, connection: _PooledConnection, head: h11.Response) -> None:
         self._connection = connection
-        self.status: int = head.status_code
-        self.reason = head.reason.decode("latin-1")
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
+        self.status, self.reason, self.headers = decode_head(head)
 
     def abort(self) -> None:
         """From any thread: drop the connection so the upstream stops and a reader wakes up."""
@@ -99,22 +100,13 @@ class UpstreamResponse:
         (the moment to flush output held back while the upstream was faster than us).
         """
         connection = self._connection
-        while True:
-            try:
-                event = connection.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamError("malformed response body from upstream") from exc
-            if event is h11.NEED_DATA:
+        while (chunk := next_body(connection.conn)) is not None:
+            if isinstance(chunk, bytes):
+                yield chunk
+            else:  # h11.NEED_DATA
                 if before_wait is not None and not connection.readable():
                     before_wait()
                 connection.receive()
-            elif isinstance(event, h11.Data):
-                if event.data:
-                    yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return
-            else:
-                raise UpstreamError("unexpected event in response body")
 
     def read(self, limit: int) -> bytes:
         """Read the whole body; UpstreamError past ``limit`` bytes."""
@@ -134,16 +126,8 @@ class UpstreamPool:
     def __init__(self, base_url: str, *, max_connections: int = 32,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("base_url must be http://host:port or https://host:port")
-        self._secure = parsed.scheme == "https"
-        self._host = parsed.hostname
-        self._port = parsed.port or (443 if self._secure else 80)
-        self._prefix = parsed.path.rstrip("/")
-        host = self._host if ":" not in self._host else f"[{self._host}]"
-        default = self._port == (443 if self._secure else 80)
-        self._host_header = (host if default else f"{host}:{self._port}").encode("ascii")
+        self._origin = origin = parse_origin(base_url)
+        self._secure, self._host, self._port = origin.secure, origin.host, origin.port
         self._ssl = ssl_context
         if self._secure and self._ssl is None:
             self._ssl = ssl.create_default_context()
@@ -235,35 +219,14 @@ class UpstreamPool:
                   headers: Iterable[tuple[str, str]], body: bytes) -> h11.Response:
         conn = connection.conn
         connection.received = 0
-        wire: list[tuple[bytes, bytes]] = [(b"host", self._host_header)]
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered not in _OWN_HEADERS:
-                wire.append((lowered.encode("latin-1"), value.encode("latin-1")))
-        if body or method.upper() in ("POST", "PUT", "PATCH"):
-            wire.append((b"content-length", str(len(body)).encode("ascii")))
-        target = (self._prefix + path).encode("latin-1")
-        out = conn.send(h11.Request(method=method.encode("ascii"), target=target, headers=wire))
-        if body:
-            out += conn.send(h11.Data(data=body))
-        out += conn.send(h11.EndOfMessage())
+        out = encode_request(conn, self._origin, method, path, headers=headers, body=body)
         try:
             connection.sock.sendall(out)
         except OSError as exc:
             raise UpstreamError(f"upstream write failed: {type(exc).__name__}") from exc
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamError("malformed response head from upstream") from exc
-            if isinstance(event, h11.Response):
-                return event
-            if event is h11.NEED_DATA:
-                connection.receive()
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            raise UpstreamError("upstream closed before the response head")
+        while (head := next_head(conn)) is None:
+            connection.receive()
+        return head
 
     def close(self) -> None:
         """Close idle connections; requests in flight keep theirs until they finish."""

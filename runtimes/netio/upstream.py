@@ -1,4 +1,6 @@
-"""A pooled HTTP/1.1 client on h11, for the connector's calls to the local model.
+"""A pooled HTTP/1.1 client on h11, for the connector's calls to the local model. The
+exchange itself (URL, request bytes, reading h11's events) is ``runtimes.upstream_http``,
+shared with the threaded twin; this module moves the bytes on asyncio.
 
     pool = UpstreamPool("http://127.0.0.1:11434", max_connections=16)
     async with pool.request("POST", "/api/chat", [("content-type", "application/json")], body) as r:
@@ -16,19 +18,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import h11
 
+from runtimes.upstream_http import (
+    UpstreamError,
+    decode_head,
+    encode_request,
+    next_body,
+    next_head,
+    parse_origin,
+)
+
 __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
 _READ_SIZE = 64 * 1024
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached, broke the protocol, timed out or closed early."""
 
 
 class _PooledConnection:
@@ -62,13 +68,8 @@ class UpstreamResponse:
         self._connection = connection
         self._read_timeout = read_timeout
         self._done = False
-        self.status: int = head.status_code
-        self.reason = bytes(head.reason).decode("latin-1")
         #: Headers as (lower-cased name, value) pairs, in order.
-        self.headers: list[tuple[str, str]] = [
-            (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-            for name, value in head.headers
-        ]
+        self.status, self.reason, self.headers = decode_head(head)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
@@ -86,18 +87,13 @@ class UpstreamResponse:
         """Yield body bytes as soon as they arrive (no buffering beyond one socket read)."""
         connection = self._connection
         while not self._done:
-            try:
-                event = connection.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamError("malformed response body from upstream") from exc
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            chunk = next_body(connection.conn)
+            if chunk is None:
                 self._done = True
-            elif event is h11.NEED_DATA:
+            elif isinstance(chunk, bytes):
+                yield chunk
+            else:  # h11.NEED_DATA
                 await _receive(connection, self._read_timeout)
-            else:
-                raise UpstreamError("unexpected event in response body")
 
     async def read(self, limit: int) -> bytes:
         """Read the whole body; UpstreamError past `limit` bytes."""
@@ -136,16 +132,8 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int | None = None,
     ) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("base_url must be http://host:port or https://host:port")
-        self._secure = parsed.scheme == "https"
-        self._host = parsed.hostname
-        self._port = parsed.port or (443 if self._secure else 80)
-        self._prefix = parsed.path.rstrip("/")
-        default = self._port == (443 if self._secure else 80)
-        host = self._host if ":" not in self._host else f"[{self._host}]"
-        self._host_header = (host if default else f"{host}:{self._port}").encode("ascii")
+        self._origin = origin = parse_origin(base_url)
+        self._secure, self._host, self._port = origin.secure, origin.host, origin.port
         self._ssl = ssl_context if ssl_context is not None or not self._secure else None
         if self._secure and self._ssl is None:
             self._ssl = ssl.create_default_context()
@@ -240,40 +228,16 @@ class UpstreamPool:
     ) -> h11.Response:
         conn = connection.conn
         connection.received = 0
-        wire_headers: list[tuple[bytes, bytes]] = [(b"host", self._host_header)]
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered in ("host", "content-length", "transfer-encoding", "connection"):
-                continue
-            wire_headers.append((lowered.encode("latin-1"), value.encode("latin-1")))
-        if body or method.upper() in ("POST", "PUT", "PATCH"):
-            wire_headers.append((b"content-length", str(len(body)).encode("ascii")))
-        target = (self._prefix + path).encode("latin-1")
-        out = conn.send(
-            h11.Request(method=method.encode("ascii"), target=target, headers=wire_headers)
-        )
-        if body:
-            out += conn.send(h11.Data(data=body))
-        out += conn.send(h11.EndOfMessage())
+        out = encode_request(conn, self._origin, method, path, headers=headers, body=body)
         try:
             connection.writer.write(out)
             async with asyncio.timeout(self._read_timeout):
                 await connection.writer.drain()
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"upstream write failed: {type(exc).__name__}") from exc
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamError("malformed response head from upstream") from exc
-            if isinstance(event, h11.Response):
-                return event
-            if event is h11.NEED_DATA:
-                await _receive(connection, self._read_timeout)
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            raise UpstreamError("upstream closed before the response head")
+        while (head := next_head(conn)) is None:
+            await _receive(connection, self._read_timeout)
+        return head
 
     async def aclose(self) -> None:
         """Close idle connections; requests in flight keep theirs until they finish."""

@@ -1,0 +1,94 @@
+"""The sans-I/O half both upstream pools share (runtimes/upstream_http.py): the base URL, the
+request bytes, and reading h11's events for the head and the body."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+
+from runtimes import blocking, netio
+from runtimes.upstream_http import (
+    UpstreamError,
+    decode_head,
+    encode_request,
+    next_body,
+    next_head,
+    parse_origin,
+)
+
+
+def test_both_pools_raise_the_same_error_class() -> None:
+    assert netio.UpstreamError is blocking.UpstreamError is UpstreamError
+
+
+@pytest.mark.parametrize(("url", "host_header", "port", "prefix"), [
+    ("http://127.0.0.1:11434", b"127.0.0.1:11434", 11434, ""),
+    ("http://localhost/", b"localhost", 80, ""),
+    ("https://models.internal/v1/", b"models.internal", 443, "/v1"),
+    ("http://[::1]:8080/base", b"[::1]:8080", 8080, "/base"),
+])
+def test_parse_origin(url: str, host_header: bytes, port: int, prefix: str) -> None:
+    origin = parse_origin(url)
+    assert (origin.host_header, origin.port, origin.prefix) == (host_header, port, prefix)
+    assert origin.secure is url.startswith("https")
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "localhost:11434", "http://"])
+def test_parse_origin_refuses_what_is_not_an_http_origin(url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        parse_origin(url)
+
+
+def test_encode_request_writes_its_own_framing_headers() -> None:
+    conn = h11.Connection(h11.CLIENT)
+    out = encode_request(conn, parse_origin("http://127.0.0.1:8080/api"), "POST", "/chat",
+                         headers=[("Host", "evil"), ("Content-Length", "1"),
+                                  ("Transfer-Encoding", "chunked"), ("Content-Type", "x/y")],
+                         body=b"{}")
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /api/chat HTTP/1.1"
+    assert sorted(lines[1:]) == [b"content-length: 2", b"content-type: x/y",
+                                 b"host: 127.0.0.1:8080"]
+    assert body == b"{}"
+    assert conn.our_state is h11.DONE
+
+
+def _client_after_request() -> h11.Connection:
+    conn = h11.Connection(h11.CLIENT)
+    encode_request(conn, parse_origin("http://127.0.0.1:1"), "GET", "/", headers=[], body=b"")
+    return conn
+
+
+def test_head_and_chunked_body_as_bytes_arrive() -> None:
+    conn = _client_after_request()
+    assert next_head(conn) is None  # nothing read yet
+    conn.receive_data(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    head = next_head(conn)  # the 1xx answer is skipped
+    assert head is not None
+    status, reason, headers = decode_head(head)
+    assert (status, reason) == (200, "OK")
+    assert ("x-a", "1") in headers
+    assert next_body(conn) == b"abc"
+    assert next_body(conn) is h11.NEED_DATA
+    conn.receive_data(b"0\r\n\r\n")
+    assert next_body(conn) is None  # the end
+
+
+def test_an_upstream_that_closes_or_breaks_the_protocol_is_an_upstream_error() -> None:
+    conn = _client_after_request()
+    conn.receive_data(b"")  # EOF before any answer
+    with pytest.raises(UpstreamError):
+        next_head(conn)
+    broken = _client_after_request()
+    broken.receive_data(b"NOT HTTP\r\n\r\n")
+    with pytest.raises(UpstreamError, match="malformed response head"):
+        next_head(broken)
+    cut = _client_after_request()
+    cut.receive_data(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+    assert next_head(cut) is not None
+    assert next_body(cut) == b"abc"
+    cut.receive_data(b"")  # the body is cut short
+    with pytest.raises(UpstreamError):
+        next_body(cut)
