@@ -24,6 +24,7 @@ import wsproto
 import wsproto.connection
 
 from runtimes.netio._http import (
+    BufferedReads,
     ClientDisconnected,
     Disconnected,
     HttpRequest,
@@ -55,7 +56,7 @@ _REASONS = {
 }
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(BufferedReads):
     """One HTTP/1.1 connection. Created by the server's dispatcher after TLS/ALPN."""
 
     def __init__(self, state: ServerState, scheme: str) -> None:

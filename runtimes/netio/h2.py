@@ -26,6 +26,7 @@ import h2.exceptions
 import h2.settings
 
 from runtimes.netio._http import (
+    BufferedReads,
     ClientDisconnected,
     Disconnected,
     HttpRequest,
@@ -80,7 +81,7 @@ class _Stream:
                 waiter.set_result(None)
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(BufferedReads):
     """One HTTP/2 connection (TLS with ALPN h2, or h2c prior knowledge)."""
 
     def __init__(self, state: ServerState, scheme: str) -> None:

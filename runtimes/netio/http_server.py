@@ -20,6 +20,7 @@ from typing import Protocol, cast
 
 from runtimes.netio._http import (
     BodyTooLarge,
+    BufferedReads,
     ClientDisconnected,
     Handler,
     HttpRequest,
@@ -67,7 +68,7 @@ class ServerState:
         self.accepting = True
 
 
-class _Dispatcher(asyncio.Protocol):
+class _Dispatcher(BufferedReads):
     """The first protocol of every connection: picks h1 or h2, then steps aside."""
 
     def __init__(self, state: ServerState, secure: bool) -> None:
@@ -155,7 +156,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         secure = self._ssl is not None
 
-        def factory() -> asyncio.Protocol:
+        def factory() -> asyncio.BaseProtocol:
             return _Dispatcher(self._state, secure)
 
         # A TLS handshake must finish within header_timeout too (slowloris on the handshake).

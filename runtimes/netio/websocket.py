@@ -23,7 +23,7 @@ import wsproto.connection
 import wsproto.events as ws_events
 import wsproto.utilities
 
-from runtimes.netio._http import WriteBatch
+from runtimes.netio._http import BufferedReads, WriteBatch
 from runtimes.urls import parse_websocket_url
 
 __all__ = [
@@ -68,7 +68,7 @@ class WebSocketHandshakeError(Exception):
         self.status = status
 
 
-class WebSocket(asyncio.Protocol):
+class WebSocket(BufferedReads):
     """A message channel: `recv()`, `send()`, `close()`, `closed`."""
 
     def __init__(

@@ -289,28 +289,3 @@ def test_websocket_queue_keeps_order_and_lets_read_messages_go() -> None:
 
     run(main())
 
-
-def test_write_batch_writes_once_per_loop_iteration_and_at_once_when_large() -> None:
-    from runtimes.netio._http import WriteBatch
-
-    async def main() -> None:
-        writes: list[bytes] = []
-        batch = WriteBatch(asyncio.get_running_loop(), writes.append, flush_at=10)
-        batch.add(b"ab")
-        batch.add(b"cd")
-        assert writes == []  # not before the end of this iteration
-        await asyncio.sleep(0)
-        assert writes == [b"abcd"]  # the parts produced together leave in one write
-        batch.add(b"0123456789x")  # past flush_at: written at once
-        assert writes[-1] == b"0123456789x"
-        batch.add_unscheduled(b"ef")
-        await asyncio.sleep(0)
-        assert writes[-1] == b"0123456789x"  # unscheduled: waits for the caller's flush
-        batch.flush()
-        assert writes[-1] == b"ef"
-        batch.add(b"gone")
-        batch.clear()  # an aborted connection drops what was queued
-        await asyncio.sleep(0)
-        assert writes == [b"abcd", b"0123456789x", b"ef"]
-
-    run(main())
