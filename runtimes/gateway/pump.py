@@ -35,6 +35,8 @@ logger = logging.getLogger("tokios.tunnel")
 #: Output taken from the core per WebSocket write, so a slow peer holds the rest in the core
 #: (bounded by the flow-control windows), not in the socket buffer.
 _WRITE_CHUNK = 256 * 1024
+#: Seconds a peer gets to take the last output (GOAWAY, REJECT) once the connection ended.
+_END_GRACE = 2.0
 
 
 class Pump:
@@ -82,15 +84,11 @@ class Pump:
             if self._timer is not None:
                 self._timer.cancel()
             if self.terminated is not None:
-                # write what the core queued last (GOAWAY, REJECT); a slow peer gets 2 s
+                # write what the core queued last (GOAWAY, REJECT), then end the socket
                 self._write_now()
-                deadline = self._loop.time() + 2.0
-                while (task := self._drain_task) is not None and \
-                        (left := deadline - self._loop.time()) > 0:
-                    with contextlib.suppress(TimeoutError, Exception):
-                        await asyncio.wait_for(asyncio.shield(task), left)
-                    if self._drain_task is task:
-                        break
+                if self._closer is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._closer)
             self._stopped = True
             for task in (self._drain_task, self._closer):
                 if task is not None:
@@ -134,24 +132,41 @@ class Pump:
         """Frame everything the core queued and write it in one go, unless the peer is slow
         (then a drain task waits for the socket and calls this again)."""
         self._write_scheduled = False
-        if self._stopped or self._drain_task is not None:
+        if self._stopped:
             return
         ws = self.ws
-        try:
-            while not ws.write_paused:
-                messages = self.conn.messages_to_send(_WRITE_CHUNK)
-                if not messages:
-                    break
-                for message in messages:
-                    ws.send_nowait(message)
-            ws.flush()
-        except WebSocketClosed:
-            return
-        if ws.write_paused:
-            self._drain_task = self._loop.create_task(self._drain_then_write())
-        elif self.conn.state is ConnectionState.CLOSED and self._closer is None:
-            # everything is written: close the socket, so the reader loop's recv() ends
-            self._closer = self._loop.create_task(ws.close(1000, "", timeout=1.0))
+        if self._drain_task is None:  # else the drain task writes once the peer catches up
+            try:
+                while not ws.write_paused:
+                    messages = self.conn.messages_to_send(_WRITE_CHUNK)
+                    if not messages:
+                        break
+                    for message in messages:
+                        ws.send_nowait(message)
+                ws.flush()
+            except WebSocketClosed:
+                return
+            if ws.write_paused:
+                self._drain_task = self._loop.create_task(self._drain_then_write())
+        if self.conn.state is ConnectionState.CLOSED and self._closer is None:
+            # the core is done: end the socket, so the reader loop's recv() returns
+            self._closer = self._loop.create_task(self._end_socket())
+
+    async def _end_socket(self) -> None:
+        """Let a slow peer take what is still queued for up to ``_END_GRACE`` seconds, then
+        close the WebSocket; abort it if the peer still is not reading (a peer that never
+        reads must not hold an ended tunnel open)."""
+        deadline = self._loop.time() + _END_GRACE
+        while (task := self._drain_task) is not None and \
+                (left := deadline - self._loop.time()) > 0:
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), left)
+            if self._drain_task is task:
+                break
+        if self.ws.write_paused:
+            self.ws.abort()
+        else:
+            await self.ws.close(1000, "", timeout=1.0)
 
     async def _drain_then_write(self) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,6 +30,7 @@ from tokios_proto import (
     Config,
     ConnectorConnection,
     DataReceived,
+    ErrorCode,
     Event,
     GatewayConnection,
     HelloReceived,
@@ -289,3 +291,37 @@ def test_websocket_queue_keeps_order_and_lets_read_messages_go() -> None:
 
     run(main())
 
+
+
+def test_a_peer_that_never_reads_cannot_keep_an_ended_tunnel_alive() -> None:
+    async def main() -> None:
+        server, gateway, connector, _events, tasks = await _tunnel_pair()
+        try:
+            for side, option in ((gateway, socket.SO_SNDBUF), (connector, socket.SO_RCVBUF)):
+                sock = _ws_transport(side.ws).get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, option, 32 * 1024)
+            _ws_transport(connector.ws).pause_reading()  # and never resumes
+            conn = gateway.conn
+            assert isinstance(conn, GatewayConnection)
+            stream_id = conn.open_stream(RequestHead(method="POST", path="/v1/chat/completions",
+                                                     deployment=DEPLOYMENT))
+            conn.send_data(stream_id, bytes(3 * 1024 * 1024))
+            gateway.kick()
+            async with asyncio.timeout(5):
+                while gateway._drain_task is None:
+                    await asyncio.sleep(0.01)
+            conn.goaway(ErrorCode.INTERNAL_ERROR, "test")  # ends the connection at once
+            gateway.dispatch()
+            assert gateway.terminated is not None
+            started = time.monotonic()
+            async with asyncio.timeout(8):  # 2 s of grace for the peer, then the socket goes
+                while not gateway._stopped or gateway.ws.closed is None:
+                    await asyncio.sleep(0.05)
+            assert time.monotonic() - started < 4.5
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.shutdown(grace=1)
+
+    run(main())
