@@ -122,8 +122,8 @@ class Session(SessionEvents[_Stream]):
         if stream_id == 0:
             for stream in self.streams.values():
                 stream.window.set()
-        elif (stream := self.streams.get(stream_id)) is not None:
-            stream.window.set()
+        elif (one := self.streams.get(stream_id)) is not None:
+            one.window.set()
 
     # ---- one stream ----------------------------------------------------------------------
 
