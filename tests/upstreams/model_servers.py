@@ -23,7 +23,9 @@ exact content:
 * ``slow`` (seconds between events) and ``events`` (count) stretch the stream, so cancellation
   can be observed: :attr:`disconnects` records each stream the client abandoned.
 
-Every request's decoded JSON body is kept in :attr:`requests`.
+Every request's decoded JSON body is kept in :attr:`requests`. A test may replace the script:
+set :attr:`_BaseServer.script` to a function ``(body, thinking_requested, events) -> Script``
+(tests/agents scripts agentic tool loops that way); the wire format stays the backend's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +63,10 @@ class _Script:
     thinking: str | None
     error_status: int | None
     midstream_error: bool
+
+
+#: What a server answers: the words of its text, its tool calls, its reasoning, its failures.
+Script = _Script
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -108,6 +115,8 @@ class _BaseServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     disconnects: list[Disconnect] = field(default_factory=list)
+    #: Replaces the default script: ``(body, thinking_requested, events) -> Script``.
+    script: Callable[[dict[str, Any], bool, int], _Script] | None = None
     connections_accepted: int = 0
     port: int = 0
     _server: asyncio.base_events.Server | None = None
@@ -272,7 +281,7 @@ class OllamaServer(_BaseServer):
                 "load_duration": 1019500, "prompt_eval_count": sum(len(t) // 4 for t in inputs),
             })
             return
-        script = _script(payload, bool(payload.get("think")), self.events)
+        script = (self.script or _script)(payload, bool(payload.get("think")), self.events)
         if script.error_status:
             await self._send_json(conn, writer, script.error_status,
                                   {"error": "model runner has unexpectedly stopped"})
@@ -363,7 +372,7 @@ class OpenAICompatServer(_BaseServer):
         # llama.cpp and vLLM take either reasoning_effort or the chat template's switch.
         template_kwargs = payload.get("chat_template_kwargs") or {}
         thinking = bool(payload.get("reasoning_effort") or template_kwargs.get("enable_thinking"))
-        script = _script(payload, thinking, self.events)
+        script = (self.script or _script)(payload, thinking, self.events)
         if script.error_status:
             await self._send_json(conn, writer, script.error_status, {"error": {
                 "code": 500, "message": "Internal server error", "type": "server_error"}})
