@@ -195,6 +195,7 @@ def translate_request(
         estimated_input_tokens=estimate_input_tokens(request),
         stop_sequences=request.params.stop,
         parallel_tool_calls=request.parallel_tool_calls,
+        tool_origins=request.tool_origins,
         echo=responses.echo_fields(obj) if client is ClientFormat.RESPONSES else {},
     )
     accept = "application/json"

@@ -114,6 +114,24 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolOrigin:
+    """How the client offered a tool that the model sees under another shape (Responses).
+
+    A ``namespace`` tool's functions are flattened into plain function tools, and a ``custom``
+    (freeform) tool becomes a function with one string argument, ``input``; the answer must
+    name the call the client's way again: ``function_call`` with its ``namespace``, or
+    ``custom_tool_call`` with the ``input`` text.
+    """
+
+    #: The tool's name as the client knows it (inside its namespace, if any).
+    name: str
+    #: The namespace the client grouped it in, or None.
+    namespace: str | None = None
+    #: True for a custom (freeform) tool: the call's arguments are ``{"input": "..."}``.
+    custom: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamContext:
     """What shaping an answer for the client needs to know about the request that asked for it.
 
@@ -143,6 +161,9 @@ class StreamContext:
     parallel_tool_calls: bool = True
     #: For Responses: request fields echoed in the response object (instructions, tools, ...).
     echo: dict[str, object] = field(default_factory=dict)
+    #: For Responses: model-visible tool name -> how the client offered it, for the tools
+    #: that are not plain function tools (namespaced or custom); empty otherwise.
+    tool_origins: dict[str, ToolOrigin] = field(default_factory=dict)
     #: True when the request went to the backend untranslated (the backend serves the client's
     #: format natively, api-formats.md §0); only ``model`` is rewritten in the answer.
     passthrough: bool = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ._common import StopReason, Usage
+from ._common import StopReason, ToolOrigin, Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +160,9 @@ class Request:
     include_usage: bool = False
     parallel_tool_calls: bool = True
     user: str | None = None
+    #: Model-visible tool name -> how the client offered it (Responses namespace and custom
+    #: tools); copied into :attr:`StreamContext.tool_origins` to shape the answer.
+    tool_origins: dict[str, ToolOrigin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

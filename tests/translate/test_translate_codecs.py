@@ -348,7 +348,9 @@ def test_malformed_or_error_answers_become_upstream_errors() -> None:
      "temperature"),
     (MSG, b'{"model":"x","messages":[{"role":"user","content":"hi"}]}', "max_tokens"),
     (MSG, b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":'
-          b'"document","source":{}}]}]}', "messages[0].content[0].type"),
+          b'"document","source":{}}]}]}', "messages[0].content[0].source.type"),
+    (MSG, b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":'
+          b'"hologram"}]}]}', "messages[0].content[0].type"),
     (RESP, b'{"model":"x","input":[{"type":"item_reference","id":"x"}]}', "input[0].type"),
     (RESP, b'{"model":"x","input":"hi","conversation":"c"}', "conversation"),
 ])

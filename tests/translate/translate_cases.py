@@ -376,18 +376,6 @@ def _(client: ClientFormat, backend: str) -> Case:
                 status="dropped", note="no is_error flag upstream; the text is kept")
 
 
-@feature("tool-type-unsupported", "Non-function / server tools")
-def _(client: ClientFormat, backend: str) -> Case:
-    if client is MSG:
-        request = to_messages(HI, tools=[{"type": "web_search_20250305", "name": "web_search"}])
-    elif client is CHAT:
-        request = to_chat(HI, tools=[{"type": "custom", "custom": {"name": "x"}}])
-    else:
-        request = to_responses(HI, tools=[{"type": "web_search"}])
-    return Case("tool-type-unsupported", client, backend, request, status="error",
-                error=(400, "tools"))
-
-
 # -- parameters ---------------------------------------------------------------------------------
 
 _PARAMS: dict[ClientFormat, dict[str, Any]] = {
@@ -645,6 +633,9 @@ def _(client: ClientFormat, backend: str) -> Case:
     many = Convo(turns=[("user", [("text", "x")])] * 10_001)
     return Case("limits", client, backend, render(client, many), status="error",
                 error=(400, "more than 10000"))
+
+
+import translate_cases_agents  # noqa: E402, F401  (registers the agents' shapes)
 
 
 def all_cases() -> list[Case]:

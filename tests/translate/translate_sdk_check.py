@@ -55,7 +55,10 @@ def chat_completion(body: bytes) -> ChatCompletion:
     )
     if choice.message.tool_calls:
         for call in choice.message.tool_calls:
-            orjson.loads(call.function.arguments)  # type: ignore[union-attr]
+            if call.type == "custom":
+                assert isinstance(call.custom.input, str)
+            else:
+                orjson.loads(call.function.arguments)
     return completion
 
 

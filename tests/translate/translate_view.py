@@ -25,7 +25,9 @@ def client_view(client: ClientFormat, body: bytes) -> View:
         return View(
             text=choice.message.content or "",
             thinking=extra.get("reasoning_content", ""),
-            calls=[(c.id, c.function.name, orjson.loads(c.function.arguments))  # type: ignore[union-attr]
+            calls=[(c.id, f"custom:{c.custom.name}", {"input": c.custom.input})
+                   if c.type == "custom" else
+                   (c.id, c.function.name, orjson.loads(c.function.arguments))
                    for c in choice.message.tool_calls or []],
             stop=_CHAT_STOP[choice.finish_reason],
             stop_sequence=None,
@@ -40,13 +42,17 @@ def client_view(client: ClientFormat, body: bytes) -> View:
             elif item.type == "reasoning":
                 thinking += "".join(s.text for s in item.summary)
             elif item.type == "function_call":
-                calls.append((item.call_id, item.name, orjson.loads(item.arguments)))
+                name = f"{item.namespace}/{item.name}" if item.namespace else item.name
+                calls.append((item.call_id, name, orjson.loads(item.arguments)))
+            elif item.type == "custom_tool_call":
+                name = f"{item.namespace}/{item.name}" if item.namespace else item.name
+                calls.append((item.call_id, f"custom:{name}", {"input": item.input}))
         if response.status == "incomplete":
             assert response.incomplete_details is not None
             stop = {"max_output_tokens": "max_tokens",
                     "content_filter": "content_filter"}[response.incomplete_details.reason or ""]
         else:
-            stop = "tool_use" if calls else "end_turn"
+            stop = "tool_use" if calls else "end_turn"  # a custom call counts as a call
         assert response.usage is not None
         return View(text=text, thinking=thinking, calls=calls, stop=stop, stop_sequence=None,
                     usage=(response.usage.input_tokens, response.usage.output_tokens))

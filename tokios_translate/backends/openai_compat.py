@@ -32,6 +32,10 @@ CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
+#: Client effort levels beyond the three that local servers know (vLLM refuses the others):
+#: OpenAI's ``minimal`` and ``xhigh``, Anthropic's ``max``.
+EFFORT_LEVELS = {"minimal": "low", "xhigh": "high", "max": "high"}
+
 #: Upstream reasoning field names, in the order they are looked for.
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
 
@@ -174,7 +178,7 @@ def encode_request(
         body["response_format"] = {"type": "json_schema", "json_schema": spec}
     reasoning = request.reasoning
     if reasoning.effort is not None:
-        body["reasoning_effort"] = reasoning.effort
+        body["reasoning_effort"] = EFFORT_LEVELS.get(reasoning.effort, reasoning.effort)
     if reasoning.enabled is not None and backend in (BackendKind.LLAMACPP, BackendKind.VLLM):
         body["chat_template_kwargs"] = {"enable_thinking": reasoning.enabled}
     return CHAT_PATH, orjson.dumps(body)

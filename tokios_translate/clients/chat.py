@@ -44,13 +44,14 @@ from ..ir import (
     ResponseFormat,
     Role,
     Text,
-    Tool,
     ToolCall,
     ToolChoice,
     ToolChoiceKind,
     ToolResult,
 )
 from ._openai import encode_error
+from ._responses_tools import ToolNames, custom_arguments, custom_input
+from ._turns import Turns, unreadable
 
 __all__ = ["FINISH_REASON", "decode_request", "encode_error", "encode_response"]
 
@@ -92,6 +93,12 @@ def _content_parts(value: object, param: str, *, images: bool) -> list[Text | Im
             parts.append(image_from_url(url, f"{where}.image_url.url"))
         elif kind == "refusal":
             parts.append(Text(text=need_str(item, "refusal", f"{where}.refusal")))
+        elif kind == "file":
+            file = get_obj(item, "file", f"{where}.file") or {}
+            name = get_str(file, "filename", f"{where}.file.filename")
+            parts.append(unreadable("a file" + (f" ({name})" if name else "")))
+        elif kind == "input_audio":
+            parts.append(unreadable("an audio clip"))
         else:
             raise invalid(f"content part type {kind!s:.40} is not supported here", f"{where}.type")
     return parts
@@ -108,6 +115,15 @@ def _assistant(item: JSONObject, where: str) -> Message:
     for j, raw in enumerate(get_list(item, "tool_calls", f"{where}.tool_calls") or ()):
         call_where = f"{where}.tool_calls[{j}]"
         call = as_obj(raw, call_where)
+        if call.get("type") == "custom":
+            custom = as_obj(call.get("custom"), f"{call_where}.custom")
+            parts.append(ToolCall(
+                id=need_str(call, "id", f"{call_where}.id"),
+                name=need_str(custom, "name", f"{call_where}.custom.name"),
+                arguments_json=custom_arguments(
+                    need_str(custom, "input", f"{call_where}.custom.input")),
+            ))
+            continue
         function = as_obj(call.get("function"), f"{call_where}.function")
         parts.append(
             ToolCall(
@@ -121,18 +137,21 @@ def _assistant(item: JSONObject, where: str) -> Message:
     return Message(role=Role.ASSISTANT, parts=tuple(parts))
 
 
-def _tool(raw: object, where: str) -> Tool:
-    item = as_obj(raw, where)
-    if item.get("type", "function") != "function":
-        raise invalid("only function tools are supported", f"{where}.type")
-    function = as_obj(item.get("function"), f"{where}.function")
-    parameters = get_obj(function, "parameters", f"{where}.function.parameters") or {}
-    check_depth(parameters, f"{where}.function.parameters")
-    return Tool(
-        name=need_str(function, "name", f"{where}.function.name"),
-        description=get_str(function, "description", f"{where}.function.description"),
-        parameters=parameters,
-    )
+def _tools(raw_tools: list[object]) -> ToolNames:
+    """Function tools as they are and custom (freeform) tools as a function with one string
+    argument (the same flattening as Responses, :mod:`._responses_tools`)."""
+    flat: list[tuple[JSONObject, str]] = []
+    for i, raw in enumerate(raw_tools):
+        where = f"tools[{i}]"
+        item = as_obj(raw, where)
+        kind = item.get("type", "function")
+        if kind not in ("function", "custom"):
+            raise invalid("`type` must be function or custom", f"{where}.type")
+        flat.append(({**as_obj(item.get(kind), f"{where}.{kind}"), "type": kind},
+                     f"{where}.{kind}"))
+    tools = ToolNames()
+    tools.add_items(flat)
+    return tools
 
 
 def _tool_choice(value: object) -> ToolChoice:
@@ -142,11 +161,16 @@ def _tool_choice(value: object) -> ToolChoice:
         return ToolChoice(kind=ToolChoiceKind.NONE)
     if value == "required":
         return ToolChoice(kind=ToolChoiceKind.REQUIRED)
-    if isinstance(value, dict) and value.get("type") == "function":
-        function = as_obj(value.get("function"), "tool_choice.function")
+    if isinstance(value, dict) and value.get("type") in ("function", "custom"):
+        kind = str(value["type"])
+        named = as_obj(value.get(kind), f"tool_choice.{kind}")
         return ToolChoice(
-            kind=ToolChoiceKind.NAMED, name=need_str(function, "name", "tool_choice.function.name")
+            kind=ToolChoiceKind.NAMED, name=need_str(named, "name", f"tool_choice.{kind}.name")
         )
+    if isinstance(value, dict) and value.get("type") == "allowed_tools":
+        allowed = get_obj(value, "allowed_tools", "tool_choice.allowed_tools") or {}
+        required = allowed.get("mode") == "required"
+        return ToolChoice(kind=ToolChoiceKind.REQUIRED) if required else ToolChoice()
     raise invalid("`tool_choice` must be none, auto, required or a named function", "tool_choice")
 
 
@@ -182,8 +206,11 @@ def decode_request(body: bytes | JSONObject) -> Request:
     n = get_int(obj, "n")
     if n is not None and n != 1:
         raise invalid("only `n` = 1 is supported", "n")
-    system: list[str] = []
-    messages: list[Message] = []
+    modalities = get_list(obj, "modalities") or []
+    if "audio" in modalities or obj.get("audio") is not None:
+        raise invalid("this model cannot produce audio: ask for `modalities: [\"text\"]`",
+                      "modalities")
+    turns = Turns()
     names: dict[str, str] = {}
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
@@ -191,30 +218,29 @@ def decode_request(body: bytes | JSONObject) -> Request:
         role = item.get("role")
         if role in ("system", "developer"):
             parts = _content_parts(item.get("content"), f"{where}.content", images=False)
-            system.append("".join(p.text for p in parts if isinstance(p, Text)))
+            turns.system("".join(p.text for p in parts if isinstance(p, Text)))
         elif role == "user":
             parts = _content_parts(item.get("content"), f"{where}.content", images=True)
-            messages.append(Message(role=Role.USER, parts=tuple(parts)))
+            turns.message(Message(role=Role.USER, parts=tuple(parts)))
         elif role == "assistant":
             message = _assistant(item, where)
             names.update((p.id, p.name) for p in message.parts if isinstance(p, ToolCall))
-            messages.append(message)
+            turns.message(message)
         elif role == "tool":
             call_id = need_str(item, "tool_call_id", f"{where}.tool_call_id")
             content = _content_parts(item.get("content"), f"{where}.content", images=True)
             result = ToolResult(call_id=call_id, name=names.get(call_id), content=tuple(content))
+            messages = turns.messages
             if messages and messages[-1].role is Role.USER and all(
                 isinstance(p, ToolResult) for p in messages[-1].parts
             ):
                 messages[-1] = Message(role=Role.USER, parts=(*messages[-1].parts, result))
             else:
-                messages.append(Message(role=Role.USER, parts=(result,)))
+                turns.message(Message(role=Role.USER, parts=(result,)))
         else:
             raise invalid("`role` must be system, developer, user, assistant or tool",
                           f"{where}.role")
-    tools = tuple(
-        _tool(t, f"tools[{i}]") for i, t in enumerate(get_list(obj, "tools", limit=MAX_TOOLS) or ())
-    )
+    tools = _tools(get_list(obj, "tools", limit=MAX_TOOLS) or [])
     max_tokens = get_int(obj, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = get_int(obj, "max_tokens")
@@ -222,9 +248,9 @@ def decode_request(body: bytes | JSONObject) -> Request:
     stream_options = get_obj(obj, "stream_options") or {}
     return Request(
         model=need_str(obj, "model"),
-        system="\n\n".join(system) if system else None,
-        messages=tuple(messages),
-        tools=tools,
+        system=turns.system_text,
+        messages=tuple(turns.messages),
+        tools=tools.tools,
         tool_choice=_tool_choice(obj.get("tool_choice")),
         params=Params(
             max_tokens=max_tokens,
@@ -246,7 +272,8 @@ def decode_request(body: bytes | JSONObject) -> Request:
             get_bool(stream_options, "include_usage", "stream_options.include_usage")
         ),
         parallel_tool_calls=get_bool(obj, "parallel_tool_calls") is not False,
-        user=get_str(obj, "user"),
+        user=get_str(obj, "user") or get_str(obj, "safety_identifier"),
+        tool_origins=dict(tools.origins),
     )
 
 
@@ -267,6 +294,9 @@ def encode_response(completion: Completion, ctx: StreamContext) -> bytes:
     text = "".join(p.text for p in completion.parts if isinstance(p, Text))
     reasoning = "".join(p.text for p in completion.parts if isinstance(p, Reasoning))
     calls = [
+        {"id": p.id, "type": "custom",
+         "custom": {"name": p.name, "input": custom_input(p.arguments_json)}}
+        if p.name in ctx.tool_origins else
         {"id": p.id, "type": "function",
          "function": {"name": p.name, "arguments": p.arguments_json}}
         for p in completion.parts

@@ -33,7 +33,6 @@ from ..ir import (
     Completion,
     FormatKind,
     Image,
-    Message,
     Params,
     Part,
     Reasoning,
@@ -48,6 +47,7 @@ from ..ir import (
     ToolChoiceKind,
     ToolResult,
 )
+from ._turns import Turns, unreadable
 
 __all__ = [
     "ERROR_TYPE",
@@ -82,11 +82,6 @@ ERROR_TYPE: dict[ErrorKind, tuple[str, int]] = {
     ErrorKind.INTERNAL: ("api_error", 500),
 }
 
-#: Anthropic server tools: they run on Anthropic's side, which a local model cannot do.
-_SERVER_TOOL_PREFIXES = ("web_search", "web_fetch", "code_execution", "computer", "bash",
-                         "text_editor", "memory", "tool_search", "mcp")
-
-
 def _image(block: JSONObject, where: str) -> Image:
     source = as_obj(block.get("source"), f"{where}.source")
     if source.get("type") != "base64":
@@ -100,26 +95,82 @@ def _image(block: JSONObject, where: str) -> Image:
     )
 
 
-def _result_content(value: object, where: str) -> tuple[Text | Image, ...]:
+#: Content blocks of Anthropic's server tools (and other server-side state) in history: the
+#: server ran them, a local model cannot, and their results are Anthropic's to render: dropped.
+_SERVER_BLOCKS = frozenset({
+    "server_tool_use", "web_search_tool_result", "web_fetch_tool_result",
+    "code_execution_tool_result", "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result", "tool_search_tool_result",
+    "advisor_tool_result", "mcp_tool_use", "mcp_tool_result", "mcp_tool_listing",
+    "container_upload", "fallback", "redacted_thinking",
+})
+#: Mid-conversation tool changes (``tool_addition``/``tool_removal``): they change the tool set
+#: (:class:`_ToolSet`), not the conversation text.
+_TOOL_CHANGES = frozenset({"tool_addition", "tool_removal"})
+
+
+def _document(block: JSONObject, where: str) -> Text:
+    """A ``document`` block: plain-text and content sources as text, anything else (a PDF,
+    a URL, a file id) as a placeholder."""
+    source = as_obj(block.get("source"), f"{where}.source")
+    kind = source.get("type")
+    title = get_str(block, "title", f"{where}.title")
+    head = f"{title}\n\n" if title else ""
+    if kind == "text":
+        return Text(text=head + need_str(source, "data", f"{where}.source.data"))
+    if kind == "content":
+        content = source.get("content")
+        if isinstance(content, str):
+            return Text(text=head + content)
+        texts = [need_str(as_obj(b, f"{where}.source.content[{k}]"), "text",
+                          f"{where}.source.content[{k}].text")
+                 for k, b in enumerate(get_list(source, "content", f"{where}.source.content")
+                                       or ()) if isinstance(b, dict) and b.get("type") == "text"]
+        return Text(text=head + "\n\n".join(texts))
+    if kind not in ("base64", "url", "file"):
+        raise invalid("`source.type` must be base64, text, content, url or file",
+                      f"{where}.source.type")
+    media = get_str(source, "media_type", f"{where}.source.media_type")
+    return unreadable(f"a document ({title or media or kind})")
+
+
+def _search_result(block: JSONObject, where: str) -> Text:
+    """A ``search_result`` block as text: title, source, then its text blocks."""
+    texts = [need_str(as_obj(b, f"{where}.content[{k}]"), "text", f"{where}.content[{k}].text")
+             for k, b in enumerate(get_list(block, "content", f"{where}.content") or ())]
+    head = [get_str(block, "title", f"{where}.title") or "",
+            get_str(block, "source", f"{where}.source") or ""]
+    return Text(text="\n".join(h for h in head if h) + "\n\n" + "\n\n".join(texts))
+
+
+def _result_content(value: object, where: str, tools: _ToolSet) -> tuple[Text | Image, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return (Text(text=value),)
     parts: list[Text | Image] = []
     for j, raw in enumerate(get_list({"c": value}, "c", where) or ()):
-        block = as_obj(raw, f"{where}[{j}]")
+        bw = f"{where}[{j}]"
+        block = as_obj(raw, bw)
         kind = block.get("type")
         if kind == "text":
-            parts.append(Text(text=need_str(block, "text", f"{where}[{j}].text")))
+            parts.append(Text(text=need_str(block, "text", f"{bw}.text")))
         elif kind == "image":
-            parts.append(_image(block, f"{where}[{j}]"))
+            parts.append(_image(block, bw))
+        elif kind == "document":
+            parts.append(_document(block, bw))
+        elif kind == "search_result":
+            parts.append(_search_result(block, bw))
+        elif kind == "tool_reference":  # tool search found it: the tool is offered from now on
+            name = need_str(block, "tool_name", f"{bw}.tool_name")
+            tools.activate(name)
+            parts.append(Text(text=f"Tool available: {name}"))
         else:
-            raise invalid(f"tool_result block type {kind!s:.40} is not supported",
-                          f"{where}[{j}].type")
+            raise invalid(f"tool_result block type {kind!s:.40} is not supported", f"{bw}.type")
     return tuple(parts)
 
 
-def _blocks(value: object, where: str, names: dict[str, str]) -> tuple[Part, ...]:
+def _blocks(value: object, where: str, names: dict[str, str], tools: _ToolSet) -> tuple[Part, ...]:
     if isinstance(value, str):
         return (Text(text=value),)
     parts: list[Part] = []
@@ -147,7 +198,7 @@ def _blocks(value: object, where: str, names: dict[str, str]) -> tuple[Part, ...
                 ToolResult(
                     call_id=call_id,
                     name=names.get(call_id),
-                    content=_result_content(block.get("content"), f"{bw}.content"),
+                    content=_result_content(block.get("content"), f"{bw}.content", tools),
                     is_error=bool(get_bool(block, "is_error", f"{bw}.is_error")),
                 )
             )
@@ -158,32 +209,50 @@ def _blocks(value: object, where: str, names: dict[str, str]) -> tuple[Part, ...
                     signature=get_str(block, "signature", f"{bw}.signature"),
                 )
             )
-        elif kind == "redacted_thinking":
-            continue  # encrypted by Anthropic: no local model can read it (documented drop)
+        elif kind == "document":
+            parts.append(_document(block, bw))
+        elif kind == "search_result":
+            parts.append(_search_result(block, bw))
+        elif kind == "compaction":  # a summary of the compacted history: the model reads it
+            summary = get_str(block, "content", f"{bw}.content")
+            for k, change in enumerate(get_list(block, "tool_changes", f"{bw}.tool_changes")
+                                       or ()):
+                tools.change(as_obj(change, f"{bw}.tool_changes[{k}]"),
+                             f"{bw}.tool_changes[{k}]")
+            if summary:
+                parts.append(Text(text=summary))
+        elif kind in _TOOL_CHANGES:
+            tools.change(block, bw)
+        elif kind in _SERVER_BLOCKS:
+            continue  # documented drop (see _SERVER_BLOCKS)
         else:
             raise invalid(f"content block type {kind!s:.40} is not supported", f"{bw}.type")
     return tuple(parts)
 
 
-def _system(value: object) -> str | None:
-    if value is None:
-        return None
+def _system_texts(value: object, where: str, tools: _ToolSet) -> list[str]:
+    """The texts of a system prompt or ``system`` message (string or blocks); tool changes
+    among its blocks go to ``tools``."""
     if isinstance(value, str):
-        return value
+        return [value]
     texts = []
-    for j, raw in enumerate(get_list({"s": value}, "s", "system") or ()):
-        block = as_obj(raw, f"system[{j}]")
-        if block.get("type") != "text":
-            raise invalid("system blocks must be text blocks", f"system[{j}].type")
-        texts.append(need_str(block, "text", f"system[{j}].text"))
-    return "\n\n".join(texts)
+    for j, raw in enumerate(get_list({"s": value}, "s", where) or ()):
+        block = as_obj(raw, f"{where}[{j}]")
+        kind = block.get("type")
+        if kind in _TOOL_CHANGES:
+            tools.change(block, f"{where}[{j}]")
+        elif kind != "text":
+            raise invalid("system blocks must be text blocks", f"{where}[{j}].type")
+        else:
+            texts.append(need_str(block, "text", f"{where}[{j}].text"))
+    return texts
 
 
-def _tool(raw: object, where: str) -> Tool:
-    item = as_obj(raw, where)
+def _tool(item: JSONObject, where: str) -> Tool | None:
+    """A client tool, or None for a server tool (it runs on Anthropic's side: dropped)."""
     kind = get_str(item, "type", f"{where}.type")
-    if kind not in (None, "custom") and kind.startswith(_SERVER_TOOL_PREFIXES):
-        raise invalid("Anthropic server tools cannot run on a local model", f"{where}.type")
+    if kind not in (None, "custom"):
+        return None
     schema = get_obj(item, "input_schema", f"{where}.input_schema") or {}
     check_depth(schema, f"{where}.input_schema")
     return Tool(
@@ -191,6 +260,50 @@ def _tool(raw: object, where: str) -> Tool:
         description=get_str(item, "description", f"{where}.description"),
         parameters=schema,
     )
+
+
+class _ToolSet:
+    """The tools the model is offered for its next turn: the request's ``tools`` without
+    server tools and without deferred ones (``defer_loading``), plus what the conversation
+    added (a ``tool_reference`` found by tool search, a ``tool_addition``), minus what it
+    removed (``tool_removal``), in the order of the request."""
+
+    def __init__(self, raw_tools: list[object]) -> None:
+        self.declared: dict[str, Tool] = {}
+        self.active: dict[str, None] = {}  # an ordered set
+        for i, raw in enumerate(raw_tools):
+            item = as_obj(raw, f"tools[{i}]")
+            tool = _tool(item, f"tools[{i}]")
+            if tool is None:
+                continue
+            self.declared[tool.name] = tool
+            if get_bool(item, "defer_loading", f"tools[{i}].defer_loading") is not True:
+                self.active[tool.name] = None
+
+    def activate(self, name: str) -> None:
+        if name in self.declared:
+            self.active[name] = None
+
+    def change(self, block: JSONObject, where: str) -> None:
+        """A ``tool_addition`` or ``tool_removal`` block."""
+        ref = as_obj(block.get("tool"), f"{where}.tool")
+        if ref.get("type") == "tool_definition":
+            definition = as_obj(ref.get("definition"), f"{where}.tool.definition")
+            tool = _tool(definition, f"{where}.tool.definition")
+            if tool is not None and block.get("type") == "tool_addition":
+                self.declared[tool.name] = tool
+                self.active[tool.name] = None
+            return
+        name = get_str(ref, "name", f"{where}.tool.name")
+        if name is None:  # an MCP tool or toolset: MCP servers are not reachable from here
+            return
+        if block.get("type") == "tool_addition":
+            self.activate(name)
+        else:
+            self.active.pop(name, None)
+
+    def tools(self) -> tuple[Tool, ...]:
+        return tuple(self.declared[name] for name in self.active)
 
 
 def _tool_choice(value: JSONObject | None) -> tuple[ToolChoice, bool]:
@@ -246,8 +359,13 @@ def _output_format(obj: JSONObject) -> ResponseFormat | None:
 
 def decode_request(body: bytes | JSONObject, *, count_only: bool = False) -> Request:
     """The Messages request ``body`` as an IR request. ``count_only`` (for ``count_tokens``)
-    waives ``max_tokens``. Unknown fields (``cache_control``, ``context_management``, ...) are
-    ignored; server tools, remote images and other block types raise
+    waives ``max_tokens``.
+
+    Accepted and dropped (docs/translation.md): unknown fields (``cache_control``,
+    ``context_management``, ``container``, ``mcp_servers``, ``service_tier``, beta fields),
+    server tools and their blocks in history, ``redacted_thinking``. ``system`` messages in
+    ``messages`` are placed as :mod:`._turns` says; one with ``clear_at: next_user_message``
+    is left out once a later user turn exists. Remote images and unknown block types raise
     :class:`TranslationError`."""
     obj = load_object(body)
     raw_messages = get_list(obj, "messages", limit=MAX_MESSAGES)
@@ -256,28 +374,34 @@ def decode_request(body: bytes | JSONObject, *, count_only: bool = False) -> Req
     max_tokens = get_int(obj, "max_tokens")
     if max_tokens is None and not count_only:
         raise invalid("`max_tokens` is required", "max_tokens")
+    tools = _ToolSet(get_list(obj, "tools", limit=MAX_TOOLS) or [])
     names: dict[str, str] = {}
-    messages: list[Message] = []
+    turns = Turns()
+    if obj.get("system") is not None:
+        turns.system_parts.extend(_system_texts(obj.get("system"), "system", tools))
+    last_user = max((i for i, m in enumerate(raw_messages)
+                     if isinstance(m, dict) and m.get("role") == "user"), default=-1)
     for i, raw in enumerate(raw_messages):
         item = as_obj(raw, f"messages[{i}]")
         role = item.get("role")
+        if role == "system":
+            texts = _system_texts(item.get("content"), f"messages[{i}].content", tools)
+            cleared = item.get("clear_at") == "next_user_message" and i < last_user
+            if not cleared:
+                for text in texts:
+                    turns.system(text)
+            continue
         if role not in ("user", "assistant"):
-            raise invalid("`role` must be user or assistant", f"messages[{i}].role")
-        parts = _blocks(item.get("content"), f"messages[{i}].content", names)
-        if messages and messages[-1].role is Role(role):  # Anthropic merges same-role turns
-            messages[-1] = Message(role=Role(role), parts=(*messages[-1].parts, *parts))
-        else:
-            messages.append(Message(role=Role(role), parts=parts))
-    tools = tuple(
-        _tool(t, f"tools[{i}]") for i, t in enumerate(get_list(obj, "tools", limit=MAX_TOOLS) or ())
-    )
+            raise invalid("`role` must be user, assistant or system", f"messages[{i}].role")
+        turns.parts(Role(role), _blocks(item.get("content"), f"messages[{i}].content", names,
+                                        tools))
     tool_choice, parallel = _tool_choice(get_obj(obj, "tool_choice"))
     metadata = get_obj(obj, "metadata") or {}
     return Request(
         model=need_str(obj, "model"),
-        system=_system(obj.get("system")),
-        messages=tuple(messages),
-        tools=tools,
+        system=turns.system_text,
+        messages=tuple(turns.messages),
+        tools=tools.tools(),
         tool_choice=tool_choice,
         params=Params(
             max_tokens=max_tokens,

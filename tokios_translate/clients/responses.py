@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from .._common import StopReason, StreamContext
+from .._common import StopReason, StreamContext, ToolOrigin
 from .._parse import (
     MAX_MESSAGES,
     MAX_TOOLS,
@@ -34,26 +34,39 @@ from ..ir import (
     Completion,
     FormatKind,
     Image,
-    Message,
     Params,
-    Part,
     Reasoning,
     ReasoningConfig,
     Request,
     ResponseFormat,
     Role,
     Text,
-    Tool,
     ToolCall,
     ToolChoice,
     ToolChoiceKind,
     ToolResult,
 )
 from ._openai import encode_error
+from ._responses_tools import ToolNames, custom_arguments, custom_input
+from ._turns import Turns, unreadable
 
 __all__ = ["decode_request", "echo_fields", "encode_error", "encode_response", "response_object"]
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
+
+#: Input items of hosted tools the server ran (and other server-side state): a local model
+#: cannot use them, and their results are the server's to render: dropped (documented).
+_SERVER_ITEMS = frozenset({
+    "web_search_call", "file_search_call", "image_generation_call", "code_interpreter_call",
+    "mcp_call", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
+    "tool_search_call", "tool_search_output", "compaction", "compaction_trigger",
+    "configuration_update", "program", "program_output",
+})
+#: Client-run hosted tools' calls in history -> (the arguments' field, the tool name shown).
+_CLIENT_CALLS = {"local_shell_call": "action", "shell_call": "action",
+                 "apply_patch_call": "operation", "computer_call": "action"}
+_CLIENT_OUTPUTS = frozenset({"local_shell_call_output", "shell_call_output",
+                             "apply_patch_call_output", "computer_call_output"})
 
 
 def _parts(value: object, where: str) -> list[Text | Image]:
@@ -68,32 +81,55 @@ def _parts(value: object, where: str) -> list[Text | Image]:
             parts.append(Text(text=need_str(item, "text", f"{pw}.text")))
         elif kind == "refusal":
             parts.append(Text(text=need_str(item, "refusal", f"{pw}.refusal")))
-        elif kind == "input_image":
+        elif kind in ("input_image", "computer_screenshot"):
             url = get_str(item, "image_url", f"{pw}.image_url")
             if url is None:
                 raise invalid("input_image needs an inline image_url (file_id needs a store)",
                               f"{pw}.image_url")
             parts.append(image_from_url(url, f"{pw}.image_url"))
+        elif kind == "input_file":
+            name = get_str(item, "filename", f"{pw}.filename")
+            parts.append(unreadable("a file" + (f" ({name})" if name else "")))
+        elif kind == "input_audio":
+            parts.append(unreadable("an audio clip"))
         else:
             raise invalid(f"content part type {kind!s:.40} is not supported", f"{pw}.type")
     return parts
+
+
+def _output_parts(value: object, where: str) -> tuple[Text | Image, ...]:
+    """A tool output: a string, a list of content parts, or (client-run hosted tools) any
+    JSON value, given to the model as JSON text."""
+    if value is None:
+        return (Text(text=""),)
+    if isinstance(value, str):
+        return (Text(text=value),)
+    if isinstance(value, list) and all(isinstance(v, dict) and v.get("type") in (
+            *_TEXT_PARTS, "input_image", "input_file") for v in value):
+        return tuple(_parts(value, where))
+    if isinstance(value, dict) and value.get("type") == "computer_screenshot":
+        return tuple(_parts([value], where))
+    check_depth(value, where)
+    return (Text(text=orjson.dumps(value).decode()),)
 
 
 class _Builder:
     """Groups the flat item list into turns: consecutive assistant items (reasoning, message,
     function_call) form one assistant turn, consecutive outputs and user items one user turn."""
 
-    def __init__(self) -> None:
-        self.system: list[str] = []
-        self.messages: list[Message] = []
+    def __init__(self, tools: ToolNames) -> None:
+        self.turns = Turns()
+        self.tools = tools
         self.names: dict[str, str] = {}
 
-    def add(self, role: Role, part: Part) -> None:
-        if self.messages and self.messages[-1].role is role:
-            last = self.messages[-1]
-            self.messages[-1] = Message(role=role, parts=(*last.parts, part))
-        else:
-            self.messages.append(Message(role=role, parts=(part,)))
+    def call(self, call_id: str, name: str, arguments_json: str) -> None:
+        self.names[call_id] = name
+        self.turns.part(Role.ASSISTANT, ToolCall(id=call_id, name=name,
+                                                 arguments_json=arguments_json))
+
+    def result(self, call_id: str, content: tuple[Text | Image, ...]) -> None:
+        self.turns.part(Role.USER, ToolResult(call_id=call_id, name=self.names.get(call_id),
+                                              content=content))
 
     def item(self, item: JSONObject, where: str) -> None:
         kind = item.get("type", "message")
@@ -101,29 +137,38 @@ class _Builder:
             role = item.get("role")
             parts = _parts(item.get("content"), f"{where}.content")
             if role in ("system", "developer"):
-                self.system.append("".join(p.text for p in parts if isinstance(p, Text)))
+                self.turns.system("".join(p.text for p in parts if isinstance(p, Text)))
             elif role in ("user", "assistant"):
                 if not parts:
-                    self.add(Role(role), Text(text=""))
+                    self.turns.part(Role(role), Text(text=""))
                 for part in parts:
-                    self.add(Role(role), part)
+                    self.turns.part(Role(role), part)
             else:
                 raise invalid("`role` must be user, assistant, system or developer",
                               f"{where}.role")
         elif kind == "function_call":
-            call = ToolCall(
-                id=need_str(item, "call_id", f"{where}.call_id"),
-                name=need_str(item, "name", f"{where}.name"),
-                arguments_json=arguments_text(item.get("arguments"), f"{where}.arguments"),
-            )
-            self.names[call.id] = call.name
-            self.add(Role.ASSISTANT, call)
-        elif kind == "function_call_output":
-            call_id = need_str(item, "call_id", f"{where}.call_id")
-            output = item.get("output")
-            content = tuple(_parts(output if output is not None else "", f"{where}.output"))
-            self.add(Role.USER, ToolResult(call_id=call_id, name=self.names.get(call_id),
-                                           content=content))
+            name = self.tools.model_name(get_str(item, "namespace", f"{where}.namespace"),
+                                         need_str(item, "name", f"{where}.name"))
+            self.call(need_str(item, "call_id", f"{where}.call_id"), name,
+                      arguments_text(item.get("arguments"), f"{where}.arguments"))
+        elif kind == "custom_tool_call":
+            name = self.tools.model_name(get_str(item, "namespace", f"{where}.namespace"),
+                                         need_str(item, "name", f"{where}.name"))
+            self.call(need_str(item, "call_id", f"{where}.call_id"), name,
+                      custom_arguments(need_str(item, "input", f"{where}.input")))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            self.result(need_str(item, "call_id", f"{where}.call_id"),
+                        _output_parts(item.get("output"), f"{where}.output"))
+        elif kind in _CLIENT_CALLS:
+            action = item.get(_CLIENT_CALLS[kind])
+            check_depth(action, f"{where}.{_CLIENT_CALLS[kind]}")
+            call_id = get_str(item, "call_id", f"{where}.call_id") or need_str(
+                item, "id", f"{where}.id")
+            self.call(call_id, kind.removesuffix("_call"), orjson.dumps(action or {}).decode())
+        elif kind in _CLIENT_OUTPUTS:
+            call_id = get_str(item, "call_id", f"{where}.call_id") or need_str(
+                item, "id", f"{where}.id")
+            self.result(call_id, _output_parts(item.get("output"), f"{where}.output"))
         elif kind == "reasoning":
             texts = [
                 need_str(as_obj(s, f"{where}.summary"), "text", f"{where}.summary.text")
@@ -132,39 +177,37 @@ class _Builder:
                 need_str(as_obj(s, f"{where}.content"), "text", f"{where}.content.text")
                 for s in get_list(item, "content", f"{where}.content") or ()
             ]
-            if texts:
-                self.add(Role.ASSISTANT, Reasoning(text="\n\n".join(texts)))
+            if texts:  # encrypted_content alone is the server's: nothing a model can read
+                self.turns.part(Role.ASSISTANT, Reasoning(text="\n\n".join(texts)))
         elif kind == "item_reference":
             raise invalid("item_reference needs server-side state; send the full item",
                           f"{where}.type")
+        elif kind in _SERVER_ITEMS or kind == "additional_tools":
+            return  # dropped (see _SERVER_ITEMS); additional_tools were read before the turns
         else:
             raise invalid(f"input item type {kind!s:.40} is not supported", f"{where}.type")
 
 
-def _tool(raw: object, where: str) -> Tool:
-    item = as_obj(raw, where)
-    if item.get("type") != "function":
-        raise invalid("only function tools are supported", f"{where}.type")
-    parameters = get_obj(item, "parameters", f"{where}.parameters") or {}
-    check_depth(parameters, f"{where}.parameters")
-    return Tool(
-        name=need_str(item, "name", f"{where}.name"),
-        description=get_str(item, "description", f"{where}.description"),
-        parameters=parameters,
-    )
-
-
-def _tool_choice(value: object) -> ToolChoice:
+def _tool_choice(value: object, tools: ToolNames) -> ToolChoice:
     if value is None or value == "auto":
         return ToolChoice()
     if value == "none":
         return ToolChoice(kind=ToolChoiceKind.NONE)
     if value == "required":
         return ToolChoice(kind=ToolChoiceKind.REQUIRED)
-    if isinstance(value, dict) and value.get("type") == "function":
-        return ToolChoice(kind=ToolChoiceKind.NAMED,
-                          name=need_str(value, "name", "tool_choice.name"))
-    raise invalid("`tool_choice` must be none, auto, required or a named function", "tool_choice")
+    if not isinstance(value, dict):
+        raise invalid("`tool_choice` must be none, auto, required or an object", "tool_choice")
+    kind = value.get("type")
+    if kind in ("function", "custom"):
+        name = need_str(value, "name", "tool_choice.name")
+        namespace = get_str(value, "namespace", "tool_choice.namespace")
+        return ToolChoice(kind=ToolChoiceKind.NAMED, name=tools.model_name(namespace, name))
+    if kind == "allowed_tools":  # its mode applies; the model still sees every tool
+        mode = get_str(value, "mode", "tool_choice.mode")
+        return ToolChoice(kind=ToolChoiceKind.REQUIRED) if mode == "required" else ToolChoice()
+    if isinstance(kind, str):  # a hosted tool, which the model is not offered: auto
+        return ToolChoice()
+    raise invalid("`tool_choice.type` is required", "tool_choice.type")
 
 
 def _format(obj: JSONObject) -> ResponseFormat | None:
@@ -195,30 +238,32 @@ def decode_request(body: bytes | JSONObject) -> Request:
                 "conversation in `input` (with store: false)",
                 stateful,
             )
-    builder = _Builder()
+    tools = ToolNames()
+    tools.add(get_list(obj, "tools", limit=MAX_TOOLS) or [], "tools")
+    raw_input = obj.get("input")
+    items = None if isinstance(raw_input, str) else get_list(obj, "input", limit=MAX_MESSAGES)
+    for i, raw in enumerate(items or ()):
+        if isinstance(raw, dict) and raw.get("type") == "additional_tools":
+            tools.add(get_list(raw, "tools", f"input[{i}].tools") or [], f"input[{i}].tools")
+    builder = _Builder(tools)
     instructions = get_str(obj, "instructions")
     if instructions:
-        builder.system.append(instructions)
-    raw_input = obj.get("input")
+        builder.turns.system(instructions)
     if isinstance(raw_input, str):
-        builder.add(Role.USER, Text(text=raw_input))
+        builder.turns.part(Role.USER, Text(text=raw_input))
     else:
-        items = get_list(obj, "input", limit=MAX_MESSAGES)
         if not items:
             raise invalid("`input` must be a string or a non-empty array of items", "input")
         for i, raw in enumerate(items):
             builder.item(as_obj(raw, f"input[{i}]"), f"input[{i}]")
-    tools = tuple(
-        _tool(t, f"tools[{i}]") for i, t in enumerate(get_list(obj, "tools", limit=MAX_TOOLS) or ())
-    )
     reasoning = get_obj(obj, "reasoning") or {}
     effort = get_str(reasoning, "effort", "reasoning.effort")
     return Request(
         model=need_str(obj, "model"),
-        system="\n\n".join(builder.system) if builder.system else None,
-        messages=tuple(builder.messages),
-        tools=tools,
-        tool_choice=_tool_choice(obj.get("tool_choice")),
+        system=builder.turns.system_text,
+        messages=tuple(builder.turns.messages),
+        tools=tools.tools,
+        tool_choice=_tool_choice(obj.get("tool_choice"), tools),
         params=Params(
             max_tokens=get_int(obj, "max_output_tokens"),
             temperature=get_float(obj, "temperature"),
@@ -235,6 +280,7 @@ def decode_request(body: bytes | JSONObject) -> Request:
         include_usage=True,
         parallel_tool_calls=get_bool(obj, "parallel_tool_calls") is not False,
         user=get_str(obj, "user") or get_str(obj, "safety_identifier"),
+        tool_origins=dict(tools.origins),
     )
 
 
@@ -262,9 +308,31 @@ def echo_fields(obj: JSONObject) -> dict[str, object]:
             for k, default in _ECHO_DEFAULTS.items()}
 
 
-def output_items(completion: Completion, response_id: str) -> list[dict[str, object]]:
-    """The ``output`` items: a reasoning item, a message item per run of text, a function_call
-    item per call, in order."""
+def call_item(item_id: str, call_id: str, name: str, arguments_json: str, *, status: str,
+              origins: dict[str, ToolOrigin]) -> dict[str, object]:
+    """The output item of a tool call, named as the client offered the tool: a
+    ``function_call`` (with its ``namespace`` when it had one) or a ``custom_tool_call`` with
+    the call's ``input`` text. The stream encoder sends the same item."""
+    origin = origins.get(name)
+    if origin is None:
+        return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name,
+                "arguments": arguments_json, "status": status}
+    item: dict[str, object]
+    if origin.custom:
+        item = {"type": "custom_tool_call", "id": item_id, "call_id": call_id,
+                "name": origin.name, "input": custom_input(arguments_json)}  # has no status
+    else:
+        item = {"type": "function_call", "id": item_id, "call_id": call_id, "name": origin.name,
+                "arguments": arguments_json, "status": status}
+    if origin.namespace is not None:
+        item["namespace"] = origin.namespace
+    return item
+
+
+def output_items(completion: Completion, response_id: str,
+                 origins: dict[str, ToolOrigin] | None = None) -> list[dict[str, object]]:
+    """The ``output`` items: a reasoning item, a message item per run of text, a tool call
+    item per call (:func:`call_item`), in order."""
     items: list[dict[str, object]] = []
     text: list[str] = []
     cut = completion.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTENT_FILTER)
@@ -292,11 +360,9 @@ def output_items(completion: Completion, response_id: str) -> list[dict[str, obj
             })
         else:
             flush_text()
-            items.append({
-                "type": "function_call", "id": responses_item_id(response_id, "fc", len(items)),
-                "call_id": part.id, "name": part.name, "arguments": part.arguments_json,
-                "status": "completed",
-            })
+            items.append(call_item(responses_item_id(response_id, "fc", len(items)), part.id,
+                                   part.name, part.arguments_json, status="completed",
+                                   origins=origins or {}))
     flush_text()
     return items
 
@@ -345,6 +411,7 @@ def encode_response(completion: Completion, ctx: StreamContext) -> bytes:
         else "completed"
     )
     return orjson.dumps(
-        response_object(ctx, status=status, output=output_items(completion, ctx.response_id),
+        response_object(ctx, status=status, output=output_items(completion, ctx.response_id,
+                                                                ctx.tool_origins),
                         completion=completion)
     )

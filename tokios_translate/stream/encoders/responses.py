@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from tokios_translate._common import ErrorKind, StopReason, StreamContext, Usage
-from tokios_translate.clients.responses import response_object
+from tokios_translate.clients._responses_tools import custom_input
+from tokios_translate.clients.responses import call_item, response_object
 from tokios_translate.ids import responses_item_id
 from tokios_translate.stream.events import (
     Finished,
@@ -100,6 +101,8 @@ class ResponsesEncoder:
             return head + self._delta(event.text, b',"sequence_number":')
         if isinstance(event, ToolCallArgumentsDelta):
             self._parts.append(event.fragment)
+            if self._call.get("type") == "custom_tool_call":
+                return b""  # its input is sent whole when the call ends (see _close)
             return self._delta(event.fragment, b',"sequence_number":')
         if isinstance(event, ToolCallStarted):
             return self._open_call(event)
@@ -169,14 +172,8 @@ class ResponsesEncoder:
     def _open_call(self, event: ToolCallStarted) -> bytes:
         out = self._close()
         index = self._begin(_CALL, "fc")
-        self._call = {
-            "id": self._item_id,
-            "type": "function_call",
-            "status": "in_progress",
-            "call_id": event.id,
-            "name": event.name,
-            "arguments": "",
-        }
+        self._call = call_item(self._item_id, event.id, event.name, "", status="in_progress",
+                               origins=self._ctx.tool_origins)
         where = {"item_id": self._item_id, "output_index": index}
         self._delta_prefix = (
             b"event: response.function_call_arguments.delta\n"
@@ -217,6 +214,13 @@ class ResponsesEncoder:
             item = {"id": item_id, "type": "reasoning", "summary": [part]}
             out = self._event("response.reasoning_summary_text.done", {**where, "text": text})
             out += self._event("response.reasoning_summary_part.done", {**where, "part": part})
+        elif self._call["type"] == "custom_tool_call":
+            item = {**self._call, "input": custom_input(text)}
+            where = {"item_id": item_id, "output_index": index}
+            out = self._event("response.custom_tool_call_input.delta",
+                              {**where, "delta": item["input"]})
+            out += self._event("response.custom_tool_call_input.done",
+                               {**where, "input": item["input"]})
         else:
             item = {**self._call, "status": "completed", "arguments": text}
             out = self._event(
