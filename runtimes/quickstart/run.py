@@ -37,6 +37,10 @@ from runtimes.quickstart.services import (
 
 TENANT = "local"
 DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+#: The demo request's sampling: greedy (temperature 0; the seed only matters to a server that
+#: samples anyway), so the same prompt gets the same answer every time, and a short cap: with
+#: the built-in engine an answer is one sentence and stops at the next ``Question:``.
+DEMO_SAMPLING: dict[str, Any] = {"temperature": 0.0, "seed": 0, "max_tokens": 64}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,8 +66,10 @@ def say(text: str = "") -> None:
 # -- the model server --------------------------------------------------------------------
 
 
-def start_engine(args: argparse.Namespace, services: Services, logs: Path) -> Upstream:
-    """llama-cpp-python's server with Gemma 3 270M on loopback, ready to answer."""
+def start_engine(args: argparse.Namespace, services: Services, home: Path) -> Upstream:
+    """llama-cpp-python's server with Gemma 3 270M on loopback, ready to answer (its chat
+    template is written to ``home``, its log to ``home``/logs)."""
+    logs = home / "logs"
     if engine.missing():
         raise StepError(f"the demo extra is not installed (missing: {', '.join(engine.missing())}"
                         "); run ./scripts/quickstart without --skip-install, or use --upstream")
@@ -74,8 +80,8 @@ def start_engine(args: argparse.Namespace, services: Services, logs: Path) -> Up
     port = args.engine_port or engine.free_port()
     child = services.start(Child(
         "model server (llama-cpp-python)",
-        engine.server_argv(sys.executable, gguf, port=port, ctx_size=args.ctx_size,
-                           threads=os.cpu_count() or 1),
+        engine.server_argv(sys.executable, gguf, chat_config=engine.write_chat_config(home),
+                           port=port, ctx_size=args.ctx_size, threads=os.cpu_count() or 1),
         logs / "engine.log",
         env=engine.server_env(),
     ))
@@ -206,7 +212,9 @@ def wait_for_tunnel(base_url: str, connector: Child, verify: ssl.SSLContext | bo
 
 def demo_chat(base_url: str, key: str, deployment: str, prompt: str,
               verify: ssl.SSLContext | bool) -> None:
-    """One streamed chat request through the tunnel with the openai SDK; prints the answer."""
+    """One streamed chat request through the tunnel with the openai SDK, with
+    :data:`DEMO_SAMPLING`; prints the answer (without the leading blank the model may start
+    it with)."""
     say(f"\n→ {deployment}: {prompt}")
     started = time.monotonic()
     first: float | None = None
@@ -215,12 +223,14 @@ def demo_chat(base_url: str, key: str, deployment: str, prompt: str,
                        http_client=openai.DefaultHttpxClient(verify=verify)) as client:
         stream = client.chat.completions.create(
             model=deployment, messages=[{"role": "user", "content": prompt}],
-            max_tokens=200, stream=True,
+            stream=True, **DEMO_SAMPLING,
         )
         sys.stdout.write("← ")
         for chunk in stream:
             for choice in chunk.choices:
                 text = choice.delta.content or ""
+                if first is None:
+                    text = text.lstrip()
                 if text:
                     first = first if first is not None else time.monotonic()
                     chunks += 1
@@ -313,7 +323,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     serving = False
     try:
-        upstream = (start_engine(args, services, logs) if args.upstream is None
+        upstream = (start_engine(args, services, home) if args.upstream is None
                     else user_upstream(args))
         deployment = default_deployment(args, upstream)
         tls = None if args.insecure_http else ensure_local_tls(home)

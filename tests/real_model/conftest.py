@@ -52,8 +52,9 @@ class RealModelStack(Stack):
         self.engine_url = f"http://127.0.0.1:{port}"
         self.engine_proc = Proc(
             "engine",
-            engine.server_argv(sys.executable, engine.model_path(), port=port, ctx_size=2048,
-                               threads=os.cpu_count() or 1),
+            engine.server_argv(sys.executable, engine.model_path(),
+                               chat_config=engine.write_chat_config(self.workdir), port=port,
+                               ctx_size=2048, threads=os.cpu_count() or 1),
             self.workdir / "engine.log",
             env=engine.server_env(),
         )

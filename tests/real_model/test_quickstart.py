@@ -26,6 +26,7 @@ from runtimes.quickstart import engine, install, options
 from runtimes.quickstart.progress import Progress, format_elapsed
 from tests.e2e.stack import ROOT, BackgroundLoop
 from tests.real_model.conftest import require_engine
+from tests.real_model.test_demo_answer import problems
 from tests.upstreams.model_servers import OllamaServer
 
 
@@ -46,8 +47,8 @@ def test_help_explains_the_quick_start() -> None:
     result = subprocess.run([str(ROOT / "scripts" / "quickstart"), "--help"],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
-    for needle in ("--upstream", "--insecure-http", "--chat_format gemma", "Ctrl-C",
-                   "ca.pem", "--once", "3-10 minutes"):
+    for needle in ("--upstream", "--insecure-http", "Question: ... / Answer:", "Ctrl-C",
+                   "ca.pem", "--once", "3-10 minutes", "temperature 0"):
         assert needle in result.stdout
 
 
@@ -139,7 +140,7 @@ def test_quickstart_with_a_user_upstream_then_again(tmp_path: Path) -> None:
         second = quickstart(home, "--upstream", server.base_url, "--insecure-http",
                             "--deployment", "coder", "--model", "qwen3:8b")
         assert second.returncode == 0, second.stdout + second.stderr
-        assert "← Echo: In one sentence" in second.stdout
+        assert "← Echo: What is a tunnel?" in second.stdout  # the default prompt
         again = exported(home / "env.sh")
         assert again["OPENAI_API_KEY"] == settings["OPENAI_API_KEY"]
         assert again["OPENAI_BASE_URL"].startswith("http://127.0.0.1:")
@@ -208,11 +209,15 @@ def test_quickstart_reports_an_unreachable_upstream(tmp_path: Path) -> None:
 @pytest.mark.real_model
 def test_quickstart_with_the_built_in_engine(tmp_path: Path) -> None:
     require_engine()
-    result = quickstart(tmp_path / "tokios", "--ctx-size", "2048",
-                        "--prompt", "Say hello in French.", timeout=110)
+    result = quickstart(tmp_path / "tokios", "--ctx-size", "2048", timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "\n→ gemma: What is a tunnel?\n" in result.stdout
     answer = result.stdout.split("← ", 1)[1].split("\n  (", 1)[0]
-    assert answer.strip()
+    # What a newcomer sees first: a sentence that answers, not the prompt repeated.
+    assert problems("What is a tunnel?", answer) == [], answer
+    assert answer == answer.lstrip()
+    template = orjson.loads((tmp_path / "tokios" / "engine-chat-template.json").read_bytes())
+    assert template["chat_template"] == engine.CHAT_TEMPLATE
     assert re.search(r"\((\d+) chunks through the tunnel", result.stdout)
     assert "loading Gemma 3 270M into llama.cpp" in result.stderr
     assert exported(tmp_path / "tokios" / "env.sh")["ANTHROPIC_MODEL"] == "gemma"
