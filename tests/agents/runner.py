@@ -119,10 +119,9 @@ def codex(installed: Installed, stack: Stack, home: Path,
         "CODEX_CA_CERTIFICATE": str(stack.ca_file),
         "TOKIOS_API_KEY": stack.key,
     }
+    # workspace-write: the shell command may write in the work dir (and only there).
     argv = [str(installed.binary), "exec", "--skip-git-repo-check", "--json",
-            # bubblewrap/landlock sandboxes cannot start as root in a container: the test's
-            # fresh work dir is the only thing the scripted command touches.
-            "--dangerously-bypass-approvals-and-sandbox"]
+            "--sandbox", "workspace-write"]
     if thinking:
         argv += ["-c", 'model_reasoning_effort="high"']
     argv.append(PROMPT)
