@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "translate" / "stream"))
 
+from stream_client_apis_check import check_completions, check_ollama
 from stream_sdk_check import check_chat, check_messages, check_responses
 
 from tokios_translate._common import BackendKind, ClientFormat, StreamContext
@@ -26,6 +27,9 @@ _CHECKS: dict[ClientFormat, Callable[[bytes], object]] = {
     ClientFormat.CHAT: lambda body: check_chat(body, run_client=False),
     ClientFormat.RESPONSES: lambda body: check_responses(body, run_client=False),
     ClientFormat.MESSAGES: lambda body: check_messages(body, run_client=False),
+    ClientFormat.OLLAMA_CHAT: lambda body: check_ollama(body, chat=True),
+    ClientFormat.OLLAMA_GENERATE: lambda body: check_ollama(body, chat=False),
+    ClientFormat.COMPLETIONS: check_completions,
 }
 
 

@@ -38,8 +38,10 @@ from ._common import (
 )
 from ._parse import JSONObject, estimate_input_tokens, load_object
 from .backends import ollama, openai_compat
-from .clients import chat, messages, responses
+from .backends import prompt as _prompt_backend
+from .clients import chat, completions, messages, ollama_client, responses
 from .ir import Completion, Request, ToolCall
+from .prompt import PromptRequest
 from .stream import open_stream_translator
 
 __all__ = [
@@ -113,29 +115,65 @@ class EmbeddingsContext:
     backend: BackendKind
     model: str
     encoding_format: str
+    #: The client's format: OpenAI's list, or Ollama's ``/api/embed`` answer for OLLAMA_CHAT.
+    client: ClientFormat = ClientFormat.CHAT
 
 
 _DECODERS = {
     ClientFormat.CHAT: chat.decode_request,
     ClientFormat.RESPONSES: responses.decode_request,
     ClientFormat.MESSAGES: messages.decode_request,
+    ClientFormat.OLLAMA_CHAT: ollama_client.decode_chat_request,
+    ClientFormat.OLLAMA_GENERATE: ollama_client.decode_generate_request,
+}
+#: Client formats whose body may be a raw prompt (no chat form): ``/v1/completions`` always,
+#: ``/api/generate`` with ``raw`` or ``suffix``.
+_PROMPT_DECODERS = {
+    ClientFormat.COMPLETIONS: completions.decode_request,
+    ClientFormat.OLLAMA_GENERATE: ollama_client.decode_generate_prompt,
 }
 _ENCODERS = {
     ClientFormat.CHAT: chat.encode_response,
     ClientFormat.RESPONSES: responses.encode_response,
     ClientFormat.MESSAGES: messages.encode_response,
+    ClientFormat.OLLAMA_CHAT: ollama_client.encode_chat_response,
+    ClientFormat.OLLAMA_GENERATE: ollama_client.encode_generate_response,
+    ClientFormat.COMPLETIONS: completions.encode_response,
 }
 _ERRORS = {
     ClientFormat.CHAT: chat.encode_error,
     ClientFormat.RESPONSES: responses.encode_error,
     ClientFormat.MESSAGES: messages.encode_error,
+    ClientFormat.OLLAMA_CHAT: ollama_client.encode_error,
+    ClientFormat.OLLAMA_GENERATE: ollama_client.encode_error,
+    ClientFormat.COMPLETIONS: completions.encode_error,
 }
 
 
 def decode_request(client: ClientFormat, body: bytes | JSONObject) -> Request:
     """The client's body as an IR :class:`~tokios_translate.ir.Request` (raises
-    :class:`TranslationError`)."""
+    :class:`TranslationError`; a ``/v1/completions`` prompt has no chat form)."""
+    if client not in _DECODERS:
+        raise TranslationError(ErrorKind.INVALID_REQUEST, "a text completion is not a chat")
     return _DECODERS[client](body)
+
+
+def _prompt_upstream(client: ClientFormat, request: PromptRequest, *, backend: BackendKind,
+                     upstream_model: str, deployment: str, response_id: str, created: int,
+                     num_ctx: int | None) -> UpstreamRequest:
+    path, body = _prompt_backend.encode_request(request, upstream_model, backend,
+                                                num_ctx=num_ctx)
+    context = StreamContext(
+        client=client, backend=backend, model=deployment, response_id=response_id,
+        created=created, stream=request.stream, include_usage=request.include_usage,
+        estimated_input_tokens=(len(request.prompt) + len(request.suffix or "") + 3) // 4,
+        stop_sequences=request.params.stop, prompt=True,
+    )
+    accept = "application/json"
+    if request.stream:
+        accept = "application/x-ndjson" if backend.speaks_ollama else "text/event-stream"
+    return UpstreamRequest(method="POST", path=path, headers=(*_JSON, ("accept", accept)),
+                           body=body, stream=request.stream, context=context)
 
 
 def encode_upstream(request: Request, backend: BackendKind, upstream_model: str,
@@ -166,7 +204,13 @@ def translate_request(
     the context size from the connector's config. Raises :class:`TranslationError`.
     """
     obj = load_object(body)
-    if passthrough and _passthrough.supports(backend, client):
+    prompt_decoder = _PROMPT_DECODERS.get(client)
+    prompt_request = prompt_decoder(obj) if prompt_decoder is not None else None
+    if prompt_request is not None:
+        return _prompt_upstream(client, prompt_request, backend=backend,
+                                upstream_model=upstream_model, deployment=deployment,
+                                response_id=response_id, created=created, num_ctx=num_ctx)
+    if passthrough and client in _passthrough.PATHS and _passthrough.supports(backend, client):
         stream = obj.get("stream") is True
         return UpstreamRequest(
             method="POST",
@@ -208,6 +252,8 @@ def translate_request(
 def decode_completion(ctx: StreamContext, body: bytes) -> Completion:
     """A whole upstream answer as an IR completion; only the first tool call is kept when the
     client disabled parallel tool calls."""
+    if ctx.prompt:
+        return _prompt_backend.decode_response(body, ctx.backend, ctx.stop_sequences)
     if ctx.backend.speaks_ollama:
         completion = ollama.decode_response(body, ctx.response_id)
     else:
@@ -320,28 +366,35 @@ def translate_models(client: ClientFormat, backend: BackendKind, status: int, bo
 
 
 def translate_embeddings_request(body: bytes, *, backend: BackendKind, upstream_model: str,
-                                 deployment: str) -> tuple[UpstreamCall, EmbeddingsContext]:
-    """The backend call for an OpenAI ``/v1/embeddings`` body, and the context for
-    :func:`translate_embeddings_response`. Raises :class:`TranslationError`."""
+                                 deployment: str, client: ClientFormat = ClientFormat.CHAT,
+                                 ) -> tuple[UpstreamCall, EmbeddingsContext]:
+    """The backend call for an OpenAI ``/v1/embeddings`` body (or, with ``client``
+    OLLAMA_CHAT, an Ollama ``/api/embed`` body: ``input``, ``dimensions``; ``truncate`` and
+    ``options`` are dropped), and the context for :func:`translate_embeddings_response`.
+    Raises :class:`TranslationError`."""
     request = _embeddings.decode_request(body)
     path, upstream_body = _embeddings.encode_request(request, backend, upstream_model)
     return (
         UpstreamCall(method="POST", path=path, headers=_JSON, body=upstream_body),
         EmbeddingsContext(backend=backend, model=deployment,
-                          encoding_format=request.encoding_format),
+                          encoding_format=request.encoding_format, client=client),
     )
 
 
 def translate_embeddings_response(ctx: EmbeddingsContext, status: int,
                                   body: bytes) -> ClientResponse:
-    """The backend's embeddings answer as an OpenAI embeddings list (or error)."""
+    """The backend's embeddings answer as an OpenAI embeddings list, or Ollama's
+    ``/api/embed`` answer (or the client's error)."""
     if status >= 400:
-        return error_response(ClientFormat.CHAT, upstream_error(ctx.backend, status, body))
+        return error_response(ctx.client, upstream_error(ctx.backend, status, body))
     try:
         vectors, tokens = (ollama.decode_embed(body) if ctx.backend.speaks_ollama
                            else openai_compat.decode_embeddings(body))
     except TranslationError:
-        return error_response(ClientFormat.CHAT, TranslationError(
+        return error_response(ctx.client, TranslationError(
             ErrorKind.UPSTREAM, "the backend sent malformed embeddings"))
+    if ctx.client.speaks_ollama:
+        return ClientResponse(status=200, headers=_JSON, body=ollama_client.embed_body(
+            vectors, tokens, model=ctx.model))
     return ClientResponse(status=200, headers=_JSON, body=_embeddings.encode_response(
         vectors, tokens, model=ctx.model, encoding_format=ctx.encoding_format))

@@ -21,6 +21,17 @@ class ClientFormat(StrEnum):
     RESPONSES = "responses"
     #: Anthropic Messages, ``POST /v1/messages``.
     MESSAGES = "messages"
+    #: Ollama's native chat, ``POST /api/chat`` (NDJSON streams by default).
+    OLLAMA_CHAT = "ollama_chat"
+    #: Ollama's native generate, ``POST /api/generate`` (a prompt; NDJSON streams by default).
+    OLLAMA_GENERATE = "ollama_generate"
+    #: OpenAI's legacy text completions, ``POST /v1/completions`` (a prompt, no chat template).
+    COMPLETIONS = "completions"
+
+    @property
+    def speaks_ollama(self) -> bool:
+        """True for the Ollama-native client formats (``{"error": "..."}`` envelopes, NDJSON)."""
+        return self in (ClientFormat.OLLAMA_CHAT, ClientFormat.OLLAMA_GENERATE)
 
 
 class BackendKind(StrEnum):
@@ -167,3 +178,6 @@ class StreamContext:
     #: True when the request went to the backend untranslated (the backend serves the client's
     #: format natively, api-formats.md §0); only ``model`` is rewritten in the answer.
     passthrough: bool = False
+    #: True when the upstream call is a raw prompt (Ollama ``/api/generate``, OpenAI-compatible
+    #: ``/v1/completions``) rather than a chat: it picks the upstream stream decoder.
+    prompt: bool = False

@@ -31,6 +31,17 @@ def list_body(client: ClientFormat, names: Iterable[str], *, created: int,
     })
 
 
+def model_body(client: ClientFormat, name: str, *, created: int,
+               owned_by: str = "tokios") -> bytes:
+    """One model object (``GET /v1/models/{id}``): OpenAI's, or Anthropic's for Messages
+    clients."""
+    if client is ClientFormat.MESSAGES:
+        return orjson.dumps({"type": "model", "id": name, "display_name": name,
+                             "created_at": _rfc3339(created), "lifecycle": "active"})
+    return orjson.dumps({"id": name, "object": "model", "created": created,
+                         "owned_by": owned_by})
+
+
 def _rfc3339(unix: int) -> str:
     # Civil-from-days (H. Hinnant), so no clock or datetime-with-timezone module is needed.
     days, rest = divmod(unix, 86400)

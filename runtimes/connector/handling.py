@@ -52,6 +52,7 @@ __all__ = [
     "refusal",
     "response_headers",
     "route_for",
+    "stream_headers",
     "upstream_unreachable",
 ]
 
@@ -79,7 +80,20 @@ _ROUTES: dict[str, tuple[Route, ClientFormat]] = {
     "/v1/messages": (Route.GENERATE, ClientFormat.MESSAGES),
     "/v1/messages/count_tokens": (Route.COUNT_TOKENS, ClientFormat.MESSAGES),
     "/v1/embeddings": (Route.EMBEDDINGS, ClientFormat.CHAT),
+    "/v1/completions": (Route.GENERATE, ClientFormat.COMPLETIONS),
+    "/api/chat": (Route.GENERATE, ClientFormat.OLLAMA_CHAT),
+    "/api/generate": (Route.GENERATE, ClientFormat.OLLAMA_GENERATE),
+    "/api/embed": (Route.EMBEDDINGS, ClientFormat.OLLAMA_CHAT),
 }
+
+#: The response head of a streamed answer to an Ollama-native client (NDJSON).
+NDJSON_STREAM_HEADERS: Headers = (("content-type", "application/x-ndjson"),)
+
+
+def stream_headers(plan: Plan) -> Headers:
+    """The response head of ``plan``'s streamed answer: :data:`STREAM_HEADERS` (SSE), or
+    :data:`NDJSON_STREAM_HEADERS` for Ollama's ``/api/chat`` and ``/api/generate``."""
+    return NDJSON_STREAM_HEADERS if plan.client.speaks_ollama else STREAM_HEADERS
 
 
 def route_for(path: str) -> tuple[Route, ClientFormat] | None:
@@ -132,7 +146,7 @@ def plan_request(path: str, body: bytes, *, backend: BackendKind, deployment: st
         if route is Route.EMBEDDINGS:
             call, ectx = translate_embeddings_request(body, backend=backend,
                                                       upstream_model=upstream_model,
-                                                      deployment=deployment)
+                                                      deployment=deployment, client=client)
             return Plan(route=route, client=client, call=call, embeddings=ectx)
         tokenizer = tokenize_request(body, backend=backend, upstream_model=upstream_model)
     except TranslationError as err:

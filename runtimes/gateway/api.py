@@ -29,6 +29,7 @@ from runtimes.gateway.routing import (
     EndpointKind,
     error_format_for,
     find_endpoint,
+    model_id_of,
     presented_api_key,
 )
 from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, TunnelManager
@@ -36,7 +37,8 @@ from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpRe
 from runtimes.store import AuthCache, KeyGrant, Store
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
-from tokios_translate.models import list_body
+from tokios_translate.clients import ollama_client
+from tokios_translate.models import list_body, model_body
 
 __all__ = ["MAX_STREAMS_PER_KEY", "TUNNEL_PATH", "GatewayApi", "UpstreamBroken"]
 
@@ -51,6 +53,8 @@ DROPPED_HEADERS = frozenset({
     "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length",
     "proxy-authorization", ":authority", ":method", ":path", ":scheme",
 })
+#: The body of ``GET /`` (the base-URL probe).
+ROOT_BODY = b"Tokios gateway is running\n"
 #: Response headers from the connector that the HTTP layer sets itself.
 DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
@@ -193,8 +197,14 @@ class GatewayApi:
                                  "tunnels": len(self.tunnels.registry)})
             info["status"] = await self._json(response, 200 if ready else 503, body, request_id)
             return
+        if endpoint.kind is EndpointKind.ROOT:  # HEAD: the HTTP layer sends no body
+            await response.respond(200, [("content-type", "text/plain; charset=utf-8"),
+                                         ("x-request-id", request_id)], ROOT_BODY)
+            info["status"] = 200
+            return
         client = endpoint.client
-        if endpoint.kind is EndpointKind.MODELS and "anthropic-version" in request.headers:
+        if (endpoint.kind in (EndpointKind.MODELS, EndpointKind.MODEL)
+                and "anthropic-version" in request.headers):
             client = ClientFormat.MESSAGES
         key = presented_api_key(request.headers)
         grant = None
@@ -218,6 +228,12 @@ class GatewayApi:
             names = sorted(visible)
             body = list_body(client, names, created=int(time.time()))
             info["status"] = await self._json(response, 200, body, request_id)
+            return
+        if endpoint.kind is not EndpointKind.FORWARD and endpoint.kind is not \
+                EndpointKind.OLLAMA_SHOW:
+            info["status"] = await self._listing(response, endpoint.kind, endpoint.path,
+                                                 client=client, visible=visible,
+                                                 request_id=request_id)
             return
         try:
             body = await request.body(limit=self.max_body_bytes)
@@ -244,6 +260,10 @@ class GatewayApi:
                 request_id)
             return
         info["deployment"] = model
+        if endpoint.kind is EndpointKind.OLLAMA_SHOW:
+            body = ollama_client.show_body(created=int(time.time()))
+            info["status"] = await self._json(response, 200, body, request_id)
+            return
         key_id = grant.key_id
         if self._per_key.get(key_id, 0) >= self.max_streams_per_key:
             info["status"] = await self._error(response, client, ErrorKind.RATE_LIMITED,
@@ -261,6 +281,25 @@ class GatewayApi:
                 self._per_key[key_id] = left
             else:
                 self._per_key.pop(key_id, None)
+
+    async def _listing(self, response: HttpResponse, kind: EndpointKind, path: str, *,
+                       client: ClientFormat, visible: frozenset[str], request_id: str) -> int:
+        """Answer what the store alone answers: one model (``/v1/models/{id}``), Ollama's
+        ``/api/tags`` and ``/api/version``."""
+        created = int(time.time())
+        if kind is EndpointKind.MODEL:
+            name = model_id_of(path)
+            if name not in visible:
+                return await self._error(
+                    response, client, ErrorKind.NOT_FOUND,
+                    f"the model `{name[:100]}` does not exist or you do not have access to it",
+                    request_id)
+            return await self._json(response, 200, model_body(client, name, created=created),
+                                    request_id)
+        if kind is EndpointKind.OLLAMA_TAGS:
+            body = ollama_client.tags_body(sorted(visible), created=created)
+            return await self._json(response, 200, body, request_id)
+        return await self._json(response, 200, ollama_client.version_body(), request_id)
 
     # ---- forwarding ----------------------------------------------------------------------
 

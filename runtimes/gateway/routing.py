@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
+from urllib.parse import unquote
 
 from tokios_translate._common import ClientFormat
 
@@ -29,6 +30,15 @@ class EndpointKind(StrEnum):
     #: Liveness and readiness probes (no key needed).
     HEALTH = "health"
     READY = "ready"
+    #: ``GET``/``HEAD /``: the base-URL probe of Claude Code and other clients (no key needed).
+    ROOT = "root"
+    #: ``GET /v1/models/{id}``: one model object, if the key may use it.
+    MODEL = "model"
+    #: Ollama's ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``, answered by the
+    #: gateway (the key's deployments; no tunnel needed).
+    OLLAMA_TAGS = "ollama_tags"
+    OLLAMA_SHOW = "ollama_show"
+    OLLAMA_VERSION = "ollama_version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,24 @@ _ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/models"): Endpoint(EndpointKind.MODELS, ClientFormat.CHAT, "/v1/models"),
     ("GET", "/healthz"): Endpoint(EndpointKind.HEALTH, ClientFormat.CHAT, "/healthz"),
     ("GET", "/readyz"): Endpoint(EndpointKind.READY, ClientFormat.CHAT, "/readyz"),
+    ("GET", "/"): Endpoint(EndpointKind.ROOT, ClientFormat.CHAT, "/"),
+    ("HEAD", "/"): Endpoint(EndpointKind.ROOT, ClientFormat.CHAT, "/"),
+    ("POST", "/v1/completions"): Endpoint(
+        EndpointKind.FORWARD, ClientFormat.COMPLETIONS, "/v1/completions"),
+    ("POST", "/api/chat"): Endpoint(EndpointKind.FORWARD, ClientFormat.OLLAMA_CHAT, "/api/chat"),
+    ("POST", "/api/generate"): Endpoint(
+        EndpointKind.FORWARD, ClientFormat.OLLAMA_GENERATE, "/api/generate"),
+    ("POST", "/api/embed"): Endpoint(
+        EndpointKind.FORWARD, ClientFormat.OLLAMA_CHAT, "/api/embed"),
+    ("GET", "/api/tags"): Endpoint(EndpointKind.OLLAMA_TAGS, ClientFormat.OLLAMA_CHAT, "/api/tags"),
+    ("POST", "/api/show"): Endpoint(
+        EndpointKind.OLLAMA_SHOW, ClientFormat.OLLAMA_CHAT, "/api/show"),
+    ("GET", "/api/version"): Endpoint(
+        EndpointKind.OLLAMA_VERSION, ClientFormat.OLLAMA_CHAT, "/api/version"),
 }
+
+#: ``GET /v1/models/{id}``: the prefix of one model's path.
+MODEL_PATH_PREFIX = "/v1/models/"
 
 #: Paths we serve, for telling 404 (no such path) from 405 (wrong method).
 KNOWN_PATHS = frozenset(path for _, path in _ENDPOINTS)
@@ -68,7 +95,15 @@ def find_endpoint(method: str, path: str) -> Endpoint | None:
     """
     if len(path) > 1 and path.endswith("/"):
         path = path[:-1]
-    return _ENDPOINTS.get((method.upper(), path))
+    found = _ENDPOINTS.get((method.upper(), path))
+    if found is None and path.startswith(MODEL_PATH_PREFIX) and method.upper() == "GET":
+        return Endpoint(EndpointKind.MODEL, ClientFormat.CHAT, path)
+    return found
+
+
+def model_id_of(path: str) -> str:
+    """The model id of a ``/v1/models/{id}`` path (percent-decoded; ids may hold ``/``)."""
+    return unquote(path[len(MODEL_PATH_PREFIX):].rstrip("/"))
 
 
 def error_format_for(path: str, headers: Mapping[str, str]) -> ClientFormat:
@@ -80,6 +115,8 @@ def error_format_for(path: str, headers: Mapping[str, str]) -> ClientFormat:
         return ClientFormat.MESSAGES
     if path.startswith("/v1/responses"):
         return ClientFormat.RESPONSES
+    if path.startswith("/api/"):
+        return ClientFormat.OLLAMA_CHAT
     return ClientFormat.CHAT
 
 

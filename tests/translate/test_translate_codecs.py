@@ -161,7 +161,7 @@ def test_cached_tokens_are_not_counted_twice_for_anthropic() -> None:
               "usage": {"prompt_tokens": 100, "completion_tokens": 5,
                         "prompt_tokens_details": {"cached_tokens": 60}}}
     usage = {}
-    for client in ClientFormat:
+    for client in (CHAT, RESP, MSG):  # the formats that report cached tokens
         ctx = up(client, {"model": "x", "max_tokens": 5, "input": "q",
                           "messages": [{"role": "user", "content": "q"}]},
                  BackendKind.VLLM).context
@@ -311,6 +311,9 @@ def test_every_error_kind_in_every_envelope(kind: ErrorKind, client: ClientForma
         sdk.anthropic_error(out.body)
         assert out.status == (529 if kind is ErrorKind.OVERLOADED else
                               TranslationError(kind, "m").status)
+    elif client.speaks_ollama:  # Ollama's envelope: {"error": "..."} and the status
+        assert orjson.loads(out.body) == {"error": "went wrong"}
+        assert out.status == TranslationError(kind, "m").status
     else:
         error = sdk.openai_error(out.body)
         assert error.param == "x"
@@ -419,7 +422,7 @@ def test_tool_arguments_text_nested_too_deep_is_a_clean_error() -> None:
 def test_answer_with_arguments_nested_too_deep_is_a_clean_error(client: ClientFormat) -> None:
     ctx = up(client, {"model": "x", "max_tokens": 5, "messages": [{"role": "user",
                                                                     "content": "q"}],
-                      "input": "q"}, BackendKind.VLLM).context
+                      "input": "q", "prompt": "q"}, BackendKind.VLLM).context
     arguments = "{\"a\":" * 300 + "1" + "}" * 300
     answer = {"choices": [{"message": {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]},

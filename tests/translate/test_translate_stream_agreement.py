@@ -133,7 +133,8 @@ def accumulated(client: ClientFormat, stream: bytes) -> bytes:
 
 @pytest.mark.parametrize("answer_name", list(ANSWERS))
 @pytest.mark.parametrize("backend", [BackendKind.OLLAMA, BackendKind.VLLM])
-@pytest.mark.parametrize("client", list(ClientFormat))
+# (Ollama's formats and legacy completions: tests/translate/test_translate_client_apis.py)
+@pytest.mark.parametrize("client", list(REQUESTS))
 def test_streamed_and_whole_answers_agree(client: ClientFormat, backend: BackendKind,
                                           answer_name: str) -> None:
     answer = ANSWERS[answer_name]

@@ -3,16 +3,19 @@
 Two servers, both real HTTP/1.1 over real sockets (h11 does the framing, chunked like Go's
 net/http and llama.cpp's httplib):
 
-* :class:`OllamaServer` - Ollama's native API: ``POST /api/chat`` (NDJSON stream or one JSON
-  object), ``POST /api/embed``, ``GET /api/tags``, ``GET /api/version``.
+* :class:`OllamaServer` - Ollama's native API: ``POST /api/chat`` and ``POST /api/generate``
+  (NDJSON stream or one JSON object), ``POST /api/embed``, ``GET /api/tags``,
+  ``GET /api/version``.
 * :class:`OpenAICompatServer` - the OpenAI-compatible API that llama.cpp's ``llama-server``,
-  vLLM and LM Studio serve: ``POST /v1/chat/completions`` (SSE ending in ``data: [DONE]``),
-  ``POST /v1/embeddings``, ``GET /v1/models``, plus llama.cpp's ``GET /props`` and ``/health``.
+  vLLM and LM Studio serve: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (SSE
+  ending in ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /v1/models``, plus llama.cpp's
+  ``GET /props`` and ``/health``.
 
 The answers are scripted, deterministic and depend on the prompt, so end-to-end tests can assert
 exact content:
 
-* the reply text is ``"Echo: " + last user text``, streamed one word per event;
+* the reply text is ``"Echo: " + last user text``, streamed one word per event (for a prompt,
+  ``"Echo: " + prompt``, then ``"<FIM> " + suffix`` when a suffix came);
 * if the request offers tools and the last user text mentions "weather", the model calls the
   first tool with ``{"city": "Paris"}`` (two calls when it mentions "both");
 * if thinking is requested (Ollama ``think``; ``reasoning_effort`` or
@@ -264,7 +267,7 @@ class OllamaServer(_BaseServer):
             ]
             await self._send_json(conn, writer, 200, {"models": models})
             return
-        if request.method != b"POST" or path not in ("/api/chat", "/api/embed"):
+        if request.method != b"POST" or path not in ("/api/chat", "/api/embed", "/api/generate"):
             await self._send_json(conn, writer, 404, {"error": "404 page not found"})
             return
         payload = orjson.loads(body)
@@ -280,6 +283,9 @@ class OllamaServer(_BaseServer):
                 "model": model, "embeddings": vectors, "total_duration": 14143917,
                 "load_duration": 1019500, "prompt_eval_count": sum(len(t) // 4 for t in inputs),
             })
+            return
+        if path == "/api/generate":
+            await self._generate(conn, writer, path, payload)
             return
         script = (self.script or _script)(payload, bool(payload.get("think")), self.events)
         if script.error_status:
@@ -327,6 +333,62 @@ class OllamaServer(_BaseServer):
         await self._send_json(conn, writer, 200, {**final, "message": message})
 
 
+    async def _generate(self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,
+                        payload: dict[str, Any]) -> None:
+        """``/api/generate``: NDJSON ``response`` chunks (or one object); ``context`` only when
+        the prompt went through the template (not ``raw``)."""
+        model = payload["model"]
+        script = _prompt_script(payload, bool(payload.get("think")), self.events)
+        if script.error_status:
+            await self._send_json(conn, writer, script.error_status,
+                                  {"error": "model runner has unexpectedly stopped"})
+            return
+        created = "2025-07-07T20:22:19.184789Z"
+        final: dict[str, Any] = {
+            "model": model, "created_at": created, "response": "", "done": True,
+            "done_reason": "length" if "limit-me" in payload.get("prompt", "") else "stop",
+        }
+        if not payload.get("raw"):
+            final["context"] = [105, 2364, 107]
+        final.update({
+            "total_duration": 182242375, "load_duration": 41295167,
+            "prompt_eval_count": len(payload.get("prompt", "")) // 4 + 1,
+            "prompt_eval_duration": 24573166,
+            "eval_count": len(script.text_words), "eval_duration": 115959084,
+        })
+        if payload.get("stream", True):
+            chunks = []
+            if script.thinking:
+                chunks.append({"model": model, "created_at": created, "response": "",
+                               "thinking": script.thinking, "done": False})
+            chunks.extend({"model": model, "created_at": created, "response": word,
+                           "done": False} for word in script.text_words)
+            chunks.append(final)
+            error = b'{"error":"an error was encountered while running the model"}\n'
+            await self._stream(conn, writer, path, "application/x-ndjson",
+                               [orjson.dumps(c) + b"\n" for c in chunks],
+                               error_after_first=error if script.midstream_error else None)
+            return
+        whole = {**final, "response": "".join(script.text_words)}
+        if script.thinking:
+            whole = {**whole, "thinking": script.thinking}
+        await self._send_json(conn, writer, 200, whole)
+
+
+def _prompt_script(body: dict[str, Any], thinking_requested: bool, events: int) -> _Script:
+    """The script of a prompt request (``/api/generate``, ``/v1/completions``): the reply is
+    ``"Echo: " + prompt``, and ``" <FIM> " + suffix`` when a suffix came."""
+    prompt = body.get("prompt", "")
+    text = prompt if isinstance(prompt, str) else " ".join(prompt)
+    suffix = body.get("suffix")
+    script = _script({"messages": [{"role": "user", "content": text}]}, thinking_requested,
+                     events)
+    if suffix:
+        script.text_words = [*script.text_words[:-1], script.text_words[-1] + " ", "<FIM> ",
+                             suffix]
+    return script
+
+
 class OpenAICompatServer(_BaseServer):
     """The OpenAI-compatible API of llama.cpp / vLLM / LM Studio (api-formats.md §2, §5).
 
@@ -352,13 +414,17 @@ class OpenAICompatServer(_BaseServer):
                     for name in self.model_names]
             await self._send_json(conn, writer, 200, {"object": "list", "data": data})
             return
-        if request.method != b"POST" or path not in ("/v1/chat/completions", "/v1/embeddings"):
+        if request.method != b"POST" or path not in (
+                "/v1/chat/completions", "/v1/embeddings", "/v1/completions"):
             await self._send_json(conn, writer, 404, {"error": {
                 "code": 404, "message": "File Not Found", "type": "not_found_error"}})
             return
         payload = orjson.loads(body)
         self.requests.append(payload)
         model = payload.get("model", "")
+        if path == "/v1/completions":
+            await self._completions(conn, writer, path, payload)
+            return
         if path == "/v1/embeddings":
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
             data = [{"object": "embedding", "index": i,
@@ -404,6 +470,40 @@ class OpenAICompatServer(_BaseServer):
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         })
+
+    async def _completions(self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,
+                           payload: dict[str, Any]) -> None:
+        """llama.cpp's ``/v1/completions``: ``text_completion`` objects, streamed as SSE with
+        the finish reason (and llama.cpp's usage) on the last chunk, then ``[DONE]``."""
+        script = _prompt_script(payload, False, self.events)
+        if script.error_status:
+            await self._send_json(conn, writer, script.error_status, {"error": {
+                "code": 500, "message": "Internal server error", "type": "server_error"}})
+            return
+        cid, created, model = "cmpl-upstream1", 1735000000, payload.get("model", "")
+        prompt = payload.get("prompt", "")
+        finish = "length" if "limit-me" in str(prompt) else "stop"
+        prompt_tokens = len(str(prompt)) // 4 + 1
+        usage = {"completion_tokens": len(script.text_words), "prompt_tokens": prompt_tokens,
+                 "total_tokens": prompt_tokens + len(script.text_words)}
+
+        def obj(text: str, finish_reason: str | None) -> dict[str, Any]:
+            return {"choices": [{"text": text, "index": 0, "logprobs": None,
+                                 "finish_reason": finish_reason}],
+                    "created": created, "model": model, "system_fingerprint": "b1-test",
+                    "object": "text_completion", "id": cid}
+
+        if not payload.get("stream"):
+            await self._send_json(conn, writer, 200, {
+                **obj("".join(script.text_words), finish), "usage": usage})
+            return
+        chunks = [b"data: " + orjson.dumps(obj(w, None)) + b"\n\n" for w in script.text_words]
+        chunks.append(b"data: " + orjson.dumps({**obj("", finish), "usage": usage}) + b"\n\n")
+        chunks.append(b"data: [DONE]\n\n")
+        error = (b'data: {"error":{"code":500,"message":"generation failed",'
+                 b'"type":"server_error"}}\n\n')
+        await self._stream(conn, writer, path, "text/event-stream", chunks,
+                           error_after_first=error if script.midstream_error else None)
 
     async def _stream_chat(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,

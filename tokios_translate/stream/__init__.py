@@ -45,8 +45,15 @@ from tokios_translate.stream.encoders import (
     MessagesEncoder,
     ResponsesEncoder,
 )
+from tokios_translate.stream.encoders.completions import CompletionsEncoder
 from tokios_translate.stream.encoders.messages import StreamEncodeError
+from tokios_translate.stream.encoders.ollama import OllamaChatEncoder, OllamaGenerateEncoder
 from tokios_translate.stream.events import Finished, StreamEvent, UpstreamError
+from tokios_translate.stream.prompt_decoders import (
+    OllamaGenerateDecoder,
+    OpenAICompletionsDecoder,
+    open_prompt_decoder,
+)
 
 __all__ = [
     "THINKING_SIGNATURE_PLACEHOLDER",
@@ -57,7 +64,9 @@ __all__ = [
 
 _INTERNAL = "internal error while translating the stream"
 
-Encoder = ChatEncoder | ResponsesEncoder | MessagesEncoder
+Encoder = (ChatEncoder | ResponsesEncoder | MessagesEncoder | OllamaChatEncoder
+           | OllamaGenerateEncoder | CompletionsEncoder)
+Decoder = OllamaDecoder | OpenAIChatDecoder | OllamaGenerateDecoder | OpenAICompletionsDecoder
 
 
 def _open_encoder(ctx: StreamContext) -> Encoder:
@@ -65,6 +74,12 @@ def _open_encoder(ctx: StreamContext) -> Encoder:
         return ChatEncoder(ctx)
     if ctx.client is ClientFormat.RESPONSES:
         return ResponsesEncoder(ctx)
+    if ctx.client is ClientFormat.OLLAMA_CHAT:
+        return OllamaChatEncoder(ctx)
+    if ctx.client is ClientFormat.OLLAMA_GENERATE:
+        return OllamaGenerateEncoder(ctx)
+    if ctx.client is ClientFormat.COMPLETIONS:
+        return CompletionsEncoder(ctx)
     return MessagesEncoder(ctx)
 
 
@@ -78,7 +93,7 @@ class StreamTranslator:
     __slots__ = ("_decoder", "_encoder", "_started", "done")
 
     def __init__(self, ctx: StreamContext) -> None:
-        self._decoder: OllamaDecoder | OpenAIChatDecoder = open_decoder(ctx)
+        self._decoder: Decoder = open_prompt_decoder(ctx) if ctx.prompt else open_decoder(ctx)
         self._encoder: Encoder = _open_encoder(ctx)
         self._started = False
         #: True once the terminal event (end of answer or error) has been emitted.
