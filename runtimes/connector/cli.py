@@ -24,6 +24,7 @@ from runtimes.connector.settings import (
     ConnectorSettings,
 )
 from runtimes.connector.threaded import serve_until_signal
+from runtimes.logs import LEVELS, configure_logging
 from tokios_translate import BackendKind
 
 # The asyncio runtime (``runtimes.connector.app``, ``runtimes.netio``, asyncio itself) is
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent-streams", metavar="N", type=int, default=64,
                         help="requests served at once (default 64, at most "
                              f"{MAX_CONCURRENT_STREAMS:,}, the gateway's per-tunnel limit)")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        default="info")
+    parser.add_argument("--log-level", choices=LEVELS, default="info",
+                        help="log verbosity (default info); no level logs a secret, a header "
+                             "value, a query string, a prompt or a completion")
     return parser
 
 
@@ -172,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"tokios-connector: {exc}\n")
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     if args.runtime == "threaded":
         code = serve_until_signal(settings, auto=args.backend == "auto")
     else:

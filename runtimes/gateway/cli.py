@@ -39,6 +39,7 @@ from runtimes.gateway.options import (
     ServeOptions,
     parse_listen_address,
 )
+from runtimes.logs import LEVELS
 from runtimes.store import (
     AlreadyExists,
     ApiKeyInfo,
@@ -374,8 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_MAX_BODY_BYTES,
                        help=f"largest request body accepted, else 413 "
                             f"(default {DEFAULT_MAX_BODY_BYTES})")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                       default="info", help="log verbosity (default info)")
+    serve.add_argument("--log-level", choices=LEVELS, default="info",
+                       help="log verbosity (default info); no level logs a secret, a header "
+                            "value, a query string, a prompt or a completion")
     serve.set_defaults(handler=None)
 
     def group(name: str, help_text: str) -> Any:

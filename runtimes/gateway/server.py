@@ -23,6 +23,7 @@ import sys
 from runtimes.gateway.api import GatewayApi
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.tunnels import TunnelManager
+from runtimes.logs import configure_logging
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
 from runtimes.store import AuthCache, SqliteStore, StoreError, open_store
 
@@ -130,7 +131,6 @@ async def _serve(options: ServeOptions) -> int:
 
 def run(options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code (0 after a graceful shutdown)."""
-    logging.basicConfig(level=options.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(options.log_level)
     install_loop(options.loop)
     return asyncio.run(_serve(options))

@@ -63,13 +63,7 @@ def agent_stack(
     backend: str = request.param
     built = Stack(workdir=tmp_path_factory.mktemp(f"agents-{backend}"), backend=backend,
                   runtime="asyncio")
-    try:
-        built.up()
-    except BaseException:
-        print(built.logs())
-        built.down()
-        raise
-    assert built.upstream is not None
-    built.upstream.script = agent_script
-    yield built
-    built.down()
+    with built.running():
+        assert built.upstream is not None
+        built.upstream.script = agent_script
+        yield built

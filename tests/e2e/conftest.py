@@ -44,14 +44,8 @@ def stack(
     backend, runtime = request.param
     workdir: Path = tmp_path_factory.mktemp(f"stack-{backend}-{runtime}")
     built = Stack(workdir=workdir, backend=backend, runtime=runtime)
-    try:
-        built.up()
-    except BaseException:
-        print(built.logs())
-        built.down()
-        raise
-    yield built
-    built.down()
+    with built.running():
+        yield built
 
 
 @pytest.fixture

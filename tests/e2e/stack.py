@@ -9,6 +9,7 @@ CLI in yet another process, exactly as an operator would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,7 +136,11 @@ class Stack:
     #: runtime the e2e conftest selected for the current test, else asyncio).
     runtime: str = field(default_factory=lambda: DEFAULT_RUNTIME[0])
     upstream_model: str = "qwen3:8b"
+    #: Extra ``tokios-connector`` arguments (e.g. ``["--keepalive-interval", "0.2"]``).
+    connector_args: list[str] = field(default_factory=list)
     deployment: str = "coder"
+    #: ``--log-level`` of the gateway and the connector (None: their default, info).
+    log_level: str | None = None
     ca: trustme.CA = field(default_factory=trustme.CA)
     bg: BackgroundLoop = field(default_factory=BackgroundLoop)
     upstream: OllamaServer | OpenAICompatServer | None = None
@@ -241,6 +246,7 @@ class Stack:
                 str(self.workdir / "key.pem"),
                 "--grace-period",
                 "5",
+                *self.log_args(),
             ],
             self.workdir / f"gateway{n}.log",
         )
@@ -254,6 +260,9 @@ class Stack:
             return bool(match)
 
         wait_for(bound, 20, "the gateway to listen")
+
+    def log_args(self) -> list[str]:
+        return [] if self.log_level is None else ["--log-level", self.log_level]
 
     def connector_argv(self, token: str | None = None) -> list[str]:
         assert self.upstream is not None
@@ -275,12 +284,14 @@ class Stack:
             str(self.ca_file),
             "--runtime",
             self.runtime,
+            *self.connector_args,
         ]
 
     def start_connector(self) -> None:
         n = len(list(self.workdir.glob("connector*.log")))
         self.connector = Proc(
-            "connector", self.connector_argv(), self.workdir / f"connector{n}.log"
+            "connector", [*self.connector_argv(), *self.log_args()],
+            self.workdir / f"connector{n}.log"
         )
         self.connector.start()
 
@@ -314,6 +325,21 @@ class Stack:
         if self.upstream is not None:
             self.bg.run(self.upstream.__aexit__(None, None, None))
         self.bg.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Stack]:
+        """:meth:`up`, yield the stack, :meth:`down`; if it cannot start, print its logs
+        (the fixtures' way to build a stack)."""
+        try:
+            self.up()
+        except BaseException:
+            print(self.logs())
+            self.down()
+            raise
+        try:
+            yield self
+        finally:
+            self.down()
 
 
 def listening_sockets(pid: int) -> list[str]:

@@ -96,11 +96,5 @@ def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealModelSt
     workdir: Path = tmp_path_factory.mktemp("real-model")
     built = RealModelStack(workdir=workdir, backend=engine.BACKEND, deployment=DEPLOYMENT,
                            upstream_model=engine.MODEL_ALIAS)
-    try:
-        built.up()
-    except BaseException:
-        print(built.logs())
-        built.down()
-        raise
-    yield built
-    built.down()
+    with built.running():
+        yield built
