@@ -51,6 +51,7 @@ from tokios_proto import (
     ResetCode,
 )
 from tokios_translate import BackendKind, ClientResponse, open_stream_translator
+from tokios_translate.stream import StreamTranslator
 
 __all__ = [
     "EXIT_OK",
@@ -153,34 +154,16 @@ class Session(SessionEvents[_Stream]):
 
     async def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
         assert plan.call is not None
+        if plan.stream:
+            await self._stream_answer(stream_id, stream, plan)
+            return
         pool = self.connector.pool
         try:
             async with pool.request(plan.call.method, plan.call.path, plan.call.headers,
                                     plan.call.body) as response:
-                if not plan.stream or response.status >= 400:
-                    answer_body = await response.read(handling.MAX_UPSTREAM_BODY)
-                    answer = handling.finish_plan(plan, response.status, answer_body)
-                    await self._send_whole(stream_id, stream, answer)
-                    return
-                assert plan.context is not None
-                translator = open_stream_translator(plan.context)
-                self.conn.send_response(stream_id, 200, handling.STREAM_HEADERS)
-                stream.head_sent = True
-                self.pump.kick()
-                try:
-                    async for chunk in response.iter_bytes():
-                        out = translator.feed(chunk)
-                        if out:
-                            await self._send(stream_id, stream, out)
-                        if translator.done:
-                            break
-                    tail = translator.finish()
-                except UpstreamError:
-                    tail = translator.fail("upstream connection lost")
-                if tail:
-                    await self._send(stream_id, stream, tail)
-                self.conn.end_stream(stream_id)
-                self.pump.kick()
+                answer_body = await response.read(handling.MAX_UPSTREAM_BODY)
+                answer = handling.finish_plan(plan, response.status, answer_body)
+                await self._send_whole(stream_id, stream, answer)
         except UpstreamError as exc:
             logger.warning("upstream call failed: %s", exc)
             if stream_id not in self.streams:
@@ -190,6 +173,61 @@ class Session(SessionEvents[_Stream]):
                 self.pump.kick()
             else:
                 await self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
+
+    async def _stream_answer(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
+        """A streamed answer: the head and the opening at once, keep-alives until the first
+        token (slow prefill), then the translated stream; an upstream failure is the format's
+        in-stream error (see handling's step 2)."""
+        assert plan.call is not None and plan.context is not None
+        translator = open_stream_translator(plan.context)
+        self.conn.send_response(stream_id, 200, handling.STREAM_HEADERS)
+        stream.head_sent = True
+        self.pump.kick()
+        await self._send(stream_id, stream, translator.open())
+        keepalive = asyncio.create_task(self._keep_alive(stream_id, translator))
+        try:
+            async with self.connector.pool.request(plan.call.method, plan.call.path,
+                                                   plan.call.headers,
+                                                   plan.call.body) as response:
+                if response.status >= 400:
+                    body = await response.read(handling.MAX_UPSTREAM_BODY)
+                    tail = translator.upstream_error(response.status, body)
+                else:
+                    try:
+                        async for chunk in response.iter_bytes():
+                            out = translator.feed(chunk)
+                            if out:
+                                keepalive.cancel()
+                                await self._send(stream_id, stream, out)
+                            if translator.done:
+                                break
+                        tail = translator.finish()
+                    except UpstreamError:
+                        tail = translator.fail("upstream connection lost")
+        except UpstreamError as exc:
+            logger.warning("upstream call failed: %s", exc)
+            tail = translator.fail(*handling.early_failure(str(exc)))
+        finally:
+            keepalive.cancel()
+        if stream_id not in self.streams:
+            return
+        if tail:
+            await self._send(stream_id, stream, tail)
+        self.conn.end_stream(stream_id)
+        self.pump.kick()
+
+    async def _keep_alive(self, stream_id: int, translator: StreamTranslator) -> None:
+        """Every keep-alive interval until the first token: one keep-alive, if the window has
+        room for it (never in the middle of other bytes: the answer cancels this task first)."""
+        interval = self.connector.settings.keepalive_interval
+        while True:
+            await asyncio.sleep(interval)
+            if translator.answering or translator.done or stream_id not in self.streams:
+                return
+            data = translator.keepalive()
+            if data and self.conn.available_to_send(stream_id) >= len(data):
+                self.conn.send_data(stream_id, data)
+                self.pump.kick()
 
     async def _send_whole(self, stream_id: int, stream: _Stream, answer: ClientResponse) -> None:
         self.conn.send_response(stream_id, answer.status, handling.response_headers(answer))

@@ -15,7 +15,7 @@ import signal
 import sys
 import urllib.parse
 
-from runtimes.connector.handling import parse_model_map
+from runtimes.connector.handling import KEEPALIVE_INTERVAL, parse_model_map
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -36,6 +36,8 @@ TUNNEL_PATH = "/v1/tunnel"
 #: Ceiling of --max-concurrent-streams: the gateway's streams per tunnel
 #: (runtimes/gateway/tunnels.py MAX_STREAMS_PER_TUNNEL).
 MAX_CONCURRENT_STREAMS = 16_384
+#: Bounds of --keepalive-interval (proxies give up on a silent connection after ~100 s).
+MIN_KEEPALIVE, MAX_KEEPALIVE = 0.05, 90.0
 
 _DESCRIPTION = """\
 Connect a local model server (Ollama, llama.cpp, vLLM, LM Studio or any OpenAI-compatible
@@ -50,6 +52,7 @@ environment:
   TOKIOS_GATEWAY          default for --gateway
   TOKIOS_CONNECTOR_TOKEN  default for --token (prefer it: arguments show in `ps`)
   TOKIOS_UPSTREAM         default for --upstream
+  TOKIOS_KEEPALIVE_INTERVAL  default for --keepalive-interval
 
 exit codes:
   0  stopped by SIGTERM/SIGINT
@@ -92,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent-streams", metavar="N", type=int, default=64,
                         help="requests served at once (default 64, at most "
                              f"{MAX_CONCURRENT_STREAMS:,}, the gateway's per-tunnel limit)")
+    parser.add_argument("--keepalive-interval", metavar="SECONDS", type=float,
+                        default=os.environ.get("TOKIOS_KEEPALIVE_INTERVAL", KEEPALIVE_INTERVAL),
+                        help="a streamed answer starts at once (200 and the format's opening "
+                             "events); while the model has not produced its first token, a "
+                             "keep-alive follows every SECONDS (default "
+                             f"{KEEPALIVE_INTERVAL:g}, "
+                             f"{MIN_KEEPALIVE:g}..{MAX_KEEPALIVE:g})")
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="log verbosity (default info); no level logs a secret, a header "
                              "value, a query string, a prompt or a completion")
@@ -127,12 +137,16 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
         raise ValueError("give at least one --model DEPLOYMENT=UPSTREAM_MODEL")
     if not 1 <= args.max_concurrent_streams <= MAX_CONCURRENT_STREAMS:
         raise ValueError(f"--max-concurrent-streams must be in 1..{MAX_CONCURRENT_STREAMS}")
+    if not MIN_KEEPALIVE <= args.keepalive_interval <= MAX_KEEPALIVE:
+        raise ValueError(f"--keepalive-interval must be in {MIN_KEEPALIVE:g}..{MAX_KEEPALIVE:g}"
+                         " seconds")
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
     backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
     return ConnectorSettings(tunnel_url=url, token=args.token, upstream=args.upstream,
                              backend=backend, models=models, ca_file=args.ca_file,
-                             max_concurrent_streams=args.max_concurrent_streams)
+                             max_concurrent_streams=args.max_concurrent_streams,
+                             keepalive_interval=args.keepalive_interval)
 
 
 async def _main(settings: ConnectorSettings, auto: bool) -> int:

@@ -6,10 +6,14 @@ For each stream the gateway opens, a shell calls, in order:
 1. :func:`plan_request` with the request path and body -> a :class:`Plan`: either an answer
    to send at once (``plan.immediate``: an error or a count), or an upstream call to make
    (``plan.call``);
-2. after the upstream answered: :func:`finish_plan` (whole answers) or, when
-   ``plan.stream`` is true and the upstream status is < 400, ``open_stream_translator(
-   plan.context)`` and :data:`STREAM_HEADERS`;
-3. on an upstream failure before an answer: :func:`upstream_unreachable`.
+2. after the upstream answered: :func:`finish_plan` (whole answers); when ``plan.stream`` is
+   true, BEFORE calling the upstream: ``translator = open_stream_translator(plan.context)``,
+   the :data:`STREAM_HEADERS` head and ``translator.open()``, then ``translator.keepalive()``
+   every ``settings.keepalive_interval`` seconds (:data:`KEEPALIVE_INTERVAL`) until
+   ``translator.answering`` or ``translator.done``; an upstream status >= 400 is then
+   ``translator.upstream_error(status, body)`` and an unreachable upstream
+   ``translator.fail(*early_failure(reason))``, each followed by the end of the stream;
+3. on an upstream failure before a whole answer: :func:`upstream_unreachable`.
 
 Also here: the ``--model`` map (:func:`parse_model_map`), the ``--backend auto`` decision
 (:data:`PROBES`, :func:`backend_from_probe`) and the reconnect schedule (:class:`Backoff`).
@@ -40,12 +44,14 @@ from tokios_translate import (
 )
 
 __all__ = [
+    "KEEPALIVE_INTERVAL",
     "PROBES",
     "STREAM_HEADERS",
     "Backoff",
     "Plan",
     "Route",
     "backend_from_probe",
+    "early_failure",
     "finish_plan",
     "parse_model_map",
     "plan_request",
@@ -64,6 +70,10 @@ STREAM_HEADERS: Headers = (("content-type", "text/event-stream"),
 
 #: Largest upstream answer read whole (non-streamed answers, embeddings, tokenizer).
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
+
+#: Seconds between keep-alives of a streamed answer while the model has not produced its first
+#: token (slow prefill); ``tokios-connector --keepalive-interval`` changes it.
+KEEPALIVE_INTERVAL = 15.0
 
 
 class Route(enum.Enum):
@@ -181,6 +191,14 @@ def upstream_unreachable(plan: Plan) -> ClientResponse:
         return count_tokens(plan.body)
     return error_response(plan.client, TranslationError(
         ErrorKind.UPSTREAM, "the model server could not be reached"))
+
+
+def early_failure(reason: str) -> tuple[str, ErrorKind]:
+    """The in-stream error (content-free message, kind) for an upstream that failed after the
+    early opening of a streamed answer; ``reason`` is the UpstreamError's own text."""
+    if "timed out" in reason:
+        return "the model server did not answer in time", ErrorKind.UPSTREAM
+    return "the model server could not be reached", ErrorKind.UPSTREAM
 
 
 def response_headers(answer: ClientResponse) -> Headers:

@@ -12,6 +12,7 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+from runtimes.connector.handling import KEEPALIVE_INTERVAL
 from tokios_proto import Config, DeploymentOffer, Hello, Rejected, RejectReason, Secret, Settings
 from tokios_translate import BackendKind
 
@@ -61,6 +62,8 @@ class ConnectorSettings:
     #: Flow-control windows proposed to the gateway (the gateway may lower them).
     stream_window: int = Settings().initial_stream_window
     connection_window: int = Settings().initial_connection_window
+    #: Seconds between keep-alives while a streamed answer waits for its first token.
+    keepalive_interval: float = KEEPALIVE_INTERVAL
     connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
                                                        f"{secrets.token_hex(4)}")
 

@@ -43,6 +43,7 @@ from runtimes.blocking import (
     client_context,
     connect_websocket,
 )
+from runtimes.blocking.ticker import Ticker
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan
 from runtimes.connector.session import SessionEvents, StreamRequest, dial_failure, plan_for
@@ -67,6 +68,7 @@ from tokios_proto import (
     ResetCode,
 )
 from tokios_translate import BackendKind, ClientResponse, open_stream_translator
+from tokios_translate.stream import StreamTranslator
 
 __all__ = ["ThreadedConnector", "TunnelSession", "probe_backend", "serve_until_signal"]
 
@@ -95,7 +97,7 @@ class _StreamGone(Exception):  # noqa: N818
 
 
 class _Stream(StreamRequest):
-    __slots__ = ("abort", "body_done", "gone")
+    __slots__ = ("abort", "body_done", "gone", "keepalive")
 
     def __init__(self, head: RequestHead) -> None:
         super().__init__(head)
@@ -104,6 +106,8 @@ class _Stream(StreamRequest):
         self.gone = False
         #: Aborts the upstream call in flight, from any thread.
         self.abort: Callable[[], None] | None = None
+        #: True while a streamed answer waits for its first token (under the session lock).
+        self.keepalive = False
 
 
 class TunnelSession(SessionEvents[_Stream]):
@@ -267,6 +271,9 @@ class TunnelSession(SessionEvents[_Stream]):
 
     def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
         assert plan.call is not None
+        if plan.stream:
+            self._stream_answer(stream_id, stream, plan)
+            return
         call = plan.call
         try:
             with self.threaded.pool.request(
@@ -275,29 +282,9 @@ class TunnelSession(SessionEvents[_Stream]):
             ) as response:
                 if stream.gone:
                     raise _StreamGone
-                if not plan.stream or response.status >= 400:
-                    answer_body = response.read(handling.MAX_UPSTREAM_BODY)
-                    answer = handling.finish_plan(plan, response.status, answer_body)
-                    self._send_whole(stream_id, stream, answer)
-                    return
-                assert plan.context is not None
-                translator = open_stream_translator(plan.context)
-                self._head(stream_id, stream, 200, handling.STREAM_HEADERS)
-                try:
-                    for chunk in response.iter_bytes(before_wait=self.flush):
-                        out = translator.feed(chunk)
-                        if out:
-                            self._send(stream_id, stream, out, flush=False)
-                        if translator.done:
-                            break
-                    tail = translator.finish()
-                except UpstreamError:
-                    if stream.gone:
-                        raise _StreamGone from None
-                    tail = translator.fail("upstream connection lost")
-                if tail:
-                    self._send(stream_id, stream, tail)
-                self._end(stream_id, stream)
+                answer_body = response.read(handling.MAX_UPSTREAM_BODY)
+                answer = handling.finish_plan(plan, response.status, answer_body)
+                self._send_whole(stream_id, stream, answer)
         except UpstreamError as exc:
             if stream.gone:
                 return
@@ -307,6 +294,70 @@ class TunnelSession(SessionEvents[_Stream]):
                                                              ResetCode.UPSTREAM_FAILED))
             else:
                 self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
+
+    def _stream_answer(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
+        """A streamed answer: the head and the opening at once, keep-alives (the connector's
+        ticker thread) until the first token, then the translated stream; an upstream failure
+        is the format's in-stream error (see handling's step 2)."""
+        assert plan.call is not None and plan.context is not None
+        call = plan.call
+        translator = open_stream_translator(plan.context)
+        self._head(stream_id, stream, 200, handling.STREAM_HEADERS)
+        self._send(stream_id, stream, translator.open())
+        stream.keepalive = True
+        self.threaded.ticker.add(lambda: self._beat(stream_id, stream, translator))
+        try:
+            with self.threaded.pool.request(
+                    call.method, call.path, call.headers, call.body,
+                    on_connection=lambda abort: self._on_upstream_connection(stream, abort),
+            ) as response:
+                if stream.gone:
+                    raise _StreamGone
+                if response.status >= 400:
+                    tail = translator.upstream_error(
+                        response.status, response.read(handling.MAX_UPSTREAM_BODY))
+                else:
+                    try:
+                        for chunk in response.iter_bytes(before_wait=self.flush):
+                            out = translator.feed(chunk)
+                            if out:
+                                self._quiet(stream)
+                                self._send(stream_id, stream, out, flush=False)
+                            if translator.done:
+                                break
+                        tail = translator.finish()
+                    except UpstreamError:
+                        if stream.gone:
+                            raise _StreamGone from None
+                        tail = translator.fail("upstream connection lost")
+        except UpstreamError as exc:
+            if stream.gone:
+                return
+            logger.warning("upstream call failed: %s", exc)
+            tail = translator.fail(*handling.early_failure(str(exc)))
+        finally:
+            self._quiet(stream)
+        if tail:
+            self._send(stream_id, stream, tail)
+        self._end(stream_id, stream)
+
+    def _quiet(self, stream: _Stream) -> None:
+        """No keep-alive from now on (taken before the answer's own bytes go out)."""
+        with self.lock:
+            stream.keepalive = False
+
+    def _beat(self, stream_id: int, stream: _Stream, translator: StreamTranslator) -> bool:
+        """The ticker thread: one keep-alive if the stream still waits for its first token and
+        the window has room; False once it no longer waits (the ticker drops it)."""
+        with self.lock:
+            if not stream.keepalive or stream.gone or self.terminated is not None:
+                return False
+            data = translator.keepalive()
+            if data and self.conn.available_to_send(stream_id) >= len(data):
+                with contextlib.suppress(ProtocolError):
+                    self.conn.send_data(stream_id, data)
+        self.flush()
+        return True
 
     def _head(self, stream_id: int, stream: _Stream, status: int,
               headers: handling.Headers) -> None:
@@ -377,6 +428,8 @@ class ThreadedConnector:
                                  max_connections=max(4, self.max_workers))
         self._workers = ThreadPoolExecutor(self.max_workers,
                                            thread_name_prefix="tokios-stream")
+        #: Keep-alives of streamed answers waiting for their first token (one thread).
+        self.ticker = Ticker(settings.keepalive_interval, name="tokios-keepalive")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._session_lock = threading.Lock()
@@ -451,6 +504,7 @@ class ThreadedConnector:
                     break
         finally:
             self._workers.shutdown(wait=False, cancel_futures=True)
+            self.ticker.close()
             self.pool.close()
             self.exit_code = code
         return code

@@ -536,6 +536,10 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
 
         return type("Counting", (), {"feed": staticmethod(feed),
                                       "finish": translator.finish, "fail": translator.fail,
+                                      "open": translator.open,
+                                      "keepalive": translator.keepalive,
+                                      "upstream_error": translator.upstream_error,
+                                      "answering": property(lambda _: translator.answering),
                                       "done": property(lambda _: translator.done)})()
 
     monkeypatch.setattr(connector_app, "open_stream_translator", counting_open)

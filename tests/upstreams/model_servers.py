@@ -24,7 +24,9 @@ exact content:
 * a last user text containing "upstream-error" gets HTTP 500 before streaming, and
   "midstream-error" gets an error after the first event;
 * ``slow`` (seconds between events) and ``events`` (count) stretch the stream, so cancellation
-  can be observed: :attr:`disconnects` records each stream the client abandoned.
+  can be observed: :attr:`disconnects` records each stream the client abandoned;
+* ``first_delay`` (seconds) holds every POST before its answer starts, head included, as a big
+  model's prompt processing does (an error status then comes after the delay too).
 
 Every request's decoded JSON body is kept in :attr:`requests`. A test may replace the script:
 set :attr:`_BaseServer.script` to a function ``(body, thinking_requested, events) -> Script``
@@ -114,6 +116,7 @@ class _BaseServer:
 
     slow: float = 0.0
     events: int = 0
+    first_delay: float = 0.0
     model_names: tuple[str, ...] = ("llama3.2:1b",)
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -151,6 +154,8 @@ class _BaseServer:
                 if request is None:
                     return
                 self.paths.append(request.target.decode())
+                if self.first_delay and request.method == b"POST":
+                    await asyncio.sleep(self.first_delay)
                 await self._dispatch(conn, writer, request, body)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return

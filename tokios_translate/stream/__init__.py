@@ -12,6 +12,15 @@ The connector calls exactly this::
     # if the upstream connection dies: send(translator.fail("upstream connection lost"))
     # (an optional ErrorKind picks the error type: fail("...", ErrorKind.TIMEOUT))
 
+Early bytes (slow prefill): a shell may answer before the upstream does. Right after sending the
+200 ``text/event-stream`` head it sends ``translator.open()`` (Messages ``message_start`` +
+``ping``, Responses ``response.created`` + ``response.in_progress``, Chat an SSE comment), then
+``translator.keepalive()`` every interval until a :meth:`~StreamTranslator.feed` returned bytes
+(:attr:`~StreamTranslator.answering`). Nothing of the opening is sent again. If the upstream then
+answers an error status, send ``translator.upstream_error(status, body)``; if it cannot be
+reached, ``translator.fail(...)``: both are the format's in-stream error, after which the stream
+is ``done``.
+
 One decoder per upstream codec (Ollama NDJSON, OpenAI-compatible SSE) and one encoder per client
 format share the events of :mod:`tokios_translate.stream.events`. The client's preamble (role
 chunk, ``message_start``, ``response.created``) is emitted on the first call. Nothing raises:
@@ -33,6 +42,8 @@ canonical event order with ``sequence_number`` on every event.
 from __future__ import annotations
 
 from tokios_translate._common import ClientFormat, ErrorKind, StreamContext
+from tokios_translate.backends import ollama as _ollama
+from tokios_translate.backends import openai_compat as _openai_compat
 from tokios_translate.stream.decoders import (
     OllamaDecoder,
     OpenAIChatDecoder,
@@ -56,6 +67,9 @@ from tokios_translate.stream.prompt_decoders import (
 )
 
 __all__ = [
+    "CHAT_OPENING",
+    "MESSAGES_PING",
+    "SSE_COMMENT_KEEPALIVE",
     "THINKING_SIGNATURE_PLACEHOLDER",
     "StreamTranslator",
     "generated_tool_call_id",
@@ -63,6 +77,19 @@ __all__ = [
 ]
 
 _INTERNAL = "internal error while translating the stream"
+
+#: What :meth:`StreamTranslator.open` sends a Chat client (its first real chunk carries the role).
+CHAT_OPENING = b": the model is working on it\n\n"
+#: The keep-alive of Chat and Responses clients: an SSE comment, ignored by every SSE parser.
+SSE_COMMENT_KEEPALIVE = b": keep-alive\n\n"
+#: The keep-alive of Messages clients: the event Anthropic's own API sends while it waits.
+MESSAGES_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+#: The client formats with early bytes: (opening, or None for the encoder's preamble; keep-alive).
+_EARLY: dict[ClientFormat, tuple[bytes | None, bytes]] = {
+    ClientFormat.CHAT: (CHAT_OPENING, SSE_COMMENT_KEEPALIVE),
+    ClientFormat.RESPONSES: (None, SSE_COMMENT_KEEPALIVE),
+    ClientFormat.MESSAGES: (None, MESSAGES_PING),
+}
 
 Encoder = (ChatEncoder | ResponsesEncoder | MessagesEncoder | OllamaChatEncoder
            | OllamaGenerateEncoder | CompletionsEncoder)
@@ -90,20 +117,62 @@ class StreamTranslator:
     :meth:`fail` when the shell sees the upstream die. Check :attr:`done` after each call.
     """
 
-    __slots__ = ("_decoder", "_encoder", "_started", "done")
+    __slots__ = ("_ctx", "_decoder", "_encoder", "_started", "answering", "done", "opened")
 
     def __init__(self, ctx: StreamContext) -> None:
+        self._ctx = ctx
         self._decoder: Decoder = open_prompt_decoder(ctx) if ctx.prompt else open_decoder(ctx)
         self._encoder: Encoder = _open_encoder(ctx)
         self._started = False
+        #: True once :meth:`open` (or :meth:`keepalive`) sent the early opening.
+        self.opened = False
+        #: True once a call returned bytes of the answer itself: stop sending keep-alives.
+        self.answering = False
         #: True once the terminal event (end of answer or error) has been emitted.
         self.done = False
+
+    def open(self) -> bytes:
+        """The client's opening, sent before the upstream answered (call once, right after the
+        200 head; then :meth:`keepalive` on a timer). The first :meth:`feed` does not repeat it.
+        Messages: ``message_start`` (usage: the estimated ``input_tokens``) and ``ping``;
+        Responses: ``response.created`` and ``response.in_progress``; Chat: an SSE comment."""
+        early = _EARLY.get(self._ctx.client)
+        if early is None or self.opened or self._started or self.done:
+            return b""  # formats without an opening (NDJSON has no comments) start as before
+        self.opened = True
+        if early[0] is not None:
+            return early[0]  # Chat: the role chunk goes out with the first real delta
+        self._started = True
+        return self._encoder.start()
+
+    def keepalive(self) -> bytes:
+        """The keep-alive to send while the upstream is silent (Messages ``event: ping``, else
+        an SSE comment); the opening first if :meth:`open` was not called; ``b""`` once done."""
+        early = _EARLY.get(self._ctx.client)
+        if early is None or self.done:
+            return b""
+        if not self.opened and not self._started:
+            return self.open()
+        return early[1]
+
+    def upstream_error(self, status: int, body: bytes) -> bytes:
+        """The upstream answered HTTP ``status`` >= 400 (``body``, read whole with a limit)
+        after :meth:`open`: the client's in-stream error, with the same type and message as the
+        non-streamed answer would have had (e.g. 503 -> Messages ``overloaded_error``)."""
+        if self.done:
+            return b""
+        codec = _ollama if self._ctx.backend.speaks_ollama else _openai_compat
+        err = codec.decode_error(status, body)
+        return self._emit([UpstreamError(message=err.message, kind=err.kind)])
 
     def feed(self, chunk: bytes) -> bytes:
         """Take one upstream read; return the client bytes that are complete now."""
         if self.done:
             return b""
-        return self._emit(self._decoder.feed(chunk))
+        out = self._emit(self._decoder.feed(chunk))
+        if out:
+            self.answering = True
+        return out
 
     def finish(self) -> bytes:
         """Upstream EOF: return the closing bytes, or an in-stream error if the answer was cut."""
@@ -122,7 +191,9 @@ class StreamTranslator:
         encoder = self._encoder
         parts: list[bytes] = []
         try:
-            if not self._started:
+            # after open() the Chat preamble waits for a first event (keep-alives until then)
+            if not self._started and (not self.opened or (
+                    events and not isinstance(events[0], UpstreamError))):
                 self._started = True
                 parts.append(encoder.start())
             for event in events:
