@@ -179,14 +179,14 @@ def test_ollama_generate_raw_and_suffix(stack: Stack, ollama_client: ollama.Clie
     assert sent["prompt"] == "<s>def f(" and "messages" not in sent
     if stack.backend == "ollama":
         assert sent["raw"] is True and sent["options"]["stop"] == ["\n\n"]
-        fim = ollama_client.generate(model=stack.deployment, prompt="def f(", suffix="return x",
-                                     stream=False)
-        assert fim.response == "Echo: def f( <FIM> return x"
     else:
         assert sent["max_tokens"] == 8 and sent["stop"] == ["\n\n"]
-        with pytest.raises(ollama.ResponseError) as caught:
-            ollama_client.generate(model=stack.deployment, prompt="def f(", suffix="return x")
-        assert caught.value.status_code == 400 and "suffix" in caught.value.error
+    fim = ollama_client.generate(model=stack.deployment, prompt="def f(", suffix="return x",
+                                 stream=False)
+    assert fim.response == "Echo: def f( <FIM> return x"
+    assert stack.upstream is not None
+    assert stack.upstream.paths[-1] == ("/api/generate" if stack.backend == "ollama"
+                                        else "/infill")
 
 
 def test_ollama_embed(stack: Stack, ollama_client: ollama.Client) -> None:
@@ -225,17 +225,30 @@ def test_completions_stream(stack: Stack, openai_client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def test_completions_fill_in_the_middle(stack: Stack, openai_client: openai.OpenAI) -> None:
-    if stack.backend != "ollama":
-        with pytest.raises(openai.BadRequestError) as caught:
-            openai_client.completions.create(model=stack.deployment, prompt="def f(",
-                                             suffix="return x")
-        assert "suffix" in caught.value.message
-        return
-    completion = openai_client.completions.create(model=stack.deployment, prompt="def f(",
-                                                  suffix="return x", max_tokens=16)
-    assert completion.choices[0].text == "Echo: def f( <FIM> return x"
-    assert _upstream(stack)["suffix"] == "return x"
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_fill_in_the_middle(stack: Stack, openai_client: openai.OpenAI,
+                                        stream: bool) -> None:
+    """Ollama: ``suffix`` through /api/generate; llama.cpp: its native /infill."""
+    if stream:
+        chunks = list(openai_client.completions.create(
+            model=stack.deployment, prompt="def f(", suffix="return x", max_tokens=16,
+            stream=True))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    else:
+        completion = openai_client.completions.create(
+            model=stack.deployment, prompt="def f(", suffix="return x", max_tokens=16)
+        text, finish = completion.choices[0].text, completion.choices[0].finish_reason
+    assert (text, finish) == ("Echo: def f( <FIM> return x", "stop")
+    sent = _upstream(stack)
+    if stack.backend == "ollama":
+        assert sent["suffix"] == "return x" and "raw" not in sent
+    else:
+        assert (sent["input_prefix"], sent["input_suffix"]) == ("def f(", "return x")
+        assert sent["n_predict"] == 16
+        cut = openai_client.completions.create(model=stack.deployment, prompt="def f(",
+                                               suffix="return x", max_tokens=2)
+        assert cut.choices[0].finish_reason == "length" and cut.choices[0].text == "Echo: def "
 
 
 @pytest.mark.parametrize("options", [{"echo": True}, {"n": 2}, {"best_of": 3},

@@ -162,8 +162,14 @@ def test_raw_generate_and_suffix_are_prompts() -> None:
     assert path == "/v1/completions"
     assert llama == {"model": "m", "prompt": "<s>x", "stream": True,
                      "stream_options": {"include_usage": True}}
-    assert refused(OGEN, {"model": "dep", "prompt": "a", "suffix": "b"}, LLAMACPP).param == \
-        "suffix"
+    path, infill = sent(OGEN, {"model": "dep", "prompt": "a", "suffix": "b", "stream": False,
+                               "options": {"num_predict": 4, "stop": ["\n"]}}, LLAMACPP)
+    assert path == "/infill"
+    assert infill == {"model": "m", "input_prefix": "a", "input_suffix": "b", "prompt": "",
+                      "stream": False, "n_predict": 4, "stop": ["\n"]}
+    for backend in (BackendKind.VLLM, BackendKind.LMSTUDIO, BackendKind.OPENAI):
+        assert refused(OGEN, {"model": "dep", "prompt": "a", "suffix": "b"}, backend).param == \
+            "suffix"
     assert "raw mode" in refused(OGEN, {"model": "dep", "prompt": "a", "raw": True,
                                         "system": "s"}).message
     assert refused(OGEN, {"model": "dep", "prompt": "a", "raw": True,
@@ -373,6 +379,28 @@ def test_upstream_errors_reach_ollama_clients_in_their_envelope() -> None:
     assert "not found" in error.error
     malformed = translate_response(ctx, 200, b"[1]")
     assert malformed.status == 502 and "malformed" in orjson.loads(malformed.body)["error"]
+
+
+@pytest.mark.parametrize(("stop_type", "stopping_word", "finish"), [
+    ("eos", "", "stop"), ("limit", "", "length"), ("word", "\n", "stop")])
+def test_llamacpp_infill_answers(stop_type: str, stopping_word: str, finish: str) -> None:
+    body = {"model": "dep", "prompt": "a", "suffix": "b", "stream": True,
+            "stream_options": {"include_usage": True}}
+    final = {"content": "", "stop": True, "stop_type": stop_type, "stopping_word": stopping_word,
+             "tokens_predicted": 2, "tokens_evaluated": 5, "timings": {}}
+    stream = b"".join(b"data: " + orjson.dumps(o) + b"\n\n" for o in (
+        {"content": "x ", "stop": False}, {"content": "y", "stop": False}, final))
+    for client in (CMPL, OGEN):
+        ctx = up(client, body, LLAMACPP).context
+        translator = open_stream_translator(ctx)
+        out = translator.feed(stream)
+        assert translator.done  # llama.cpp's native stream has no [DONE]: stop ends it
+        whole = translate_response(up(client, {**body, "stream": False}, LLAMACPP).context, 200,
+                                   orjson.dumps({**final, "content": "x y"}))
+        from_stream, from_whole = streamed_result(client, out), whole_result(client, whole.body)
+        assert from_stream == from_whole
+        assert (from_whole.text, from_whole.usage) == ("x y", (5, 2))
+        assert from_whole.done_reason == finish
 
 
 # -- embed and the listings ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ net/http and llama.cpp's httplib):
 * :class:`OpenAICompatServer` - the OpenAI-compatible API that llama.cpp's ``llama-server``,
   vLLM and LM Studio serve: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (SSE
   ending in ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /v1/models``, plus llama.cpp's
-  ``GET /props`` and ``/health``.
+  ``GET /props``, ``/health`` and native ``POST /infill`` (fill-in-the-middle).
 
 The answers are scripted, deterministic and depend on the prompt, so end-to-end tests can assert
 exact content:
@@ -420,7 +420,7 @@ class OpenAICompatServer(_BaseServer):
             await self._send_json(conn, writer, 200, {"object": "list", "data": data})
             return
         if request.method != b"POST" or path not in (
-                "/v1/chat/completions", "/v1/embeddings", "/v1/completions"):
+                "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/infill"):
             await self._send_json(conn, writer, 404, {"error": {
                 "code": 404, "message": "File Not Found", "type": "not_found_error"}})
             return
@@ -429,6 +429,9 @@ class OpenAICompatServer(_BaseServer):
         model = payload.get("model", "")
         if path == "/v1/completions":
             await self._completions(conn, writer, path, payload)
+            return
+        if path == "/infill":
+            await self._infill(conn, writer, path, payload)
             return
         if path == "/v1/embeddings":
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
@@ -509,6 +512,37 @@ class OpenAICompatServer(_BaseServer):
                  b'"type":"server_error"}}\n\n')
         await self._stream(conn, writer, path, "text/event-stream", chunks,
                            error_after_first=error if script.midstream_error else None)
+
+    async def _infill(self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,
+                      payload: dict[str, Any]) -> None:
+        """llama.cpp's native ``/infill`` (``input_prefix``, ``input_suffix``): ``content`` and,
+        on the last object, ``stop: true``, ``stop_type`` and the counts; streamed as SSE
+        without ``[DONE]`` (llama.cpp's native endpoints send none)."""
+        script = _prompt_script({"prompt": payload.get("input_prefix", ""),
+                                 "suffix": payload.get("input_suffix")}, False, self.events)
+        limited = payload.get("n_predict", -1)
+        words = script.text_words
+        if isinstance(limited, int) and 0 < limited < len(words):
+            words = words[:limited]
+        prompt_tokens = len(payload.get("input_prefix", "")) // 4 + 1
+        final = {"index": 0, "content": "", "tokens": [], "id_slot": 0, "stop": True,
+                 "model": payload.get("model", ""), "tokens_predicted": len(words),
+                 "tokens_evaluated": prompt_tokens, "generation_settings": {"n_predict":
+                                                                             limited},
+                 "prompt": "<fim_prefix>...", "has_new_line": False, "truncated": False,
+                 "stop_type": "limit" if len(words) < len(script.text_words) else "eos",
+                 "stopping_word": "", "tokens_cached": 0,
+                 "timings": {"prompt_n": prompt_tokens, "predicted_n": len(words)}}
+        if not payload.get("stream"):
+            await self._send_json(conn, writer, 200, {**final, "content": "".join(words)})
+            return
+        chunks = [b"data: " + orjson.dumps({"index": 0, "content": w, "tokens": [],
+                                            "stop": False, "id_slot": 0,
+                                            "tokens_predicted": i + 1,
+                                            "tokens_evaluated": prompt_tokens}) + b"\n\n"
+                  for i, w in enumerate(words)]
+        chunks.append(b"data: " + orjson.dumps(final) + b"\n\n")
+        await self._stream(conn, writer, path, "text/event-stream", chunks)
 
     async def _stream_chat(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str,

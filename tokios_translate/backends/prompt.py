@@ -2,8 +2,10 @@
 
 Ollama: ``POST /api/generate`` with ``raw: true`` (no chat template), or with the template when
 a ``suffix`` asks for fill-in-the-middle (the model's template places the suffix). OpenAI-
-compatible servers (llama.cpp, vLLM, LM Studio): ``POST /v1/completions`` with ``prompt``; they
-get no ``suffix`` (vLLM refuses it, llama.cpp ignores it), so a suffix there is a clean 400.
+compatible servers (llama.cpp, vLLM, LM Studio): ``POST /v1/completions`` with ``prompt``. A
+``suffix`` goes to llama.cpp's own ``POST /infill`` (``input_prefix``/``input_suffix``; its
+native answer shape: ``content``, ``stop_type``, ``tokens_predicted``); the other
+OpenAI-compatible servers get none (vLLM refuses it), so a suffix there is a clean 400.
 
 Call :func:`encode_request`, send the body to the path it returns, then :func:`decode_response`
 on a whole answer (errors: ``ollama.decode_error`` / ``openai_compat.decode_error``, the same
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import orjson
 
-from .._common import BackendKind, StopReason, TranslationError
+from .._common import BackendKind, StopReason, TranslationError, Usage
 from .._parse import JSONObject, as_obj, get_list, invalid, load_object
 from ..ir import Completion, FormatKind, Reasoning, Text
 from ..prompt import PromptRequest
@@ -23,6 +25,11 @@ from ._errors import upstream_error
 
 GENERATE_PATH = "/api/generate"
 COMPLETIONS_PATH = "/v1/completions"
+INFILL_PATH = "/infill"
+
+#: llama.cpp's native ``stop_type`` -> IR stop reason (``word``: a stop sequence matched).
+INFILL_STOP = {"eos": StopReason.END_TURN, "limit": StopReason.MAX_TOKENS,
+               "word": StopReason.STOP_SEQUENCE}
 
 #: Backends that take ``top_k`` at the top level of a completions body.
 _TOP_K = frozenset({BackendKind.LLAMACPP, BackendKind.VLLM, BackendKind.LMSTUDIO})
@@ -63,11 +70,29 @@ def _ollama_body(request: PromptRequest, upstream_model: str,
     return body
 
 
+def _infill_body(request: PromptRequest, upstream_model: str) -> JSONObject:
+    """llama.cpp ``/infill``: the prompt before the cursor and the suffix after it."""
+    body: JSONObject = {"model": upstream_model, "input_prefix": request.prompt,
+                        "input_suffix": request.suffix, "prompt": "", "stream": request.stream}
+    params = request.params
+    for name, value in (
+        ("n_predict", params.max_tokens), ("temperature", params.temperature),
+        ("top_p", params.top_p), ("top_k", params.top_k), ("seed", params.seed),
+        ("frequency_penalty", params.frequency_penalty),
+        ("presence_penalty", params.presence_penalty),
+    ):
+        if value is not None:
+            body[name] = value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    return body
+
+
 def _openai_body(request: PromptRequest, upstream_model: str,
                  backend: BackendKind) -> JSONObject:
     if request.suffix is not None:
-        raise invalid("`suffix` (fill-in-the-middle) is served only by the Ollama backend; "
-                      "this deployment's backend is OpenAI-compatible", "suffix")
+        raise invalid("`suffix` (fill-in-the-middle) is served by the Ollama and llama.cpp "
+                      "backends only; this deployment's backend has no infill", "suffix")
     body: JSONObject = {"model": upstream_model, "prompt": request.prompt,
                         "stream": request.stream}
     if request.stream:
@@ -100,6 +125,8 @@ def encode_request(request: PromptRequest, upstream_model: str, backend: Backend
     (a ``suffix`` on an OpenAI-compatible backend)."""
     if backend.speaks_ollama:
         return GENERATE_PATH, orjson.dumps(_ollama_body(request, upstream_model, num_ctx))
+    if request.suffix is not None and backend is BackendKind.LLAMACPP:
+        return INFILL_PATH, orjson.dumps(_infill_body(request, upstream_model))
     return COMPLETIONS_PATH, orjson.dumps(_openai_body(request, upstream_model, backend))
 
 
@@ -123,6 +150,8 @@ def decode_response(body: bytes, backend: BackendKind,
                           usage=ollama.usage_of(obj))
     if obj.get("error") is not None:
         raise _openai_error(obj)
+    if "choices" not in obj and "content" in obj:  # llama.cpp's native /infill answer
+        return _infill_completion(obj)
     choices = get_list(obj, "choices") or []
     choice = as_obj(choices[0], "choices[0]") if choices else {}
     text = choice.get("text")
@@ -134,6 +163,29 @@ def decode_response(body: bytes, backend: BackendKind,
         usage=openai_compat.usage_of(obj.get("usage")),
         stop_sequence=matched,
     )
+
+
+def infill_stop(obj: JSONObject) -> tuple[StopReason, str | None]:
+    """The stop reason (and matched stop word) of llama.cpp's native final answer."""
+    reason = INFILL_STOP.get(str(obj.get("stop_type")), StopReason.END_TURN)
+    word = obj.get("stopping_word")
+    if reason is StopReason.STOP_SEQUENCE and isinstance(word, str) and word:
+        return reason, word
+    return (StopReason.END_TURN if reason is StopReason.STOP_SEQUENCE else reason), None
+
+
+def infill_usage(obj: JSONObject) -> Usage:
+    """Usage of llama.cpp's native answer: ``tokens_evaluated`` in, ``tokens_predicted`` out."""
+    evaluated, predicted = obj.get("tokens_evaluated"), obj.get("tokens_predicted")
+    return Usage(input_tokens=evaluated if isinstance(evaluated, int) else 0,
+                 output_tokens=predicted if isinstance(predicted, int) else 0)
+
+
+def _infill_completion(obj: JSONObject) -> Completion:
+    text = obj.get("content")
+    reason, word = infill_stop(obj)
+    return Completion(parts=(Text(text=text),) if isinstance(text, str) and text else (),
+                      stop_reason=reason, usage=infill_usage(obj), stop_sequence=word)
 
 
 def _openai_error(obj: JSONObject) -> TranslationError:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from tokios_translate._common import StopReason, StreamContext, Usage
+from tokios_translate.backends.prompt import infill_stop, infill_usage
 from tokios_translate.stream.decoders import (
     _MALFORMED,
     OllamaDecoder,
@@ -61,7 +62,8 @@ class OllamaGenerateDecoder(OllamaDecoder):
 
 class OpenAICompletionsDecoder(OpenAIChatDecoder):
     """OpenAI-compatible ``/v1/completions`` SSE: ``choices[0].text``, ``finish_reason``, a
-    usage chunk, ``[DONE]``, error objects."""
+    usage chunk, ``[DONE]``, error objects; and llama.cpp's native ``/infill`` SSE
+    (``content``, then ``stop: true`` with ``stop_type`` and the counts; no ``[DONE]``)."""
 
     __slots__ = ()
 
@@ -77,6 +79,9 @@ class OpenAICompletionsDecoder(OpenAIChatDecoder):
             raise _ProtocolViolationError(_MALFORMED)
         if event == "error" or obj.get("error") is not None:
             out.append(UpstreamError(message=_error_message(obj.get("error") or obj)))
+            return
+        if "choices" not in obj and "content" in obj:
+            self._native(obj, out)
             return
         usage = obj.get("usage")
         if isinstance(usage, dict):
@@ -98,6 +103,15 @@ class OpenAICompletionsDecoder(OpenAIChatDecoder):
             if reason == "stop" and isinstance(matched, str) and matched in self._stops:
                 self._stop = StopReason.STOP_SEQUENCE
                 self._stop_sequence = matched
+
+
+    def _native(self, obj: dict[str, Any], out: list[StreamEvent]) -> None:
+        text = obj.get("content")
+        if text and isinstance(text, str):
+            out.append(TextDelta(text=text))
+        if obj.get("stop") is True:
+            stop, word = infill_stop(obj)
+            self._finished(stop, infill_usage(obj), out, word)
 
 
 def open_prompt_decoder(ctx: StreamContext) -> OllamaGenerateDecoder | OpenAICompletionsDecoder:
