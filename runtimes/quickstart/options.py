@@ -26,7 +26,8 @@ Steps, each shown with its progress:
   6. a real chat request through the tunnel with the openai SDK; the answer is printed
      (greedy: temperature 0, seed 0, at most 64 tokens).
   7. the base URLs, the key and the CA for Claude Code, Codex and the SDKs (also written to
-     HOME/env.sh), then it serves until Ctrl-C and stops everything cleanly.
+     HOME/env.sh, and Codex's profile to HOME/tokios.config.toml), then it serves until Ctrl-C
+     and stops everything cleanly.
 
 Re-running reuses .venv, the data dir, the CA and the key, and starts in seconds.
 """

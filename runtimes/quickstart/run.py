@@ -251,10 +251,33 @@ def client_settings(base_url: str, key: str, deployment: str,
         ("ANTHROPIC_MODEL", deployment),
         ("OPENAI_BASE_URL", f"{base_url}/v1"),
         ("OPENAI_API_KEY", key),
+        (CODEX_KEY_VARIABLE, key),
     ]
     if ca_file is not None:
-        pairs += [("NODE_EXTRA_CA_CERTS", str(ca_file)), ("SSL_CERT_FILE", str(ca_file))]
+        pairs += [("NODE_EXTRA_CA_CERTS", str(ca_file)), ("SSL_CERT_FILE", str(ca_file)),
+                  ("CODEX_CA_CERTIFICATE", str(ca_file))]
     return pairs
+
+
+#: The Codex profile's name (``codex --profile tokios``) and the variable its key is read from.
+CODEX_PROFILE = "tokios"
+CODEX_KEY_VARIABLE = "TOKIOS_API_KEY"
+
+
+def codex_profile(base_url: str, deployment: str) -> str:
+    """A Codex profile file (``~/.codex/tokios.config.toml``) that reaches the gateway.
+
+    Codex ignores ``OPENAI_BASE_URL`` (its built-in provider always dials OpenAI), so it needs
+    a model provider of its own: the Responses API at ``BASE/v1``, the key from
+    :data:`CODEX_KEY_VARIABLE`. A profile file leaves the user's ``config.toml`` untouched.
+    """
+    return (f'model = "{deployment}"\n'
+            f'model_provider = "{CODEX_PROFILE}"\n'
+            f"\n[model_providers.{CODEX_PROFILE}]\n"
+            'name = "Tokios"\n'
+            f'base_url = "{base_url}/v1"\n'
+            f'env_key = "{CODEX_KEY_VARIABLE}"\n'
+            'wire_api = "responses"\n')
 
 
 def write_env_file(path: Path, pairs: list[tuple[str, str]]) -> None:
@@ -266,10 +289,11 @@ def write_env_file(path: Path, pairs: list[tuple[str, str]]) -> None:
 
 
 def banner(*, base_url: str, key: str, deployment: str, tls: LocalTLS | None,
-           env_file: Path, logs: Path) -> str:
+           env_file: Path, codex_file: Path, logs: Path) -> str:
     ca = f"\n  CA certificate      {tls.ca_file}" if tls is not None else ""
     ca_hint = (
-        f"\n  export NODE_EXTRA_CA_CERTS={tls.ca_file}   # Node tools (Claude Code, Codex)"
+        f"\n  export NODE_EXTRA_CA_CERTS={tls.ca_file}   # Claude Code, opencode, Node tools"
+        f"\n  export CODEX_CA_CERTIFICATE={tls.ca_file}   # Codex"
         f"\n  export SSL_CERT_FILE={tls.ca_file}   # Python SDKs (replaces the system roots)"
         if tls is not None else "")
     return f"""
@@ -284,7 +308,10 @@ Claude Code:
   export ANTHROPIC_BASE_URL={base_url}
   export ANTHROPIC_AUTH_TOKEN={key}
   export ANTHROPIC_MODEL={deployment}
-Codex and the OpenAI SDKs:
+Codex (a profile: it ignores OPENAI_BASE_URL):
+  mkdir -p ~/.codex && cp {codex_file} ~/.codex/ && export {CODEX_KEY_VARIABLE}={key}
+  codex --profile {CODEX_PROFILE}
+The OpenAI SDKs:
   export OPENAI_BASE_URL={base_url}/v1
   export OPENAI_API_KEY={key}
 Trust the local CA:{ca_hint or " (not needed: plain http)"}
@@ -344,11 +371,13 @@ def main(args: argparse.Namespace) -> int:
         env_file = home / "env.sh"
         write_env_file(env_file, client_settings(base_url, creds.key, deployment,
                                                  tls.ca_file if tls else None))
+        codex_file = home / f"{CODEX_PROFILE}.config.toml"
+        codex_file.write_text(codex_profile(base_url, deployment))
         say(f"\n✓ everything up in {format_elapsed(time.monotonic() - started)}")
         if args.once:
             return 0
         say(banner(base_url=base_url, key=creds.key, deployment=deployment, tls=tls,
-                   env_file=env_file, logs=logs))
+                   env_file=env_file, codex_file=codex_file, logs=logs))
         serving = True
         return serve_until_stopped(services)
     except StepError as exc:

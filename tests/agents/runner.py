@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtimes.quickstart.run import CODEX_KEY_VARIABLE, CODEX_PROFILE, codex_profile
 from tests.agents.install import Installed
 from tests.e2e.stack import Stack
 
@@ -99,29 +100,24 @@ def claude_code(installed: Installed, stack: Stack, home: Path,
 
 def codex(installed: Installed, stack: Stack, home: Path,
           thinking: bool) -> tuple[list[str], dict[str, str]]:
-    """``codex exec --json`` with a ``tokios`` model provider on the Responses API."""
+    """``codex exec --json --profile tokios``: the quick start's profile file, as users get it."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "config.toml").write_text(
-        f'model = "{stack.deployment}"\n'
-        'model_provider = "tokios"\n'
         "check_for_update_on_startup = false\n"
         "\n[analytics]\nenabled = false\n"
-        "\n[model_providers.tokios]\n"
-        'name = "Tokios"\n'
-        f'base_url = "{stack.base_url}/v1"\n'
-        'env_key = "TOKIOS_API_KEY"\n'
-        'wire_api = "responses"\n'
     )
+    (codex_home / f"{CODEX_PROFILE}.config.toml").write_text(
+        codex_profile(stack.base_url, stack.deployment))
     env = {
         **base_env(home, stack.ca_file),
         "CODEX_HOME": str(codex_home),
         "CODEX_CA_CERTIFICATE": str(stack.ca_file),
-        "TOKIOS_API_KEY": stack.key,
+        CODEX_KEY_VARIABLE: stack.key,
     }
     # workspace-write: the shell command may write in the work dir (and only there).
-    argv = [str(installed.binary), "exec", "--skip-git-repo-check", "--json",
-            "--sandbox", "workspace-write"]
+    argv = [str(installed.binary), "exec", "--profile", CODEX_PROFILE, "--skip-git-repo-check",
+            "--json", "--sandbox", "workspace-write"]
     if thinking:
         argv += ["-c", 'model_reasoning_effort="high"']
     argv.append(PROMPT)

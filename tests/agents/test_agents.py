@@ -36,6 +36,10 @@ class Scenario:
 
 
 SCENARIOS = [
+    Scenario("claude-code", api="/v1/messages"),
+    Scenario("claude-code", thinking=True, api="/v1/messages"),
+    Scenario("codex", api="/v1/responses"),
+    Scenario("codex", thinking=True, api="/v1/responses"),
     Scenario("opencode", api="/v1/chat/completions"),
 ]
 

@@ -124,6 +124,12 @@ def test_quickstart_with_a_user_upstream_then_again(tmp_path: Path) -> None:
         assert settings["ANTHROPIC_AUTH_TOKEN"] == settings["OPENAI_API_KEY"]
         assert settings["ANTHROPIC_MODEL"] == "qwen3:8b"
         assert settings["SSL_CERT_FILE"] == str(home.resolve() / "ca.pem")
+        # Codex: a profile file for ~/.codex/ (it ignores OPENAI_BASE_URL), its key and CA.
+        assert settings["TOKIOS_API_KEY"] == settings["OPENAI_API_KEY"]
+        assert settings["CODEX_CA_CERTIFICATE"] == settings["SSL_CERT_FILE"]
+        profile = (home / "tokios.config.toml").read_text()
+        assert f'base_url = "{settings["OPENAI_BASE_URL"]}"' in profile
+        assert 'model = "qwen3:8b"' in profile and 'wire_api = "responses"' in profile
         assert (home / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
         for private in (home / "env.sh", home / "credentials.json", home / "tls" / "key.pem",
                         home / "tls" / "ca-key.pem"):
