@@ -39,6 +39,7 @@ from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
 from tokios_translate.clients import ollama_client
 from tokios_translate.models import list_body, model_body
+from tokios_translate.stream.relay import StreamGuard
 
 __all__ = ["MAX_STREAMS_PER_KEY", "TUNNEL_PATH", "GatewayApi", "UpstreamBroken"]
 
@@ -354,9 +355,7 @@ class GatewayApi:
             except StreamFailed as failure:
                 if failure.retryable and attempt == 0:
                     continue
-                info["status"] = await self._error(
-                    response, client, ErrorKind.UPSTREAM,
-                    "the connector failed before answering", request_id)
+                info["status"] = await self._failed(response, client, failure, request_id)
                 return
             except ClientDisconnected:
                 return
@@ -368,8 +367,17 @@ class GatewayApi:
             return
         stream, status, headers = opened
         info["status"] = status
-        await self._relay(response, stream, status=status, headers=headers,
+        await self._relay(response, stream, client=client, status=status, headers=headers,
                           request_id=request_id, info=info)
+
+    async def _failed(self, response: HttpResponse, client: ClientFormat, failure: StreamFailed,
+                      request_id: str) -> int:
+        """Answer a stream that failed before any byte of its body went out: a whole error
+        in the client's format (502, or 503 when the gateway is shutting down)."""
+        kind, message = failure_error(failure, shutting_down=not self.accepting)
+        return await self._error(response, client, kind, message, request_id,
+                                 status=503 if kind is ErrorKind.OVERLOADED else None,
+                                 retry_after="1" if kind is ErrorKind.OVERLOADED else None)
 
     def _all_full(self, tenant_id: str, deployment: str) -> bool:
         return any(t.grant is not None and t.grant.tenant_id == tenant_id
@@ -404,39 +412,83 @@ class GatewayApi:
         finally:
             stop_watching()
 
-    async def _relay(self, response: HttpResponse, stream: GatewayStream, *, status: int,
-                     headers: tuple[tuple[str, str], ...], request_id: str,
-                     info: dict[str, object]) -> None:
+    async def _relay(self, response: HttpResponse, stream: GatewayStream, *,
+                     client: ClientFormat, status: int, headers: tuple[tuple[str, str], ...],
+                     request_id: str, info: dict[str, object]) -> None:
+        """Pass the answer on as it arrives. The head goes out with the first bytes of the body
+        (or at its end), so a stream that fails before any byte gets a whole error answer; one
+        that fails later ends, if it is a stream of the client's format, with the format's
+        in-stream error and a proper end of body (see stream/relay.py), else it is cut."""
         out_headers = [(n, v) for n, v in headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
         out_headers.append(("x-request-id", request_id))
+        content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+        guard = StreamGuard.for_response(client, content_type) if status < 300 else None
         # the client leaving resets the stream at once, so the connector stops the model
         stop_watching = response.disconnected.on_set(
             lambda: None if stream.ended else stream.reset(ResetCode.CLIENT_GONE))
         sent = 0
+        started = False
         try:
             try:
-                await response.start(status, out_headers)
                 while True:
                     item = await stream.next_data()
                     if item is None:
                         break
                     data, credit = item
                     try:
-                        await response.send(data)
+                        if guard is not None:
+                            data = guard.feed(data)
+                        if data:
+                            if not started:
+                                started = True
+                                await response.start(status, out_headers)
+                            await response.send(data)
                     finally:
                         stream.acknowledge(credit)
                     sent += len(data)
                     info["sent"] = sent
+                tail = guard.finish() if guard is not None else b""
             except StreamFailed as failure:
                 if response.disconnected.is_set():
                     return
-                logger.warning("stream broke after the response head (%s)",
-                               failure.code.name if failure.code is not None else "tunnel lost")
-                raise UpstreamBroken("the connector stream broke") from None
+                if not started:
+                    info["status"] = await self._failed(response, client, failure, request_id)
+                    return
+                what = failure.code.name if failure.code is not None else "tunnel lost"
+                if guard is None:
+                    logger.warning("answer broke after the response head (%s)", what)
+                    raise UpstreamBroken("the connector stream broke") from None
+                logger.warning("stream broke after the response head (%s): ended it with an "
+                               "in-stream error", what)
+                kind, message = failure_error(failure, shutting_down=not self.accepting)
+                tail = guard.cut(message, kind)
             except ClientDisconnected:
                 stream.reset(ResetCode.CLIENT_GONE)
                 return
-            await response.end()
+            try:
+                if not started:
+                    await response.start(status, out_headers)
+                if tail:
+                    await response.send(tail)
+                await response.end()
+            except ClientDisconnected:
+                return
         finally:
             stop_watching()
 
+
+def failure_error(failure: StreamFailed, *, shutting_down: bool) -> tuple[ErrorKind, str]:
+    """The error a client gets for ``failure`` (content-free): an overloaded gateway when it
+    is shutting down, an upstream error when the connector went away or reset the stream."""
+    if failure.shutting_down or shutting_down:
+        return ErrorKind.OVERLOADED, "the gateway is shutting down; retry the request"
+    if failure.code is None:
+        return (ErrorKind.UPSTREAM,
+                "the connector serving this deployment disconnected before the answer ended")
+    if failure.code is ResetCode.TIMED_OUT:
+        return ErrorKind.TIMEOUT, "the connector timed out the answer"
+    if failure.code is ResetCode.REFUSED:
+        return ErrorKind.OVERLOADED, "the connector refused the request"
+    if failure.code is ResetCode.UPSTREAM_FAILED:
+        return ErrorKind.UPSTREAM, "the model server behind the connector failed"
+    return ErrorKind.UPSTREAM, f"the connector ended the answer ({failure.code.name})"

@@ -7,7 +7,8 @@ endpoint at ``/v1/tunnel`` (and on ``--tunnel-listen`` if given), prints one lin
     tokios-gateway listening on https://127.0.0.1:8443 (tunnel: wss://127.0.0.1:8443/v1/tunnel)
 
 and on a signal shuts down gracefully: GOAWAY(NO_ERROR) to every connector, new requests get
-503, requests in flight may finish within ``--grace-period``; then it exits 0.
+503, requests in flight may finish within ``--grace-period``; a stream still open then ends
+with the format's in-stream error (``overloaded_error`` and the like); then it exits 0.
 :class:`Gateway` is the same thing as an object, for in-process tests.
 """
 
@@ -95,6 +96,13 @@ class Gateway:
         self.tunnels.begin_drain()
         while (self.api.in_flight or self.tunnels.in_flight) and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self.tunnels.in_flight:
+            # past the grace period: each stream still open ends with the format's error
+            # (written by its handler) rather than a cut connection
+            self.tunnels.abort_streams()
+            until = loop.time() + 1.0
+            while self.api.in_flight and loop.time() < until:
+                await asyncio.sleep(0.02)
         left = max(0.1, min(1.0, deadline - loop.time()))
         await self.tunnels.close()
         servers = [self.server] + ([self.tunnel_server] if self.tunnel_server else [])

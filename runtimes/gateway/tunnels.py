@@ -63,10 +63,14 @@ class StreamFailed(Exception):  # noqa: N818
     """The stream ended abnormally. ``retryable``: nothing was processed (tunnel lost or
     refused before the response head), so another tunnel may take it."""
 
-    def __init__(self, message: str, *, retryable: bool, code: ResetCode | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, code: ResetCode | None = None,
+                 shutting_down: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        #: The RESET code (None: the tunnel was lost).
         self.code = code
+        #: The gateway ended the stream because it drained past its grace period.
+        self.shutting_down = shutting_down
 
 
 class _Signal:
@@ -168,9 +172,11 @@ class GatewayStream:
             self.tunnel.conn.acknowledge_received_data(self.stream_id, n)
             self.tunnel.pump.kick()
 
-    def reset(self, code: ResetCode = ResetCode.CLIENT_GONE) -> None:
-        """Abort the stream (the client went away): the connector cancels the upstream."""
-        self._fail(StreamFailed("reset by the gateway", retryable=False, code=code))
+    def reset(self, code: ResetCode = ResetCode.CLIENT_GONE,
+              failure: StreamFailed | None = None) -> None:
+        """Abort the stream (the client went away, or ``failure`` says why): the connector
+        cancels the upstream; a task waiting in :meth:`next_data` gets the failure."""
+        self._fail(failure or StreamFailed("reset by the gateway", retryable=False, code=code))
         conn = self.tunnel.conn
         if conn.state is not ConnectionState.CLOSED:
             with contextlib.suppress(Exception):
@@ -371,6 +377,14 @@ class TunnelManager:
     @property
     def in_flight(self) -> int:
         return sum(len(t.streams) for t in self.tunnels)
+
+    def abort_streams(self) -> None:
+        """The grace period is over: end every stream still open (the connector stops its
+        model; each client gets the format's error for a gateway shutting down)."""
+        for tunnel in list(self.tunnels):
+            for stream in list(tunnel.streams.values()):
+                stream.reset(ResetCode.CANCELLED, StreamFailed(
+                    "the gateway is shutting down", retryable=False, shutting_down=True))
 
     async def close(self) -> None:
         if self._watcher is not None:

@@ -7,6 +7,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
+import openai
+import orjson
 import pytest
 
 from tests.e2e.stack import Stack, admin, wait_for
@@ -105,3 +108,73 @@ def test_sigterm_lets_an_in_flight_stream_finish(fresh_stack: Stack) -> None:
     assert texts and texts[0].startswith("Echo: drain me")
     assert len(texts[0].split()) == 60
     assert stack.gateway.popen.wait(15) == 0
+
+
+LOST = "the connector serving this deployment disconnected before the answer ended"
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+def test_connector_killed_mid_stream_ends_it_with_an_error(fresh_stack: Stack,
+                                                            http2: bool) -> None:
+    """SIGKILL the connector while a stream is flowing: the body still ends properly (last
+    chunk / END_STREAM, no read error) with the Chat error chunk and [DONE]."""
+    stack = fresh_stack
+    assert stack.upstream is not None and stack.connector is not None
+    stack.upstream.slow, stack.upstream.events = 0.1, 100
+    body = b""
+    with stack.http(http2=http2) as http, http.stream(
+            "POST", f"{stack.base_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {stack.key}"},
+            json={"model": stack.deployment, "stream": True,
+                  "messages": [{"role": "user", "content": "kill me"}]}) as resp:
+        assert resp.status_code == 200
+        for piece in resp.iter_raw():  # a cut body raises RemoteProtocolError here
+            body += piece
+            if b"kill" in body and stack.connector.alive():
+                stack.connector.stop(signal.SIGKILL)
+    events = body.rstrip(b"\n").split(b"\n\n")
+    assert events[-1] == b"data: [DONE]"
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["message"] == LOST
+    assert b'"content":"kill "' in body and b"w90" not in body
+
+
+def test_connector_killed_mid_stream_is_an_error_to_the_anthropic_sdk(
+        fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    assert stack.upstream is not None and stack.connector is not None
+    stack.upstream.slow, stack.upstream.events = 0.1, 100
+    text = ""
+    with stack.anthropic() as client, pytest.raises(anthropic.APIStatusError) as caught, \
+            client.messages.stream(model=stack.deployment, max_tokens=200,
+                                   messages=[{"role": "user", "content": "kill me"}]) as stream:
+        for delta in stream.text_stream:
+            text += delta
+            if stack.connector.alive():
+                stack.connector.stop(signal.SIGKILL)
+    assert text.startswith("Echo:")
+    assert caught.value.body == {"type": "error",
+                                 "error": {"type": "api_error", "message": LOST}}
+
+
+@pytest.mark.parametrize("backend", ["ollama", "llamacpp"])
+def test_an_upstream_that_breaks_mid_stream_ends_it_with_an_error(tmp_path: Path,
+                                                                   backend: str) -> None:
+    """The model server drops its connection mid-body: Chat and Responses clients get the
+    tokens so far, then the format's error."""
+    with Stack(workdir=tmp_path, backend=backend).running() as stack:
+        assert stack.upstream is not None
+        stack.upstream.cut_after, stack.upstream.events = 3, 20
+        with stack.openai() as client:
+            text = ""
+            chunks = client.chat.completions.create(
+                model=stack.deployment, stream=True,
+                messages=[{"role": "user", "content": "break me"}])
+            with pytest.raises(openai.APIError) as caught:
+                for chunk in chunks:
+                    text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            assert caught.value.message == "upstream connection lost"
+            assert text.startswith("Echo: ") and "w19" not in text
+            kinds = [event.type for event in client.responses.create(
+                model=stack.deployment, input="break me", stream=True)]
+            assert "response.output_text.delta" in kinds
+            assert kinds[-2:] == ["error", "response.failed"]

@@ -422,22 +422,32 @@ def test_graceful_shutdown_lets_a_stream_finish(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("http2", [False, True])
-def test_tunnel_lost_mid_stream_breaks_the_client_stream(tmp_path: Path, http2: bool) -> None:
+def test_tunnel_lost_mid_stream_ends_the_client_stream_with_an_error(tmp_path: Path,
+                                                                     http2: bool) -> None:
+    """The tunnel dies mid-stream: the client's body still ends properly (no read error),
+    with the Chat error chunk then [DONE] after the last whole event."""
     async def main() -> None:
         async with make_stack(tmp_path) as stack, stack.client(http2=http2) as client:
             stack.upstream.slow = 0.05
             stack.upstream.events = 200
-            with pytest.raises(httpx.HTTPError):
-                async with client.stream("POST", "/v1/chat/completions",
-                                         json={**CHAT, "stream": True},
-                                         headers=stack.auth()) as streamed:
-                    assert streamed.status_code == 200
-                    got = 0
-                    async for _ in streamed.aiter_bytes():
-                        got += 1
-                        if got == 2:
-                            for tunnel in list(stack.gateway.tunnels.tunnels):
-                                tunnel.pump.ws.abort()
+            body = b""
+            async with client.stream("POST", "/v1/chat/completions",
+                                     json={**CHAT, "stream": True},
+                                     headers=stack.auth()) as streamed:
+                assert streamed.status_code == 200
+                got = 0
+                async for piece in streamed.aiter_raw():  # a cut body raises here
+                    body += piece
+                    got += 1
+                    if got == 2:
+                        for tunnel in list(stack.gateway.tunnels.tunnels):
+                            tunnel.pump.ws.abort()
+            events = body.rstrip(b"\n").split(b"\n\n")
+            assert events[-1] == b"data: [DONE]"
+            error = orjson.loads(events[-2].removeprefix(b"data: "))["error"]
+            assert error["type"] == "server_error"
+            assert "disconnected before the answer ended" in error["message"]
+            assert b"w199" not in body
             # the gateway itself is fine afterwards
             assert (await client.get("/healthz")).status_code == 200
 

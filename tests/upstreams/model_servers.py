@@ -25,6 +25,8 @@ exact content:
   "midstream-error" gets an error after the first event;
 * ``slow`` (seconds between events) and ``events`` (count) stretch the stream, so cancellation
   can be observed: :attr:`disconnects` records each stream the client abandoned;
+* ``cut_after`` (events) drops the connection in the middle of each streamed body, without
+  its last chunk, as a model server that crashes does;
 * ``first_delay`` (seconds) holds every POST before its answer starts, head included, as a big
   model's prompt processing does (an error status then comes after the delay too).
 
@@ -117,6 +119,8 @@ class _BaseServer:
     slow: float = 0.0
     events: int = 0
     first_delay: float = 0.0
+    #: After this many events of a stream, the connection is dropped mid-body.
+    cut_after: int | None = None
     model_names: tuple[str, ...] = ("llama3.2:1b",)
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -126,6 +130,8 @@ class _BaseServer:
     connections_accepted: int = 0
     port: int = 0
     _server: asyncio.base_events.Server | None = None
+    _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -139,6 +145,13 @@ class _BaseServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        # streams still being written (a dead client): abort their sockets, so each handler
+        # ends at its next step (cancelling the tasks trips Python 3.11's StreamReaderProtocol)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._connections,
+                                                  return_exceptions=True), 2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
@@ -146,6 +159,11 @@ class _BaseServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.connections_accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        self._writers.add(writer)
         _current_reader.set(reader)
         conn = h11.Connection(h11.SERVER)
         try:
@@ -163,6 +181,7 @@ class _BaseServer:
         except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
             return
         finally:
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -228,6 +247,9 @@ class _BaseServer:
         client_gone = asyncio.ensure_future(_current_reader.get().read(1))
         try:
             for chunk in chunks:
+                if self.cut_after is not None and sent >= self.cut_after:
+                    writer.transport.abort()  # a crashed model server: no last chunk
+                    return
                 await self._send(writer, conn, h11.Data(data=chunk))
                 sent += 1
                 if error_after_first is not None:

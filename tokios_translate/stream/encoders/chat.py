@@ -29,7 +29,21 @@ FINISH_REASONS: dict[StopReason, bytes] = {
     StopReason.CONTENT_FILTER: b'"content_filter"',
 }
 
-_DONE = b"data: [DONE]\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def error_chunk(message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+    """The in-stream error of Chat and legacy Completions streams: one chunk holding the same
+    error object as a non-streamed error envelope (clients/_openai.py), then ``[DONE]``."""
+    body = {
+        "error": {
+            "message": message,
+            "type": OPENAI_ERROR_TYPE[kind],
+            "param": None,
+            "code": OPENAI_ERROR_CODE.get(kind),
+        }
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n" + DONE
 
 
 class ChatEncoder:
@@ -87,7 +101,7 @@ class ChatEncoder:
             out = self._prefix + b'{},"finish_reason":' + FINISH_REASONS[event.stop] + b"}]}\n\n"
             if self._include_usage:
                 out += self._usage_chunk(event.usage or Usage())
-            return out + _DONE
+            return out + DONE
         return b""  # ToolCallEnded: nothing to say in Chat.
 
     def _usage_chunk(self, usage: Usage) -> bytes:
@@ -100,13 +114,4 @@ class ChatEncoder:
         return self._bare + b',"choices":[],"usage":' + orjson.dumps(body) + b"}\n\n"
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        # The same error object as a non-streamed error envelope (clients/_openai.py).
-        body = {
-            "error": {
-                "message": message,
-                "type": OPENAI_ERROR_TYPE[kind],
-                "param": None,
-                "code": OPENAI_ERROR_CODE.get(kind),
-            }
-        }
-        return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE
+        return error_chunk(message, kind)

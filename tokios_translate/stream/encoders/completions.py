@@ -11,12 +11,9 @@ from __future__ import annotations
 import orjson
 
 from tokios_translate._common import ErrorKind, StreamContext, Usage
-from tokios_translate.clients._openai import OPENAI_ERROR_CODE, OPENAI_ERROR_TYPE
 from tokios_translate.clients.completions import completion_text_id
-from tokios_translate.stream.encoders.chat import FINISH_REASONS
+from tokios_translate.stream.encoders.chat import DONE, FINISH_REASONS, error_chunk
 from tokios_translate.stream.events import Finished, StreamEvent, TextDelta
-
-_DONE = b"data: [DONE]\n\n"
 
 
 class CompletionsEncoder:
@@ -54,10 +51,8 @@ class CompletionsEncoder:
                     "prompt_tokens": usage.input_tokens,
                     "completion_tokens": usage.output_tokens,
                     "total_tokens": usage.total_tokens}) + b"}\n\n"
-            return out + _DONE
+            return out + DONE
         return b""
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        body = {"error": {"message": message, "type": OPENAI_ERROR_TYPE[kind], "param": None,
-                          "code": OPENAI_ERROR_CODE.get(kind)}}
-        return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE
+        return error_chunk(message, kind)

@@ -46,6 +46,13 @@ _NONE, _TEXT, _THINKING, _TOOL = 0, 1, 2, 3
 MAX_TOOL_ARGUMENTS = 8 * 1024 * 1024
 
 
+def error_event(message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+    """The Messages in-stream error (``event: error``), with the same error type as a
+    non-streamed error envelope (clients/messages.py): ``api_error``, ``overloaded_error``..."""
+    body = {"type": "error", "error": {"type": ERROR_TYPE[kind][0], "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
 class StreamEncodeError(Exception):
     """The events cannot be shaped for the client; the message is content-free."""
 
@@ -190,6 +197,4 @@ class MessagesEncoder:
         )
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        # The same error type as a non-streamed error envelope (clients/messages.py).
-        body = {"type": "error", "error": {"type": ERROR_TYPE[kind][0], "message": message}}
-        return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+        return error_event(message, kind)

@@ -28,6 +28,11 @@ from tokios_translate.stream.events import (
 MAX_HELD_ARGUMENTS = 8 * 1024 * 1024
 
 
+def error_line(message: str) -> bytes:
+    """Ollama's in-stream error: one NDJSON line ``{"error": message}`` (its clients raise it)."""
+    return orjson.dumps({"error": message}) + b"\n"
+
+
 class _OllamaEncoder:
     __slots__ = ("_model", "_prefix")
 
@@ -47,7 +52,7 @@ class _OllamaEncoder:
                                                    usage.output_tokens)})
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        return orjson.dumps({"error": message}) + b"\n"
+        return error_line(message)
 
 
 class OllamaChatEncoder(_OllamaEncoder):

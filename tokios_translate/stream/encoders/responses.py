@@ -35,6 +35,24 @@ _INCOMPLETE: dict[StopReason, str] = {
 }
 
 
+def failed_events(response: dict[str, Any], sequence_number: int, message: str,
+                  kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
+    """How a Responses stream fails: ``error`` (numbered ``sequence_number``) then
+    ``response.failed`` (the next number) carrying ``response`` with ``status: failed`` and
+    the error. The encoder and the gateway's stream guard (stream/relay.py) both end so."""
+    code = "rate_limit_exceeded" if kind is ErrorKind.RATE_LIMITED else "server_error"
+    error = {"code": code, "message": message}
+    failed = {**response, "status": "failed", "error": error}
+    return _sse("error", {"type": "error", **error, "param": None,
+                          "sequence_number": sequence_number}) + _sse(
+        "response.failed", {"type": "response.failed", "response": failed,
+                            "sequence_number": sequence_number + 1})
+
+
+def _sse(kind: str, body: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
 class ResponsesEncoder:
     """Encodes stream events as Responses API SSE events."""
 
@@ -66,7 +84,7 @@ class ResponsesEncoder:
     def _event(self, kind: str, body: dict[str, Any]) -> bytes:
         body = {"type": kind, **body, "sequence_number": self._seq}
         self._seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+        return _sse(kind, body)
 
     def _delta(self, text: str, tail: bytes) -> bytes:
         seq = self._seq
@@ -113,11 +131,9 @@ class ResponsesEncoder:
         return b""
 
     def error(self, message: str, kind: ErrorKind = ErrorKind.UPSTREAM) -> bytes:
-        code = "rate_limit_exceeded" if kind is ErrorKind.RATE_LIMITED else "server_error"
-        error = {"code": code, "message": message}
-        return self._event("error", {**error, "param": None}) + self._event(
-            "response.failed", {"response": self._response("failed", error=error)}
-        )
+        out = failed_events(self._response("failed"), self._seq, message, kind)
+        self._seq += 2
+        return out
 
     # -- items -----------------------------------------------------------------------------
 
