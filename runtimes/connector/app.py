@@ -180,7 +180,7 @@ class Session(SessionEvents[_Stream]):
         in-stream error (see handling's step 2)."""
         assert plan.call is not None and plan.context is not None
         translator = open_stream_translator(plan.context)
-        self.conn.send_response(stream_id, 200, handling.STREAM_HEADERS)
+        self.conn.send_response(stream_id, 200, handling.stream_headers(plan))
         stream.head_sent = True
         self.pump.kick()
         await self._send(stream_id, stream, translator.open())

@@ -302,7 +302,7 @@ class TunnelSession(SessionEvents[_Stream]):
         assert plan.call is not None and plan.context is not None
         call = plan.call
         translator = open_stream_translator(plan.context)
-        self._head(stream_id, stream, 200, handling.STREAM_HEADERS)
+        self._head(stream_id, stream, 200, handling.stream_headers(plan))
         self._send(stream_id, stream, translator.open())
         stream.keepalive = True
         self.threaded.ticker.add(lambda: self._beat(stream_id, stream, translator))

@@ -96,6 +96,20 @@ def test_ollama_chat_streams_ndjson(stack: Stack, ollama_client: ollama.Client) 
     assert last.done and last.done_reason == "stop" and (last.eval_count or 0) > 0
 
 
+@pytest.mark.parametrize("path", ["/api/chat", "/api/generate"])
+def test_ollama_streams_are_labelled_ndjson(stack: Stack, path: str) -> None:
+    """Ollama's streams are NDJSON, and say so (the gateway's stream guard relies on it)."""
+    body = {"model": stack.deployment, "stream": True,
+            **({"prompt": "hi"} if path == "/api/generate"
+               else {"messages": [{"role": "user", "content": "hi"}]})}
+    with stack.http() as http:
+        resp = http.post(f"{stack.base_url}{path}", json=body,
+                         headers={"authorization": f"Bearer {stack.key}"})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/x-ndjson"
+    assert resp.text.endswith("\n") and '"done":true' in resp.text.splitlines()[-1]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_ollama_chat_with_tools(stack: Stack, ollama_client: ollama.Client, stream: bool) -> None:
     messages: list[Any] = [{"role": "user", "content": "what is the weather in Paris?"}]
