@@ -13,6 +13,10 @@ logger and:
   rewrites every record it passes through :func:`redact` (API keys, connector tokens,
   ``Bearer`` credentials and the values of credential headers become ``[REDACTED]``), escapes
   control characters (one record, one line) and cuts messages at :data:`MAX_MESSAGE_CHARS`;
+- writes text lines (:data:`FORMAT`) or, with ``fmt="json"`` (``--log-format json``), one JSON
+  object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, and
+  ``request_id`` when the record carries one (``logger.info(..., extra={"request_id": rid})``:
+  the gateway's id of the request, which it passes to the connector; both log it);
 - formats exceptions by type and frames only (an exception's message may quote a body or a
   header: ``invalid literal for int(): '...'``), and sends ``warnings`` and uncaught thread
   exceptions through the same handler.
@@ -23,6 +27,8 @@ filter is the second line of defence. ``docs/operations.md`` ("Logs") says what 
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 import sys
@@ -33,8 +39,10 @@ from typing import TextIO
 
 __all__ = [
     "LEVELS",
+    "LOG_FORMATS",
     "MAX_MESSAGE_CHARS",
     "THIRD_PARTY_LOGGERS",
+    "JsonFormatter",
     "RedactingFilter",
     "RedactingFormatter",
     "configure_logging",
@@ -43,6 +51,8 @@ __all__ = [
 
 #: The values of ``--log-level``.
 LEVELS = ("debug", "info", "warning", "error")
+#: The values of ``--log-format``.
+LOG_FORMATS = ("text", "json")
 #: Loggers pinned at WARNING by name (any other non-Tokios logger inherits the root's WARNING).
 THIRD_PARTY_LOGGERS = ("hpack", "h2", "h11", "wsproto", "asyncio", "httpx", "httpcore",
                        "urllib3", "uvloop", "py.warnings")
@@ -129,6 +139,28 @@ class RedactingFormatter(logging.Formatter):
         return redact(stack_info)
 
 
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per record (see the module doc); the message is already redacted and
+    escaped by :class:`RedactingFilter`, exceptions are formatted as the text formatter does."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if isinstance(request_id, str):
+            entry["request_id"] = redact(request_id[:64])
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def _thread_exception(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
@@ -137,15 +169,19 @@ def _thread_exception(args: threading.ExceptHookArgs) -> None:
                                       exc_info=args.exc_value)
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
+def configure_logging(level: str, stream: TextIO | None = None, *,
+                      fmt: str = "text") -> logging.Handler:
     """Set up logging for a Tokios program (see the module doc); call once, before serving.
 
-    ``level`` is one of :data:`LEVELS`; ``stream`` defaults to stderr. Returns the handler.
+    ``level`` is one of :data:`LEVELS`, ``fmt`` one of :data:`LOG_FORMATS`; ``stream``
+    defaults to stderr. Returns the handler.
     """
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(RedactingFormatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else RedactingFormatter(FORMAT))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

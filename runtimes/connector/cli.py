@@ -15,6 +15,7 @@ import signal
 import sys
 import urllib.parse
 
+from runtimes.config import apply_config, read_config, take_config_argument
 from runtimes.connector.handling import KEEPALIVE_INTERVAL, parse_model_map
 from runtimes.connector.settings import (
     EXIT_OK,
@@ -24,7 +25,7 @@ from runtimes.connector.settings import (
     ConnectorSettings,
 )
 from runtimes.connector.threaded import serve_until_signal
-from runtimes.logs import LEVELS, configure_logging
+from runtimes.logs import LEVELS, LOG_FORMATS, configure_logging
 from tokios_translate import BackendKind
 
 # The asyncio runtime (``runtimes.connector.app``, ``runtimes.netio``, asyncio itself) is
@@ -47,12 +48,28 @@ listens on a port: the model server needs no inbound access from the internet.
 It offers the deployments named by --model, serves those the token allows, and reconnects by
 itself (full-jitter exponential back-off) when the gateway restarts or the network drops."""
 
+#: The environment variable of each option that has one (by ``dest``): it overrides the
+#: config file, and a flag overrides it.
+ENVIRONMENT = {
+    "gateway": "TOKIOS_GATEWAY",
+    "token": "TOKIOS_CONNECTOR_TOKEN",
+    "upstream": "TOKIOS_UPSTREAM",
+    "keepalive_interval": "TOKIOS_KEEPALIVE_INTERVAL",
+}
+CONFIG_ENV_VAR = "TOKIOS_CONNECTOR_CONFIG"
+
 _EPILOG = """\
+config file:
+  --config FILE (or TOKIOS_CONNECTOR_CONFIG) reads options from a TOML file, one key per long
+  option without its dashes (gateway = "https://gw.example.com", model = ["coder=qwen3:8b"],
+  log-format = "json"); a flag, then its environment variable, win over the file.
+
 environment:
   TOKIOS_GATEWAY          default for --gateway
   TOKIOS_CONNECTOR_TOKEN  default for --token (prefer it: arguments show in `ps`)
   TOKIOS_UPSTREAM         default for --upstream
   TOKIOS_KEEPALIVE_INTERVAL  default for --keepalive-interval
+  TOKIOS_CONNECTOR_CONFIG    default for --config
 
 exit codes:
   0  stopped by SIGTERM/SIGINT
@@ -105,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="log verbosity (default info); no level logs a secret, a header "
                              "value, a query string, a prompt or a completion")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text lines (default) or one JSON object per line, with the "
+                             "gateway's request id")
+    parser.add_argument("--config", metavar="FILE",
+                        help="read options from this TOML file (see below)")
     return parser
 
 
@@ -180,15 +202,25 @@ async def _main(settings: ConnectorSettings, auto: bool) -> int:
         return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the config file's values as defaults (ConfigError if it cannot
+    be used; SystemExit(2) for bad arguments, as argparse does)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv, path = take_config_argument(sys.argv[1:] if argv is None else argv,
+                                      env_var=CONFIG_ENV_VAR)
+    if path is not None:
+        apply_config(read_config(path), path, [parser], environment=ENVIRONMENT)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
+        args = parse_arguments(argv)
         settings = settings_from_args(args)
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError too
         sys.stderr.write(f"tokios-connector: {exc}\n")
         return EXIT_USAGE
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, fmt=args.log_format)
     if args.runtime == "threaded":
         code = serve_until_signal(settings, auto=args.backend == "auto")
     else:

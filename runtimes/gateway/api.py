@@ -149,7 +149,8 @@ class GatewayApi:
             self.in_flight -= 1
             logger.info("%s %s %s deployment=%s bytes_out=%s %.3fs %s", request.method,
                         request.path, info["status"] or response.status, info["deployment"],
-                        info["sent"], time.monotonic() - started, request_id)
+                        info["sent"], time.monotonic() - started, request_id,
+                        extra={"request_id": request_id})
 
     async def handle_tunnel_only(self, request: HttpRequest, response: HttpResponse) -> None:
         """The handler of a ``--tunnel-listen`` port: ``/v1/tunnel`` and the probes only."""

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from runtimes.config import ConfigError, apply_config, read_config, take_config_argument
 from runtimes.gateway.options import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_BODY_BYTES,
@@ -39,7 +40,7 @@ from runtimes.gateway.options import (
     ServeOptions,
     parse_listen_address,
 )
-from runtimes.logs import LEVELS
+from runtimes.logs import LEVELS, LOG_FORMATS
 from runtimes.store import (
     AlreadyExists,
     ApiKeyInfo,
@@ -274,7 +275,7 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
         allow_insecure_non_loopback=args.allow_insecure_non_loopback,
         tunnel_listen=tunnel_listen, loop=_resolve_loop(args.loop),
         grace_period=float(args.grace_period), max_body_bytes=args.max_body_bytes,
-        log_level=args.log_level,
+        log_level=args.log_level, log_format=args.log_format,
     )
 
 
@@ -301,7 +302,18 @@ They may run while the gateway serves: a revocation takes effect within about a 
 With --json, stdout holds exactly one JSON object (on failure {"error": {"code", "message"}}).
 Exit codes: 0 ok, 1 store failure, 2 usage, 3 not found, 4 already exists."""
 
+#: The environment variable of each ``serve`` option that has one (by ``dest``): it overrides
+#: the config file, and a flag overrides it. (``--data`` is TOKIOS_DATA, for every command.)
+ENVIRONMENT: dict[str, str] = {}
+CONFIG_ENV_VAR = "TOKIOS_CONFIG"
+
 _EPILOG = """\
+config file:
+  --config FILE (or TOKIOS_CONFIG), anywhere on the command line, reads options from a TOML
+  file: `data` for every command, and serve's options, one key per long option without its
+  dashes (listen = "0.0.0.0:443", tls-cert = "/etc/tokios/fullchain.pem",
+  log-format = "json"). A flag, then an environment variable, win over the file.
+
 examples:
   export TOKIOS_DATA=/var/lib/tokios
   tokios-gateway tenant add acme
@@ -375,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_MAX_BODY_BYTES,
                        help=f"largest request body accepted, else 413 "
                             f"(default {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="text lines (default) or one JSON object per line, each with the "
+                            "request id the gateway also sends to the connector")
     serve.add_argument("--log-level", choices=LEVELS, default="info",
                        help="log verbosity (default info); no level logs a secret, a header "
                             "value, a query string, a prompt or a completion")
@@ -470,16 +485,38 @@ _EXIT_CODES: dict[type[StoreError], tuple[int, str]] = {
 }
 
 
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            serve: argparse.ArgumentParser = action.choices["serve"]
+            return serve
+    raise LookupError("serve")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tokios-gateway`` with ``argv`` (default sys.argv[1:]); return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in arguments and "serve" not in arguments[:1]
+    parser = build_parser()
+    config_data: str | None = None
     try:
-        args = build_parser().parse_args(arguments)
+        arguments, config_path = take_config_argument(arguments, env_var=CONFIG_ENV_VAR)
+        if config_path is not None:
+            table = read_config(config_path)
+            value = table.pop("data", None)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{config_path}: option `data` must be a string")
+            config_data = value
+            apply_config(table, config_path, [_serve_parser(parser)],
+                         environment=ENVIRONMENT)
+    except ConfigError as exc:
+        return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json)
+    try:
+        args = parser.parse_args(arguments)
     except UsageError as exc:
         return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json, usage=exc.usage)
     as_json = bool(getattr(args, "json", False))
-    data_dir = args.data or os.environ.get("TOKIOS_DATA") or None
+    data_dir = args.data or os.environ.get("TOKIOS_DATA") or config_data or None
     if data_dir is None:
         return _fail("usage", "no data directory: pass --data DIR or set TOKIOS_DATA",
                      EXIT_USAGE, as_json=as_json)

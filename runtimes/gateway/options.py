@@ -63,6 +63,7 @@ class ServeOptions:
     grace_period: float = DEFAULT_GRACE_PERIOD
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "info"
+    log_format: str = "text"
 
 
 def parse_listen_address(text: str) -> ListenAddress:

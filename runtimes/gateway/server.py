@@ -139,6 +139,6 @@ async def _serve(options: ServeOptions) -> int:
 
 def run(options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code (0 after a graceful shutdown)."""
-    configure_logging(options.log_level)
+    configure_logging(options.log_level, fmt=options.log_format)
     install_loop(options.loop)
     return asyncio.run(_serve(options))
