@@ -92,9 +92,10 @@ def established_pair() -> Pair:
     Streams (ids as both ends see them):
     1. request ended, response head and 2 body bytes sent (REQUEST_DONE_RESPONDING);
     3. request open with 5 body bytes, no response (OPEN);
-    5. reset by the connector (CLOSED, but known: frames on it are discarded);
+    5. reset by the connector (CLOSED, but known: frames on it are discarded), its usage
+       reported (protocol version 2);
     7. request open, response head sent and response ended (RESPONSE_DONE).
-    The next stream the gateway may open is 9.
+    The next stream the gateway may open is 9. The usage reports of 1, 3 and 7 are awaited.
     """
     from tests.proto.pair import Pair
 
@@ -111,6 +112,7 @@ def established_pair() -> Pair:
     connector.send_response(ids[0], 200, (("content-type", "text/event-stream"),))
     connector.send_data(ids[0], b"hi")
     connector.reset_stream(ids[2])
+    connector.report_usage(ids[2], input_tokens=3, output_tokens=1, estimated=True)
     connector.send_response(ids[3], 200)
     connector.end_stream(ids[3])
     pair.flush()

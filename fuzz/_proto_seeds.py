@@ -4,7 +4,7 @@
 
 Every seed is named after what it holds. Valid frames of every type, whole conversations
 recorded from the in-memory pair (handshake, streams with data, window updates, pings,
-GOAWAY), a few malformed inputs, and the test vectors of docs/protocol.md §10 (``vector-*``).
+GOAWAY), a few malformed inputs, and the test vectors of docs/protocol.md §11 (``vector-*``).
 tests/proto/test_fuzz_seeds.py checks that the committed corpus holds every seed built here
 with the encoders, and runs each harness over its corpus.
 """
@@ -24,21 +24,25 @@ for _entry in (str(ROOT), str(FUZZ_DIR)):
 from tokios_proto import (  # noqa: E402
     Config,
     ConnectorConnection,
+    DeploymentHealth,
     FrameFlag,
     FrameType,
     GatewayConnection,
     GoAway,
+    HealthReport,
     Reject,
     RejectReason,
     RequestHead,
     ResetCode,
     ResponseHead,
     Settings,
+    UsageReport,
     Welcome,
     decode_frames,
     encode_frame,
 )
 from tokios_proto import _payloads as payloads  # noqa: E402
+from tokios_proto._reports import encode_report  # noqa: E402
 
 __all__ = ["build_seeds", "write_seeds"]
 
@@ -103,6 +107,19 @@ def _settings(max_streams: int) -> bytes:
     return _frame(F.SETTINGS, 0, payloads.encode_settings_update(max_streams))
 
 
+def _usage(stream_id: int, input_tokens: int = 5, output_tokens: int = 7,
+           estimated: bool = False) -> bytes:
+    return _frame(F.REPORT, 0, encode_report(UsageReport(
+        stream_id=stream_id, input_tokens=input_tokens, output_tokens=output_tokens,
+        estimated=estimated)))
+
+
+def _health(*entries: tuple[str, bool, tuple[str, ...] | None]) -> bytes:
+    return _frame(F.REPORT, 0, encode_report(HealthReport(deployments=tuple(
+        DeploymentHealth(name=name, healthy=healthy, models=models)
+        for name, healthy, models in entries))))
+
+
 def _reject() -> bytes:
     reject = Reject(reason=RejectReason.OVERLOADED, retryable=True, message="busy",
                     retry_after=2.5)
@@ -119,8 +136,9 @@ def _oversized_header() -> bytes:
 
 def recorded_transcripts() -> tuple[bytes, bytes]:
     """Everything each end sent in a full conversation: (connector -> gateway, gateway ->
-    connector). Handshake, two streams with bodies both ways, a reset, window updates, a
-    ping each way, a SETTINGS, then a graceful GOAWAY and drain."""
+    connector). Handshake (version 2), two streams with bodies both ways, a reset, window
+    updates, a ping each way, a SETTINGS, usage and health reports, then a graceful GOAWAY
+    and drain."""
     from tests.proto.pair import make_hello
 
     small = Config(settings=Settings(initial_stream_window=1024,
@@ -160,9 +178,14 @@ def recorded_transcripts() -> tuple[bytes, bytes]:
     connector.send_data(first, b"data: {}\n\n" * 80)
     connector.send_response(second, 404)
     connector.send_data(second, b"{}", end_stream=True)
+    connector.report_usage(second, input_tokens=2, output_tokens=0)
+    connector.report_health([DeploymentHealth(name="llama", healthy=True,
+                                              models=("llama3:8b", "qwen2.5:7b"))])
     gateway.reset_stream(third)
     flush()
+    connector.report_usage(third, input_tokens=9, output_tokens=4, estimated=True)
     connector.send_data(first, b"data: [DONE]\n\n", end_stream=True)
+    connector.report_usage(first, input_tokens=30, output_tokens=81)
     connector.update_settings(max_concurrent_streams=8)
     gateway.ping(0.0)
     connector.ping(0.0)
@@ -186,13 +209,13 @@ def _split_handshake(transcript: bytes, first: FrameType) -> tuple[bytes, bytes]
     return transcript[:size], transcript[size:]
 
 
-#: Which end receives each frame type of a docs/protocol.md §10 vector (else: both).
-_TO_GATEWAY = {"HELLO", "SETTINGS", "RESPONSE"}
+#: Which end receives each frame type of a docs/protocol.md §11 vector (else: both).
+_TO_GATEWAY = {"HELLO", "SETTINGS", "RESPONSE", "REPORT"}
 _TO_CONNECTOR = {"WELCOME", "REJECT", "OPEN"}
 
 
 def spec_vectors(doc: Path = ROOT / "docs" / "protocol.md") -> list[tuple[str, str, bytes]]:
-    """(name, type name, frame bytes) of every test vector in docs/protocol.md §10."""
+    """(name, type name, frame bytes) of every test vector in docs/protocol.md §11."""
     if not doc.is_file():
         return []
     vectors = []
@@ -256,6 +279,7 @@ def build_seeds() -> dict[str, dict[str, bytes]]:
         "goaway-before-hello": _goaway(0, 0, "bye"),
         "goaway-error-then-junk": _goaway(0, 1) + bytes(12),
         "data-before-hello": _data(1, b"x"),
+        "hello-then-report": hello + _usage(1),
         "ping-before-hello": _ping(),
         "transcript-connector": up,
         **{f"frame-{t.name.lower()}": _frame(t, 0, u32(1)) for t in FrameType},
@@ -318,6 +342,29 @@ def build_seeds() -> dict[str, dict[str, bytes]]:
         "open-from-connector": _open(9),
         "welcome-again": welcome,
         "transcript-connector-after-hello": up_after,
+        "report-usage-closed-5-duplicate": _usage(5),
+        "report-usage-live-1-3-7": _usage(1) + _usage(3, 0, 0, True) + _usage(7, 10, 2**53 - 1),
+        "report-usage-unopened-9": _usage(9),
+        "report-usage-even": _frame(F.REPORT, 0, b'{"kind":"usage","stream_id":2,'
+                                              b'"input_tokens":0,"output_tokens":0}'),
+        "report-usage-negative": _frame(F.REPORT, 0, b'{"kind":"usage","stream_id":1,'
+                                                  b'"input_tokens":-1,"output_tokens":0}'),
+        "report-usage-missing-field": _frame(F.REPORT, 0, b'{"kind":"usage","stream_id":1}'),
+        "report-health": _health(("llama", True, ("a", "b")), ("qwen", False, None),
+                                 ("not-granted", True, ())),
+        "report-health-duplicate-name": _frame(F.REPORT, 0, b'{"kind":"health","deployments":'
+                                                         b'[{"name":"llama","healthy":true},'
+                                                         b'{"name":"llama","healthy":false}]}'),
+        "report-health-bad-models": _frame(F.REPORT, 0, b'{"kind":"health","deployments":'
+                                                     b'[{"name":"llama","healthy":true,'
+                                                     b'"models":[1]}]}'),
+        "report-unknown-kind": _frame(F.REPORT, 0, b'{"kind":"future","x":1}'),
+        "report-not-json": _frame(F.REPORT, 0, b"{"),
+        "report-on-stream-1": encode_frame(F.REPORT, 0, 1, _usage(1)[12:]),
+        "report-too-large": _frame(F.REPORT, 0, b'{"kind":"future","pad":"' + b"p" * 1100
+                                   + b'"}'),
+        "report-then-goaway-drain": (_usage(7) + _goaway(1, 0) + _data(1, b"", end=True)
+                                     + _usage(1) + _ping()),
     }
     established_connector = {
         "empty": b"",
@@ -348,6 +395,7 @@ def build_seeds() -> dict[str, dict[str, bytes]]:
         "goaway-on-stream-3": encode_frame(F.GOAWAY, 0, 3, bytes(8)),
         "response-from-gateway": _response(1),
         "settings-from-gateway": _settings(3),
+        "report-from-gateway": _usage(1),
         "welcome-again": welcome,
         "reject-after-welcome": _reject(),
         "ignorable-unknown": _frame(0x99, 0, b"", int(FrameFlag.IGNORABLE)),

@@ -6,7 +6,7 @@ and :class:`ConnectorConnection`; both take bytes with ``receive_data``, give ev
 """
 
 from ._codes import ErrorCode, FrameFlag, FrameType, RejectReason, ResetCode
-from ._config import PROTOCOL_VERSIONS, Config, Settings
+from ._config import PROTOCOL_VERSIONS, REPORTS_VERSION, Config, Settings
 from ._connection import Connection
 from ._connector import ConnectorConnection
 from ._errors import FlowControlError, LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -16,6 +16,7 @@ from ._events import (
     DataReceived,
     Event,
     GoAwayReceived,
+    HealthReported,
     HelloReceived,
     PongReceived,
     Rejected,
@@ -24,6 +25,7 @@ from ._events import (
     StreamEnded,
     StreamOpened,
     StreamReset,
+    UsageReported,
     WindowUpdated,
 )
 from ._frames import FRAME_VERSION, HEADER_SIZE, Frame, FrameReader, decode_frames, encode_frame
@@ -38,12 +40,14 @@ from ._payloads import (
     Secret,
     Welcome,
 )
+from ._reports import DeploymentHealth, HealthReport, UsageReport
 from ._state import ConnectionState, StreamState
 
 __all__ = [
     "FRAME_VERSION",
     "HEADER_SIZE",
     "PROTOCOL_VERSIONS",
+    "REPORTS_VERSION",
     "Accepted",
     "Config",
     "Connection",
@@ -51,6 +55,7 @@ __all__ = [
     "ConnectionTerminated",
     "ConnectorConnection",
     "DataReceived",
+    "DeploymentHealth",
     "DeploymentOffer",
     "ErrorCode",
     "Event",
@@ -62,6 +67,8 @@ __all__ = [
     "GatewayConnection",
     "GoAway",
     "GoAwayReceived",
+    "HealthReport",
+    "HealthReported",
     "Hello",
     "HelloReceived",
     "LocalProtocolError",
@@ -82,6 +89,8 @@ __all__ = [
     "StreamOpened",
     "StreamReset",
     "StreamState",
+    "UsageReport",
+    "UsageReported",
     "Welcome",
     "WindowUpdated",
     "decode_frames",

@@ -34,6 +34,9 @@ class FrameType(enum.IntEnum):
     PONG = 0x0B
     #: either way, stream 0: u32 last stream id, u32 :class:`ErrorCode`, utf-8 reason.
     GOAWAY = 0x0C
+    #: connector -> gateway, stream 0, JSON (protocol version 2): a stream's token usage or
+    #: the health of the connector's upstream.
+    REPORT = 0x0D
 
 
 class FrameFlag(enum.IntFlag):
@@ -42,7 +45,7 @@ class FrameFlag(enum.IntFlag):
     #: DATA only: this frame is the sender's last on the stream.
     END_STREAM = 0x0001
     #: Any type: a receiver that does not know the frame type skips the frame instead of
-    #: failing the connection. No frame type defined in version 1 sets it.
+    #: failing the connection. No frame type defined in versions 1 and 2 sets it.
     IGNORABLE = 0x8000
 
 
@@ -61,7 +64,8 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 0x4
     #: A frame was larger than allowed for its type.
     FRAME_SIZE_ERROR = 0x5
-    #: The peer made us queue too many control frames or events (ping flood and the like).
+    #: The peer made us queue too many control frames, reports or events (ping flood and the
+    #: like).
     EXCESSIVE_LOAD = 0x6
     #: The handshake ended with a REJECT.
     REJECTED = 0x7

@@ -9,10 +9,13 @@ from typing import Any
 
 from ._errors import LocalProtocolError
 
-__all__ = ["PROTOCOL_VERSIONS", "Config", "Settings"]
+__all__ = ["PROTOCOL_VERSIONS", "REPORTS_VERSION", "Config", "Settings"]
 
 #: Protocol versions this implementation speaks (HELLO ``versions`` / WELCOME ``version``).
-PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+#: Version 2 adds the REPORT frame (usage and health reports); otherwise it is version 1.
+PROTOCOL_VERSIONS: tuple[int, ...] = (1, 2)
+#: The first protocol version with REPORT frames.
+REPORTS_VERSION = 2
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -143,6 +146,15 @@ class Config:
     #: frame larger than it still goes alone). Peers should accept WebSocket messages up to
     #: ``max(max_message_size, max_frame_size + 12, max_handshake_size + 12)``.
     max_message_size: int = 256 * KIB
+    #: Bytes of REPORT payloads whose events wait for ``next_event``: a connector flooding
+    #: reports at a shell that does not keep up gets EXCESSIVE_LOAD, as a PING flood does.
+    #: 1 MiB holds thousands of usage reports (~100 bytes each), more than one 256 KiB
+    #: message carries, and at least one report of the largest ``max_header_block_size``.
+    max_pending_report_bytes: int = 1 * MIB
+    #: Streams whose usage report is still awaited (protocol version 2) after they closed.
+    #: A draining connection waits for these reports before it closes; beyond this many the
+    #: oldest is forgotten, so a peer that never reports costs bounded memory.
+    max_unreported_streams: int = 1024
 
     def __post_init__(self) -> None:
         _check(isinstance(self.settings, Settings), "settings must be a Settings")
@@ -156,3 +168,6 @@ class Config:
         _check(self.max_outstanding_pings >= 1, "max_outstanding_pings >= 1")
         _check(0 <= self.max_goaway_reason <= 64 * KIB, "max_goaway_reason range")
         _check(self.max_message_size >= 64, "max_message_size >= 64")
+        _check(self.max_pending_report_bytes >= self.settings.max_header_block_size,
+               "max_pending_report_bytes >= settings.max_header_block_size")
+        _check(self.max_unreported_streams >= 1, "max_unreported_streams >= 1")

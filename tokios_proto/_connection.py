@@ -21,16 +21,18 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ._codes import ErrorCode, FrameFlag, FrameType, ResetCode
-from ._config import MAX_WINDOW, Config, Settings
+from ._config import MAX_WINDOW, REPORTS_VERSION, Config, Settings
 from ._errors import FlowControlError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     ConnectionTerminated,
     DataReceived,
     Event,
     GoAwayReceived,
+    HealthReported,
     PongReceived,
     StreamEnded,
     StreamReset,
+    UsageReported,
     WindowUpdated,
 )
 from ._flow import ReceiveWindow
@@ -53,6 +55,7 @@ _PING = struct.Struct(">Q")
 _MAX_STREAM_ID = 2**31 - 1
 _HANDSHAKING = frozenset({CS.HELLO_SENT, CS.AWAITING_HELLO, CS.AWAITING_VERDICT})
 _LIVE = frozenset({CS.OPEN, CS.DRAINING})
+_REPORT_EVENTS = (UsageReported, HealthReported)
 
 Handler = Callable[["Connection", int, int, memoryview], None]
 _END_STREAM = int(FrameFlag.END_STREAM)  # plain ints: IntFlag operators are slow
@@ -126,6 +129,15 @@ class Connection:
         self._goaway_sent = False
         self._goaway_received = False
         self._error: RemoteProtocolError | None = None
+        #: The negotiated protocol version (0 until the handshake chose one).
+        self._version = 0
+        #: Deployments granted in WELCOME.
+        self._granted: tuple[str, ...] = ()
+        #: Version 2: closed streams whose usage report is still awaited (oldest first).
+        self._unreported: dict[int, None] = {}
+        #: Bytes of REPORT payloads whose events are not yet taken, and each one's size.
+        self._report_bytes = 0
+        self._report_sizes: list[int] = []
 
     # ------------------------------------------------------------------ properties
 
@@ -143,6 +155,17 @@ class Connection:
     def rtt(self) -> float | None:
         """The last round-trip time measured by PING/PONG, in seconds."""
         return self._rtt
+
+    @property
+    def version(self) -> int | None:
+        """The protocol version chosen in the handshake, or None before."""
+        return self._version or None
+
+    @property
+    def reports_supported(self) -> bool:
+        """True while REPORT frames may flow: the connection is OPEN or DRAINING and the
+        negotiated version is 2 or later (a version 1 peer knows no REPORT)."""
+        return self._version >= REPORTS_VERSION and self._state in _LIVE
 
     @property
     def open_stream_ids(self) -> tuple[int, ...]:
@@ -239,6 +262,8 @@ class Connection:
         if head >= len(events):
             return None
         event = events[head]
+        if self._report_bytes and type(event) in _REPORT_EVENTS:
+            self._report_bytes -= self._report_sizes.pop(0)
         head += 1
         if head == len(events):
             events.clear()  # drained (the usual case): the list frees its storage
@@ -281,6 +306,25 @@ class Connection:
         stream.state = new
         if new is StreamState.CLOSED:
             del self._streams[stream.stream_id]
+            if stream.report_owed:
+                self._await_report(stream.stream_id)
+
+    def _await_report(self, stream_id: int) -> None:
+        """Version 2: remember a closed stream whose usage report has not been sent / received
+        (a drain waits for it); bounded, the oldest is forgotten first."""
+        unreported = self._unreported
+        unreported[stream_id] = None
+        if len(unreported) > self.config.max_unreported_streams:
+            del unreported[next(iter(unreported))]
+
+    def _report_settled(self, stream_id: int) -> bool:
+        """Version 2: the usage report of ``stream_id`` is sent / received now. False if none
+        was awaited (already reported, never delivered to the shell, or forgotten)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.report_owed:
+            stream.report_owed = False
+            return True
+        return self._unreported.pop(stream_id, 0) is None
 
     def _reset_locally(self, stream: Stream, code: ResetCode) -> None:
         """Reset one stream because the peer broke one of its rules (connection survives)."""
@@ -536,7 +580,7 @@ class Connection:
         return encode_frame(FrameType.GOAWAY, 0, 0, payload)
 
     def _maybe_drained(self) -> None:
-        if self._state is CS.DRAINING and not self._streams:
+        if self._state is CS.DRAINING and not self._streams and not self._unreported:
             self._close(ErrorCode.NO_ERROR, "drained", remote=self._goaway_received
                         and not self._goaway_sent, send_goaway=False)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from ._codes import ErrorCode, FrameType, ResetCode
-from ._config import Config
+from ._config import REPORTS_VERSION, Config
 from ._connection import Connection
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import Accepted, Rejected, StreamOpened
@@ -22,12 +23,14 @@ from ._payloads import (
     encode_settings_update,
     encode_u32,
 )
+from ._reports import DeploymentHealth, HealthReport, Report, UsageReport, encode_report
 from ._state import (
     CONNECTION_TRANSITIONS,
     STREAM_TRANSITIONS,
     ConnectionInput,
     ConnectionState,
     StreamInput,
+    StreamState,
 )
 
 __all__ = ["ConnectorConnection"]
@@ -55,6 +58,7 @@ class ConnectorConnection(Connection):
         FrameType.HELLO: "_on_unexpected",
         FrameType.RESPONSE: "_on_unexpected",
         FrameType.SETTINGS: "_on_unexpected",
+        FrameType.REPORT: "_on_unexpected",
     }
 
     def __init__(self, config: Config | None = None, *, hello: Hello) -> None:
@@ -76,7 +80,7 @@ class ConnectorConnection(Connection):
         self._state = new
 
     def _on_unexpected(self, flags: int, stream_id: int, payload: memoryview) -> None:
-        raise RemoteProtocolError("a gateway must not send HELLO, RESPONSE or SETTINGS")
+        raise RemoteProtocolError("a gateway must not send HELLO, RESPONSE, SETTINGS or REPORT")
 
     def _handshake_input(self, inp: ConnectionInput, stream_id: int) -> ConnectionState:
         new = CONNECTION_TRANSITIONS.get((self._state, inp))
@@ -95,6 +99,8 @@ class ConnectorConnection(Connection):
         if not welcome.settings.within(self.config.settings):
             raise RemoteProtocolError("WELCOME settings exceed what HELLO proposed")
         self._state = new
+        self._version = welcome.version
+        self._granted = welcome.deployments
         self._local_max_streams = welcome.settings.max_concurrent_streams
         self._apply_settings(welcome.settings, self._now)
         self._events.append(Accepted(session_id=welcome.session_id, version=welcome.version,
@@ -112,7 +118,7 @@ class ConnectorConnection(Connection):
         self._require_live(FrameType.OPEN)
         if stream_id & 1 == 0 or stream_id <= self._highest_stream_id:
             raise RemoteProtocolError(f"OPEN on stream {stream_id}: ids must be odd and rise")
-        self._new_stream(stream_id)
+        stream = self._new_stream(stream_id)
         assert self._settings is not None
         code: ResetCode | None = None
         if len(payload) > self._settings.max_header_block_size:
@@ -125,10 +131,14 @@ class ConnectorConnection(Connection):
                 head = decode_request_head(payload)
             except LocalProtocolError:
                 code = ResetCode.PROTOCOL_ERROR
-        if code is not None:  # the shell never saw this stream: no event
+        if code is not None:  # the shell never saw this stream: no event, nothing generated
             del self._streams[stream_id]
             self._queue_reply(encode_frame(FrameType.RESET, 0, stream_id, encode_u32(code)))
+            if self._version >= REPORTS_VERSION:
+                self._queue_reply(self._report_frame(UsageReport(
+                    stream_id=stream_id, input_tokens=0, output_tokens=0)))
             return
+        stream.report_owed = self._version >= REPORTS_VERSION
         self._events.append(StreamOpened(stream_id=stream_id, head=head))
 
     def send_response(self, stream_id: int, status: int, headers: Headers = ()) -> None:
@@ -157,3 +167,57 @@ class ConnectorConnection(Connection):
         self._local_max_streams = max_concurrent_streams
         self._control.append(encode_frame(FrameType.SETTINGS, 0, 0,
                                           encode_settings_update(max_concurrent_streams)))
+
+    # ------------------------------------------------------------------ reports (version 2)
+
+    def _report_frame(self, report: Report) -> bytes:
+        payload = encode_report(report)
+        assert self._settings is not None
+        if len(payload) > self._settings.max_header_block_size:
+            raise LocalProtocolError(f"report of {len(payload)} bytes exceeds "
+                                     "max_header_block_size")
+        return encode_frame(FrameType.REPORT, 0, 0, payload)
+
+    def _require_reports(self) -> None:
+        self._command()
+        if self._version < REPORTS_VERSION:
+            raise LocalProtocolError(f"the gateway speaks protocol version {self._version}, "
+                                     "which has no REPORT (check reports_supported first)")
+
+    def report_usage(self, stream_id: int, *, input_tokens: int, output_tokens: int,
+                     estimated: bool = False) -> None:
+        """Queue the usage report of a stream whose response ended (``end_stream`` sent) or
+        that was reset either way, including by the gateway because its client left: count
+        what was generated, with ``estimated=True`` when the backend gave no count. Send one
+        per stream; a draining connection closes only once every stream has its report.
+
+        Raises :class:`LocalProtocolError` before WELCOME, after the close, when the
+        negotiated version is 1 (see :attr:`reports_supported`), or while the stream's
+        response can still be sent. Then send the output.
+        """
+        self._require_reports()
+        report = UsageReport(stream_id=stream_id, input_tokens=input_tokens,
+                             output_tokens=output_tokens, estimated=estimated)
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.state is not StreamState.RESPONSE_DONE:
+            raise LocalProtocolError(f"stream {stream_id} has not ended: report its usage "
+                                     "after end_stream or a reset")
+        if stream is None:
+            self.stream_state(stream_id)  # raises if it was never opened
+        frame = self._report_frame(report)
+        self._report_settled(stream_id)
+        self._control.append(frame)
+        self._maybe_drained()
+
+    def report_health(self, deployments: Iterable[DeploymentHealth]) -> None:
+        """Queue a health report: whether each deployment's upstream is healthy, and
+        optionally the upstream's own model list. Entries for deployments the gateway did not
+        grant are left out. Send one after :class:`Accepted` and whenever something changes.
+
+        Raises :class:`LocalProtocolError` as :meth:`report_usage` does, on duplicate names,
+        or if the report exceeds ``max_header_block_size``. Then send the output.
+        """
+        self._require_reports()
+        report = HealthReport(deployments=tuple(deployments))
+        granted = [d for d in report.deployments if d.name in self._granted]
+        self._control.append(self._report_frame(HealthReport(deployments=tuple(granted))))

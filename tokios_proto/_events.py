@@ -12,11 +12,13 @@ from ._codes import ErrorCode, RejectReason, ResetCode
 from ._config import Settings
 from ._errors import LocalProtocolError
 from ._payloads import Headers, Hello, RequestHead
+from ._reports import DeploymentHealth
 
 __all__ = [
     "Accepted", "ConnectionTerminated", "DataReceived", "Event", "GoAwayReceived",
-    "HelloReceived", "PongReceived", "Rejected", "ResponseReceived", "SettingsChanged",
-    "StreamEnded", "StreamOpened", "StreamReset", "WindowUpdated",
+    "HealthReported", "HelloReceived", "PongReceived", "Rejected", "ResponseReceived",
+    "SettingsChanged", "StreamEnded", "StreamOpened", "StreamReset", "UsageReported",
+    "WindowUpdated",
 ]
 
 
@@ -157,6 +159,27 @@ class GoAwayReceived(Event):
     last_stream_id: int
     code: ErrorCode | int
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageReported(Event):
+    """Gateway (protocol version 2): the connector's count of one stream's tokens, at most
+    once per stream and possibly after the stream closed. ``estimated`` means the backend gave
+    no count and the connector estimated it (for example after the client left)."""
+
+    stream_id: int
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthReported(Event):
+    """Gateway (protocol version 2): the connector's view of its upstream, one entry per
+    granted deployment it reported on (entries for other names are dropped). Replaces what
+    the previous report said about those deployments."""
+
+    deployments: tuple[DeploymentHealth, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

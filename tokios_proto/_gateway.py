@@ -6,10 +6,18 @@ import dataclasses
 from typing import ClassVar
 
 from ._codes import DEFAULT_RETRYABLE, ErrorCode, FrameType, RejectReason, ResetCode
-from ._config import Config, Settings
+from ._config import REPORTS_VERSION, Config, Settings
 from ._connection import Connection
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import HelloReceived, ResponseReceived, SettingsChanged, StreamReset
+from ._events import (
+    Event,
+    HealthReported,
+    HelloReceived,
+    ResponseReceived,
+    SettingsChanged,
+    StreamReset,
+    UsageReported,
+)
 from ._frames import encode_frame
 from ._payloads import (
     Hello,
@@ -23,6 +31,7 @@ from ._payloads import (
     encode_request_head,
     encode_welcome,
 )
+from ._reports import HealthReport, UsageReport, decode_report
 from ._state import (
     CONNECTION_TRANSITIONS,
     STREAM_TRANSITIONS,
@@ -56,6 +65,7 @@ class GatewayConnection(Connection):
         FrameType.HELLO: "_on_hello",
         FrameType.RESPONSE: "_on_response",
         FrameType.SETTINGS: "_on_settings",
+        FrameType.REPORT: "_on_report",
         FrameType.WELCOME: "_on_unexpected",
         FrameType.REJECT: "_on_unexpected",
         FrameType.OPEN: "_on_unexpected",
@@ -65,7 +75,6 @@ class GatewayConnection(Connection):
         super().__init__(config)
         self._hello: Hello | None = None
         self._proposal: Settings | None = None
-        self._version = 0
         self._next_stream_id = 1
         #: Streams the connector lets us have open (WELCOME value, then SETTINGS updates).
         self._peer_max_streams = 0
@@ -112,6 +121,7 @@ class GatewayConnection(Connection):
                           deployments=deployments, settings=settings)
         self._control.append(encode_frame(FrameType.WELCOME, 0, 0, encode_welcome(welcome)))
         self._state = new
+        self._granted = deployments
         self._peer_max_streams = settings.max_concurrent_streams
         self._apply_settings(settings, now)
         return settings
@@ -156,7 +166,8 @@ class GatewayConnection(Connection):
             raise LocalProtocolError(f"request head of {len(payload)} bytes exceeds "
                                      "max_header_block_size")
         self._next_stream_id += 2
-        self._new_stream(stream_id)
+        stream = self._new_stream(stream_id)
+        stream.report_owed = self._version >= REPORTS_VERSION
         self._control.append(encode_frame(FrameType.OPEN, 0, stream_id, payload))
         return stream_id
 
@@ -192,9 +203,43 @@ class GatewayConnection(Connection):
         settings = dataclasses.replace(self._settings, max_concurrent_streams=value)
         self._events.append(SettingsChanged(settings=settings))
 
+    def _on_report(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        self._require_live(FrameType.REPORT)
+        if stream_id != 0 or self._version < REPORTS_VERSION:
+            raise RemoteProtocolError("REPORT must be on stream 0, in protocol version 2")
+        assert self._settings is not None
+        size = len(payload)
+        if size > self._settings.max_header_block_size:
+            raise RemoteProtocolError(f"REPORT of {size} bytes exceeds max_header_block_size",
+                                      code=ErrorCode.FRAME_SIZE_ERROR)
+        if self._report_bytes + size > self.config.max_pending_report_bytes:
+            raise RemoteProtocolError("too many reports pending", code=ErrorCode.EXCESSIVE_LOAD)
+        report = decode_report(payload)
+        event: Event
+        if isinstance(report, UsageReport):
+            if report.stream_id > self._highest_stream_id:
+                raise RemoteProtocolError(f"usage report for stream {report.stream_id}, "
+                                          "which was never opened")
+            if not self._report_settled(report.stream_id):
+                return  # a duplicate, or a stream that owed none: counted once already
+            event = UsageReported(stream_id=report.stream_id, input_tokens=report.input_tokens,
+                                  output_tokens=report.output_tokens,
+                                  estimated=report.estimated)
+        elif isinstance(report, HealthReport):
+            event = HealthReported(deployments=tuple(
+                d for d in report.deployments if d.name in self._granted))
+        else:
+            return  # a kind this version does not know
+        self._report_bytes += size
+        self._report_sizes.append(size)
+        self._events.append(event)
+
     def _on_goaway_streams(self, last_stream_id: int) -> None:
+        for stream_id in [s for s in self._unreported if s > last_stream_id]:
+            del self._unreported[stream_id]  # never processed: no usage to report
         for stream_id in [s for s in self._streams if s > last_stream_id]:
             stream = self._streams[stream_id]
+            stream.report_owed = False  # never processed: no usage to report
             self._send_window += stream.drop_output()
             self._set_stream_state(stream, StreamState.CLOSED)
             self._events.append(StreamReset(stream_id=stream_id, code=ResetCode.REFUSED,

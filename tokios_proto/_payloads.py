@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ._codes import ErrorCode, RejectReason
-from ._config import Settings
+from ._config import PROTOCOL_VERSIONS, Settings
 from ._errors import LocalProtocolError
 
 __all__ = [
@@ -61,14 +61,17 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def _str(obj: Mapping[str, Any], key: str, *, limit: int = MAX_NAME, empty: bool = True) -> str:
+def short_str(obj: Mapping[str, Any], key: str, *, limit: int = MAX_NAME,
+              empty: bool = True) -> str:
+    """``obj[key]`` as a string of at most ``limit`` characters ("" when missing)."""
     value = obj.get(key, "")
     if not isinstance(value, str) or len(value) > limit or (not empty and not value):
         raise LocalProtocolError(f"field {key} must be a string of at most {limit} characters")
     return value
 
 
-def _obj(payload: bytes | memoryview, what: str) -> dict[str, Any]:
+def json_object(payload: bytes | memoryview, what: str) -> dict[str, Any]:
+    """A JSON payload that must be an object (``what`` names the frame in errors)."""
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -112,7 +115,7 @@ class Hello:
     connector_id: str
     software_version: str
     deployments: tuple[DeploymentOffer, ...] = ()
-    versions: tuple[int, ...] = (1,)
+    versions: tuple[int, ...] = PROTOCOL_VERSIONS
 
     def __post_init__(self) -> None:
         if not isinstance(self.credential, Secret):
@@ -146,7 +149,7 @@ def encode_hello(hello: Hello, proposal: Settings) -> bytes:
 
 def decode_hello(payload: bytes | memoryview) -> tuple[Hello, Settings]:
     """Parse HELLO into the :class:`Hello` and the connector's proposed :class:`Settings`."""
-    obj = _obj(payload, "HELLO")
+    obj = json_object(payload, "HELLO")
     versions = obj.get("versions")
     offers = obj.get("deployments", [])
     if not isinstance(versions, list) or not isinstance(offers, list):
@@ -155,11 +158,11 @@ def decode_hello(payload: bytes | memoryview) -> tuple[Hello, Settings]:
     for offer in offers:
         if not isinstance(offer, dict):
             raise LocalProtocolError("each HELLO deployment must be an object")
-        deployments.append(DeploymentOffer(name=_str(offer, "name"),
-                                           upstream_model=_str(offer, "upstream_model")))
-    hello = Hello(credential=Secret(_str(obj, "credential", limit=4096)),
-                  connector_id=_str(obj, "connector_id"),
-                  software_version=_str(obj, "software_version"),
+        deployments.append(DeploymentOffer(name=short_str(offer, "name"),
+                                           upstream_model=short_str(offer, "upstream_model")))
+    hello = Hello(credential=Secret(short_str(obj, "credential", limit=4096)),
+                  connector_id=short_str(obj, "connector_id"),
+                  software_version=short_str(obj, "software_version"),
                   deployments=tuple(deployments), versions=tuple(versions))
     return hello, Settings.from_json(obj.get("settings", {}))
 
@@ -190,11 +193,11 @@ def encode_welcome(welcome: Welcome) -> bytes:
 
 
 def decode_welcome(payload: bytes | memoryview) -> Welcome:
-    obj = _obj(payload, "WELCOME")
+    obj = json_object(payload, "WELCOME")
     deployments = obj.get("deployments", [])
     if not isinstance(deployments, list):
         raise LocalProtocolError("WELCOME deployments must be a list")
-    return Welcome(version=obj.get("version"), session_id=_str(obj, "session_id"),  # type: ignore[arg-type]
+    return Welcome(version=obj.get("version"), session_id=short_str(obj, "session_id"),  # type: ignore[arg-type]
                    deployments=tuple(deployments),
                    settings=Settings.from_json(obj.get("settings", {})))
 
@@ -225,7 +228,7 @@ def encode_reject(reject: Reject) -> bytes:
 
 
 def decode_reject(payload: bytes | memoryview) -> Reject:
-    obj = _obj(payload, "REJECT")
+    obj = json_object(payload, "REJECT")
     try:
         reason = RejectReason(str(obj.get("reason")))
     except ValueError:
@@ -233,7 +236,7 @@ def decode_reject(payload: bytes | memoryview) -> Reject:
     retryable, retry_after = obj.get("retryable", True), obj.get("retry_after")
     if isinstance(retry_after, int) and not isinstance(retry_after, bool):
         retry_after = float(retry_after)
-    return Reject(reason=reason, retryable=retryable, message=_str(obj, "message", limit=1024),
+    return Reject(reason=reason, retryable=retryable, message=short_str(obj, "message", limit=1024),
                   retry_after=retry_after)
 
 
@@ -270,12 +273,14 @@ def encode_request_head(head: RequestHead) -> bytes:
 
 
 def decode_request_head(payload: bytes | memoryview) -> RequestHead:
-    obj = _obj(payload, "OPEN")
+    obj = json_object(payload, "OPEN")
     big = 1 << 20
-    return RequestHead(method=_str(obj, "method", empty=False),
-                       path=_str(obj, "path", limit=big), query=_str(obj, "query", limit=big),
+    return RequestHead(method=short_str(obj, "method", empty=False),
+                       path=short_str(obj, "path", limit=big),
+                       query=short_str(obj, "query", limit=big),
                        headers=_headers(obj.get("headers", [])),
-                       deployment=_str(obj, "deployment"), request_id=_str(obj, "request_id"))
+                       deployment=short_str(obj, "deployment"),
+                       request_id=short_str(obj, "request_id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,7 +303,7 @@ def encode_response_head(head: ResponseHead) -> bytes:
 
 
 def decode_response_head(payload: bytes | memoryview) -> ResponseHead:
-    obj = _obj(payload, "RESPONSE")
+    obj = json_object(payload, "RESPONSE")
     return ResponseHead(status=obj.get("status"), headers=_headers(obj.get("headers", [])))  # type: ignore[arg-type]
 
 
@@ -308,7 +313,7 @@ def encode_settings_update(max_concurrent_streams: int) -> bytes:
 
 def decode_settings_update(payload: bytes | memoryview) -> int:
     """SETTINGS payload: the new ``max_concurrent_streams`` (other keys are ignored)."""
-    value = _obj(payload, "SETTINGS").get("max_concurrent_streams")
+    value = json_object(payload, "SETTINGS").get("max_concurrent_streams")
     if type(value) is not int or not 1 <= value < 2**31:
         raise LocalProtocolError("SETTINGS max_concurrent_streams must be in 1..2**31-1")
     return value

@@ -19,8 +19,8 @@ _END = int(FrameFlag.END_STREAM)
 class Stream:
     """One stream: its state, send credit, receive window and queued outbound body."""
 
-    __slots__ = ("end_pending", "queue", "queued", "recv", "scheduled", "send_window", "state",
-                 "stream_id")
+    __slots__ = ("end_pending", "queue", "queued", "recv", "report_owed", "scheduled",
+                 "send_window", "state", "stream_id")
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.stream_id = stream_id
@@ -35,6 +35,8 @@ class Stream:
         self.end_pending = False
         #: The stream sits in the scheduler's ready queue.
         self.scheduled = False
+        #: Protocol version 2: the connector owes a usage report for this stream.
+        self.report_owed = False
 
     def drop_output(self) -> int:
         """Forget queued body bytes (on reset); return how many were dropped."""

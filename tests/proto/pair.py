@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tokios_proto import (
+    PROTOCOL_VERSIONS,
     Config,
     Connection,
     ConnectorConnection,
@@ -29,7 +30,8 @@ from tokios_proto import (
 CREDENTIAL = "tok-connector-secret-0123456789"
 
 
-def make_hello(*, versions: tuple[int, ...] = (1,), credential: str = CREDENTIAL) -> Hello:
+def make_hello(*, versions: tuple[int, ...] = PROTOCOL_VERSIONS,
+               credential: str = CREDENTIAL) -> Hello:
     return Hello(credential=Secret(credential), connector_id="conn-1", software_version="0.1.0",
                  deployments=(DeploymentOffer(name="llama", upstream_model="llama3:8b"),
                               DeploymentOffer(name="qwen", upstream_model="qwen2.5:7b")),

@@ -84,7 +84,8 @@ def test_established_seeds_reach_the_stream_and_flow_control_code() -> None:
                                       ConnectionTerminated)}
     gateway = _event_types("proto_established_gateway")
     connector = _event_types("proto_established_connector")
-    assert want_both | {"ResponseReceived", "StreamEnded", "SettingsChanged"} <= gateway
+    assert want_both | {"ResponseReceived", "StreamEnded", "SettingsChanged", "UsageReported",
+                        "HealthReported"} <= gateway
     assert want_both | {StreamOpened.__name__, "StreamEnded"} <= connector
     assert {"HelloReceived", "ConnectionTerminated"} <= _event_types("proto_receive_gateway")
     assert {"Accepted", "Rejected", "StreamOpened"} <= _event_types("proto_receive_connector")

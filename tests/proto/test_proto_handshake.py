@@ -40,7 +40,7 @@ def test_full_handshake_negotiates_minimum_settings() -> None:
     (hello_event,) = pair.events_of("gateway", HelloReceived)
     assert isinstance(hello_event, HelloReceived)
     assert hello_event.hello.credential.reveal() == CREDENTIAL
-    assert hello_event.version == 1
+    assert hello_event.version == 2
     (accepted,) = pair.events_of("connector", Accepted)
     assert isinstance(accepted, Accepted)
     assert accepted.session_id == "sess-1" and accepted.deployments == ("llama", "qwen")
@@ -266,7 +266,7 @@ def welcome_frame(**overrides: object) -> bytes:
 
 
 @pytest.mark.parametrize("frame", [
-    welcome_frame(version=2),
+    welcome_frame(version=3),
     welcome_frame(deployments=["other"]),
     welcome_frame(settings={"max_frame_size": 2**20}),
     welcome_frame(settings={"heartbeat_interval": 1.0, "idle_timeout": 0.5}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proto.pair import Pair
+from tests.proto.pair import Pair, make_hello
 from tokios_proto import (
     Config,
     ConnectionState,
@@ -21,10 +21,13 @@ from tokios_proto import (
     Settings,
     StreamOpened,
     StreamReset,
+    UsageReport,
+    UsageReported,
     decode_frames,
     encode_frame,
 )
 from tokios_proto import _payloads as payloads
+from tokios_proto._reports import decode_report
 
 HEAD = RequestHead(method="GET", path="/v1/models")
 FAST = Config(settings=Settings(heartbeat_interval=10.0, idle_timeout=30.0))
@@ -100,8 +103,9 @@ def test_ping_flood_is_excessive_load() -> None:
     assert pair.connector.state is ConnectionState.CLOSED
 
 
-def test_graceful_goaway_from_the_gateway_drains() -> None:
-    pair = Pair()
+@pytest.mark.parametrize("version", [1, 2])
+def test_graceful_goaway_from_the_gateway_drains(version: int) -> None:
+    pair = Pair(hello=make_hello(versions=tuple(range(1, version + 1))))
     pair.handshake()
     sid = pair.gateway.open_stream(HEAD)
     pair.gateway.end_stream(sid)
@@ -119,6 +123,13 @@ def test_graceful_goaway_from_the_gateway_drains() -> None:
     pair.connector.send_data(sid, b"still served", end_stream=True)
     pair.flush()
     assert pair.events_of("gateway", DataReceived)
+    if version == 2:  # the drain waits for the usage report of the stream, then ends
+        assert pair.gateway.state is pair.connector.state is ConnectionState.DRAINING
+        pair.connector.report_usage(sid, input_tokens=5, output_tokens=2)
+        assert pair.connector.state is ConnectionState.CLOSED
+        pair.flush()
+        assert pair.events_of("gateway", UsageReported) == [UsageReported(
+            stream_id=sid, input_tokens=5, output_tokens=2, estimated=False)]
     assert pair.gateway.state is pair.connector.state is ConnectionState.CLOSED
     assert pair.gateway_events[-1] == ConnectionTerminated(code=ErrorCode.NO_ERROR,
                                                            reason="drained", remote=False)
@@ -144,7 +155,13 @@ def test_connector_goaway_refuses_streams_above_last_id() -> None:
     pair.connector.end_stream(a)
     pair.gateway.end_stream(a)
     pair.flush()
+    # b's zero report (the core refused it) is not awaited; a's is
+    assert pair.gateway.state is pair.connector.state is ConnectionState.DRAINING
+    assert not pair.events_of("gateway", UsageReported)
+    pair.connector.report_usage(a, input_tokens=1, output_tokens=0)
+    pair.flush()
     assert pair.gateway.state is pair.connector.state is ConnectionState.CLOSED
+    assert [e.stream_id for e in pair.events_of("gateway", UsageReported)] == [a]  # type: ignore[attr-defined]
 
 
 def test_goaway_with_an_error_code_closes_at_once() -> None:
@@ -248,6 +265,8 @@ def test_an_open_after_the_gateways_own_goaway_is_refused() -> None:
     pair.drain_events()
     assert not [e for e in pair.connector_events
                 if isinstance(e, StreamOpened) and e.stream_id == sid + 2]
-    (reset,) = decode_frames(pair.connector.data_to_send())
+    reset, report = decode_frames(pair.connector.data_to_send())
     assert (reset.type, reset.stream_id, reset.payload) == (FrameType.RESET, sid + 2,
                                                             b"\0\0\0\x04")
+    assert report.type is FrameType.REPORT and decode_report(report.payload) == UsageReport(
+        stream_id=sid + 2, input_tokens=0, output_tokens=0)

@@ -16,6 +16,7 @@ from tokios_proto import (
     ConnectionTerminated,
     ConnectorConnection,
     DataReceived,
+    DeploymentHealth,
     DeploymentOffer,
     ErrorCode,
     Event,
@@ -23,7 +24,9 @@ from tokios_proto import (
     FrameType,
     GatewayConnection,
     GoAway,
+    HealthReport,
     Hello,
+    LocalProtocolError,
     Reject,
     RejectReason,
     RequestHead,
@@ -34,10 +37,13 @@ from tokios_proto import (
     StreamEnded,
     StreamReset,
     StreamState,
+    UsageReport,
+    UsageReported,
     Welcome,
     decode_frames,
 )
 from tokios_proto import _payloads as payloads
+from tokios_proto import _reports as reports
 
 PROPS = settings(max_examples=150, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
@@ -64,6 +70,13 @@ hellos = st.builds(
 request_heads = st.builds(RequestHead, method=names, path=text, query=text, headers=headers,
                           deployment=text, request_id=text)
 response_heads = st.builds(ResponseHead, status=st.integers(100, 999), headers=headers)
+tokens = st.integers(0, 2**53 - 1)
+usage_reports = st.builds(UsageReport, stream_id=st.integers(0, 2**30 - 1).map(lambda n: 2 * n + 1),
+                          input_tokens=tokens, output_tokens=tokens, estimated=st.booleans())
+health_reports = st.builds(HealthReport, deployments=st.lists(
+    st.builds(DeploymentHealth, name=names, healthy=st.booleans(),
+              models=st.none() | st.lists(text, max_size=5).map(tuple)),
+    max_size=4, unique_by=lambda d: d.name).map(tuple))
 
 
 @st.composite
@@ -101,6 +114,9 @@ def frames(draw: st.DrawFn) -> tuple[Frame, object]:
     elif kind in (FrameType.RESET, FrameType.WINDOW_UPDATE):
         value = draw(u32)
         payload = payloads.encode_u32(value)  # type: ignore[arg-type]
+    elif kind is FrameType.REPORT:
+        value = draw(usage_reports | health_reports)
+        payload = reports.encode_report(value)  # type: ignore[arg-type]
     elif kind in (FrameType.PING, FrameType.PONG):
         value = payload = draw(st.binary(min_size=8, max_size=8))
     else:
@@ -121,6 +137,7 @@ def decode_typed(frame: Frame) -> object:
         FrameType.GOAWAY: lambda: payloads.decode_goaway(payload, 2**20),
         FrameType.RESET: lambda: payloads.decode_u32(payload, "RESET"),
         FrameType.WINDOW_UPDATE: lambda: payloads.decode_u32(payload, "WINDOW_UPDATE"),
+        FrameType.REPORT: lambda: reports.decode_report(payload),
     }.get(frame.type, lambda: payload)()  # type: ignore[call-overload]
 
 
@@ -171,13 +188,17 @@ def scripted_session() -> tuple[bytes, bytes, list[Event], list[Event]]:
     c.send_data(a, b"tok " * 500)
     c.acknowledge_received_data(a, 3000)
     c.reset_stream(b, ResetCode.UPSTREAM_FAILED)
+    c.report_usage(b, input_tokens=12, output_tokens=0)
     c.acknowledge_received_data(b, 2000)
     c.update_settings(max_concurrent_streams=3)
+    c.report_health([DeploymentHealth(name="llama", healthy=True, models=("llama3:8b",))])
     c.ping(0.0)
     g.reset_stream(d, ResetCode.CLIENT_GONE)
     pump()
+    c.report_usage(d, input_tokens=7, output_tokens=3, estimated=True)
     g.acknowledge_received_data(a, 2000)
     c.end_stream(a)
+    c.report_usage(a, input_tokens=40, output_tokens=500)
     g.goaway(reason="bye")
     pump()
     assert g.state is c.state is ConnectionState.CLOSED
@@ -236,7 +257,7 @@ def test_events_identical_when_fed_byte_by_byte() -> None:
     kinds = {type(e).__name__ for e in GATEWAY_EVENTS + CONNECTOR_EVENTS}
     assert {"StreamOpened", "ResponseReceived", "DataReceived", "StreamEnded", "StreamReset",
             "WindowUpdated", "PongReceived", "GoAwayReceived", "SettingsChanged",
-            "ConnectionTerminated"} <= kinds
+            "UsageReported", "HealthReported", "ConnectionTerminated"} <= kinds
 
 
 # ---------------------------------------------------------------- stateful model
@@ -263,6 +284,7 @@ class TunnelMachine(RuleBasedStateMachine):
         self.ended: dict[str, set[int]] = {"gateway": set(), "connector": set()}
         self.reset: set[int] = set()
         self.seen_events = {"gateway": 0, "connector": 0}
+        self.reported: dict[int, tuple[int, int]] = {}
 
     def conn(self, side: str) -> GatewayConnection | ConnectorConnection:
         return self.g if side == "gateway" else self.c
@@ -337,6 +359,21 @@ class TunnelMachine(RuleBasedStateMachine):
         conn.reset_stream(stream_id, code)
         self.reset.add(stream_id)
 
+    @precondition(lambda self: self.opened)
+    @rule(index=st.integers(0, 50), tokens=st.integers(0, 10**6))
+    def report_usage(self, index: int, tokens: int) -> None:
+        stream_id = self.pick(index)
+        if not self.c.reports_supported or stream_id in self.reported:
+            return
+        try:
+            state = self.c.stream_state(stream_id)
+        except LocalProtocolError:  # the OPEN has not reached the connector yet
+            return
+        if state not in (StreamState.CLOSED, StreamState.RESPONSE_DONE):
+            return
+        self.c.report_usage(stream_id, input_tokens=tokens, output_tokens=stream_id)
+        self.reported[stream_id] = (tokens, stream_id)
+
     @rule(side=st.sampled_from(["gateway", "connector"]), fraction=st.floats(0, 1))
     def acknowledge(self, side: str, fraction: float) -> None:
         conn = self.conn(side)
@@ -405,6 +442,13 @@ class TunnelMachine(RuleBasedStateMachine):
                     continue
                 if state is StreamState.CLOSED:
                     self.closed[side].add(stream_id)
+
+    @invariant()
+    def usage_arrives_at_most_once_per_stream_as_reported(self) -> None:
+        usage = [e for e in self.pair.gateway_events if isinstance(e, UsageReported)]
+        assert len({e.stream_id for e in usage}) == len(usage)
+        for event in usage:
+            assert (event.input_tokens, event.output_tokens) == self.reported[event.stream_id]
 
     @invariant()
     def no_connection_errors(self) -> None:

@@ -24,11 +24,13 @@ from tokios_proto import (
     StreamOpened,
     StreamReset,
     StreamState,
+    UsageReport,
     WindowUpdated,
     decode_frames,
     encode_frame,
 )
 from tokios_proto import _payloads as payloads
+from tokios_proto._reports import decode_report
 
 HEAD = RequestHead(method="POST", path="/v1/chat/completions", headers=(("a", "b"),),
                    deployment="llama", request_id="req-1")
@@ -383,9 +385,14 @@ def test_connector_resets_bad_open_frames_without_events() -> None:
     inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 1, big))
     inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 3, b'{"method": 5}'))
     assert not pair.events_of("connector", StreamOpened)
+    frames = decode_frames(pair.connector.data_to_send())
     resets = [(f.stream_id, payloads.decode_u32(f.payload, "r"))
-              for f in decode_frames(pair.connector.data_to_send())]
+              for f in frames if f.type is FrameType.RESET]
     assert resets == [(1, ResetCode.HEADER_TOO_LARGE), (3, ResetCode.PROTOCOL_ERROR)]
+    # version 2: the core reports that nothing was generated for each stream it refused
+    reports = [decode_report(f.payload) for f in frames if f.type is FrameType.REPORT]
+    assert reports == [UsageReport(stream_id=n, input_tokens=0, output_tokens=0)
+                       for n in (1, 3)]
     with pytest.raises(RemoteProtocolError, match="odd and rise"):
         inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 3, b"{}"))
 

@@ -23,9 +23,11 @@ from tokios_proto import (
     Settings,
     StreamReset,
     StreamState,
+    UsageReport,
     encode_frame,
 )
 from tokios_proto import _payloads as payloads
+from tokios_proto._reports import encode_report
 from tokios_proto._state import (
     CONNECTION_TRANSITIONS,
     STREAM_TRANSITIONS,
@@ -95,6 +97,9 @@ FRAMES: dict[FrameType, tuple[ConnectionInput, bytes]] = {
     FrameType.PONG: (ConnectionInput.RECV_FRAME, encode_frame(FrameType.PONG, 0, 0, bytes(8))),
     FrameType.GOAWAY: (ConnectionInput.RECV_GOAWAY, encode_frame(FrameType.GOAWAY, 0, 0,
                                                                  bytes(8))),
+    FrameType.REPORT: (ConnectionInput.RECV_FRAME, encode_frame(
+        FrameType.REPORT, 0, 0,
+        encode_report(UsageReport(stream_id=1, input_tokens=3, output_tokens=4)))),
 }
 
 

@@ -18,6 +18,7 @@ from tokios_proto import (
     encode_frame,
 )
 from tokios_proto import _payloads as payloads
+from tokios_proto import _reports as reports
 from tokios_proto._state import CONNECTION_TRANSITIONS, STREAM_TRANSITIONS, mermaid
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
@@ -29,6 +30,7 @@ JSON_DECODERS = {
     FrameType.SETTINGS: payloads.decode_settings_update,
     FrameType.OPEN: payloads.decode_request_head,
     FrameType.RESPONSE: payloads.decode_response_head,
+    FrameType.REPORT: reports.decode_report,
 }
 JSON_ENCODERS = {
     FrameType.WELCOME: payloads.encode_welcome,
@@ -36,6 +38,7 @@ JSON_ENCODERS = {
     FrameType.SETTINGS: payloads.encode_settings_update,
     FrameType.OPEN: payloads.encode_request_head,
     FrameType.RESPONSE: payloads.encode_response_head,
+    FrameType.REPORT: reports.encode_report,
 }
 
 
