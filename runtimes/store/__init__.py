@@ -9,18 +9,24 @@ from __future__ import annotations
 import os
 
 from runtimes.store.base import (
+    KEEP,
+    USAGE_BUCKET_SECONDS,
     AlreadyExists,
     ApiKeyInfo,
     ConnectorGrant,
     ConnectorTokenInfo,
     Deployment,
     InvalidName,
+    Keep,
     KeyGrant,
     LimitExceeded,
     NotFound,
     Store,
     StoreError,
     Tenant,
+    UsageGrouping,
+    UsageRow,
+    UsageTotal,
 )
 from runtimes.store.cache import AuthCache
 from runtimes.store.sqlite import SqliteStore
@@ -33,6 +39,8 @@ def open_store(data_dir: str | os.PathLike[str], *, create: bool = True) -> Sqli
 
 
 __all__ = [
+    "KEEP",
+    "USAGE_BUCKET_SECONDS",
     "AlreadyExists",
     "ApiKeyInfo",
     "AuthCache",
@@ -40,6 +48,7 @@ __all__ = [
     "ConnectorTokenInfo",
     "Deployment",
     "InvalidName",
+    "Keep",
     "KeyGrant",
     "LimitExceeded",
     "NotFound",
@@ -47,5 +56,8 @@ __all__ = [
     "Store",
     "StoreError",
     "Tenant",
+    "UsageGrouping",
+    "UsageRow",
+    "UsageTotal",
     "open_store",
 ]

@@ -20,10 +20,13 @@ or through :class:`runtimes.store.cache.AuthCache`. Timestamps are Unix seconds 
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 # --- secret formats ----------------------------------------------------------------------------
 
@@ -90,6 +93,47 @@ def validate_label(label: str | None) -> str | None:
     return label
 
 
+# --- limits ------------------------------------------------------------------------------------
+
+#: Largest requests-per-minute or tokens-per-minute limit.
+MAX_RATE = 1_000_000_000
+#: Largest per-deployment cap on requests in flight, and largest queue.
+MAX_IN_FLIGHT = 100_000
+MAX_QUEUE_SIZE = 100_000
+#: Longest a request may wait in a deployment's queue, in seconds.
+MAX_QUEUE_TIMEOUT = 3600.0
+#: Longest rotation overlap (the old secret keeps working for at most this), in seconds.
+MAX_ROTATION_OVERLAP = 366 * 86400.0
+
+
+class Keep(enum.Enum):
+    """``KEEP``: leave this setting as it is (``None`` means "no limit" / "never")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def validate_count(value: int | None, what: str, low: int, high: int) -> int | None:
+    """``value`` if None or an int in [low, high], else raise :class:`InvalidName`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidName(f"{what} must be a whole number from {low} to {high}")
+    return value
+
+
+def validate_seconds(value: float | None, what: str, low: float, high: float) -> float | None:
+    """``value`` if None or a finite number of seconds in [low, high], else raise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or not low <= value <= high:
+        raise InvalidName(f"{what} must be between {low:g} and {high:g} seconds")
+    return float(value)
+
+
 def _shown(name: object) -> str:
     """A name quoted for an error message, cut short so a huge input cannot flood a log."""
     text = repr(name)
@@ -134,17 +178,29 @@ class LimitExceeded(StoreError):  # noqa: N818 (names from the store contract)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tenant:
+    """A tenant. ``rpm``/``tpm``: requests and tokens per minute for all its keys together
+    (None: no limit)."""
+
     id: str
     name: str
     created_at: float
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deployment:
+    """A deployment. ``max_in_flight``: requests forwarded at once (None: only the connectors'
+    own limits); ``queue_size``/``queue_timeout``: requests waiting for capacity and how long
+    (None: the gateway's defaults)."""
+
     id: str
     tenant_id: str
     name: str
     created_at: float
+    max_in_flight: int | None = None
+    queue_size: int | None = None
+    queue_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,10 +216,26 @@ class ApiKeyInfo:
     created_at: float
     last_used_at: float | None
     revoked_at: float | None
+    #: When the key stops working (None: never).
+    expires_at: float | None = None
+    #: Requests and tokens per minute for this key (None: no limit of its own).
+    rpm: int | None = None
+    tpm: int | None = None
+    #: The last rotation, and until when the secret before it still works (None: not now).
+    rotated_at: float | None = None
+    previous_valid_until: float | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def status(self, now: float) -> str:
+        """``active``, ``revoked`` or ``expired`` at ``now``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +265,14 @@ class KeyGrant:
     tenant_id: str
     tenant_name: str
     deployments: frozenset[str] | None
+    #: The presented secret stops working at this time (the key's expiry, or the end of a
+    #: rotation overlap for the secret before the current one); None: never.
+    valid_until: float | None = None
+    #: Per-minute limits of the key and of its tenant (None: no limit).
+    rpm: int | None = None
+    tpm: int | None = None
+    tenant_rpm: int | None = None
+    tenant_tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +283,44 @@ class ConnectorGrant:
     tenant_id: str
     tenant_name: str
     deployments: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRow:
+    """Token counts of one key on one deployment in one hour (``bucket``: the hour's start,
+    Unix seconds). Counts only: never any content. ``estimated_*``: the part of the totals
+    that came from requests whose backend reported no usage (the connector estimated it)."""
+
+    tenant_id: str
+    key_id: str
+    deployment: str
+    bucket: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    estimated_requests: int = 0
+    estimated_input_tokens: int = 0
+    estimated_output_tokens: int = 0
+
+
+#: Seconds in one usage bucket.
+USAGE_BUCKET_SECONDS = 3600
+UsageGrouping = Literal["key", "deployment", "day"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageTotal:
+    """Usage summed over a group: ``group`` is the key id, the deployment name or the UTC day
+    (``YYYY-MM-DD``) depending on the grouping; ``tenant`` names the tenant."""
+
+    tenant: str
+    group: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    estimated_requests: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
 
 
 # --- the interface -----------------------------------------------------------------------------
@@ -222,15 +340,44 @@ class Store(Protocol):
 
     def list_tenants(self) -> list[Tenant]: ...
 
-    def add_deployment(self, tenant: str, name: str) -> Deployment: ...
+    def set_tenant_limits(self, name: str, *, rpm: int | Keep | None = KEEP,
+                          tpm: int | Keep | None = KEEP) -> Tenant:
+        """Change a tenant's per-minute limits (None: no limit)."""
+        ...
+
+    def add_deployment(self, tenant: str, name: str, *, max_in_flight: int | None = None,
+                       queue_size: int | None = None,
+                       queue_timeout: float | None = None) -> Deployment: ...
+
+    def set_deployment(self, tenant: str, name: str, *,
+                       max_in_flight: int | Keep | None = KEEP,
+                       queue_size: int | Keep | None = KEEP,
+                       queue_timeout: float | Keep | None = KEEP) -> Deployment:
+        """Change a deployment's cap and queue (None: back to the default)."""
+        ...
 
     def list_deployments(self, tenant: str) -> list[Deployment]: ...
 
     def add_key(
         self, tenant: str, deployments: tuple[str, ...] | list[str] | None = None,
-        name: str | None = None,
+        name: str | None = None, *, rpm: int | None = None, tpm: int | None = None,
+        expires_at: float | None = None,
     ) -> tuple[ApiKeyInfo, str]:
         """Create a key; return its info and the secret, which is never available again."""
+        ...
+
+    def get_key(self, key_id: str) -> ApiKeyInfo: ...
+
+    def set_key(self, key_id: str, *,
+                deployments: tuple[str, ...] | list[str] | Keep | None = KEEP,
+                rpm: int | Keep | None = KEEP, tpm: int | Keep | None = KEEP,
+                expires_at: float | Keep | None = KEEP) -> ApiKeyInfo:
+        """Change a key's deployments (None: all), limits or expiry (None: never)."""
+        ...
+
+    def rotate_key(self, key_id: str, overlap: float) -> tuple[ApiKeyInfo, str]:
+        """Give the key a new secret (returned once); the current one keeps working for
+        ``overlap`` more seconds, and one older than that stops at once."""
         ...
 
     def list_keys(self, tenant: str) -> list[ApiKeyInfo]: ...
@@ -255,6 +402,17 @@ class Store(Protocol):
 
     def is_connector_token_active(self, token_id: str) -> bool:
         """False once revoked (or unknown): the gateway closes that token's live tunnels."""
+        ...
+
+    def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Add ``rows`` to the stored counts, in one transaction (rows for the same key,
+        deployment and hour add up)."""
+        ...
+
+    def usage(self, tenant: str | None = None, *, key_id: str | None = None,
+              since: float | None = None, by: UsageGrouping = "key") -> list[UsageTotal]:
+        """Stored usage from ``since`` on (hours that start before it are left out), summed
+        by key, deployment or UTC day."""
         ...
 
     def close(self) -> None: ...

@@ -32,7 +32,8 @@ from runtimes.store.base import (
     TENANT_NAME_PATTERN,
     validate_tenant_name,
 )
-from runtimes.store.sqlite import DB_FILENAME, LAST_USED_INTERVAL, SCHEMA_VERSION
+from runtimes.store.schema import SCHEMA_VERSION
+from runtimes.store.sqlite import DB_FILENAME, LAST_USED_INTERVAL
 
 
 class FakeClock:
