@@ -20,10 +20,13 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 
+from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of
+from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
+from runtimes.gateway.queue import Admission, QueueRefused, policy_of
 from runtimes.gateway.routing import (
     KNOWN_PATHS,
     EndpointKind,
@@ -33,8 +36,9 @@ from runtimes.gateway.routing import (
     presented_api_key,
 )
 from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, TunnelManager
+from runtimes.gateway.usage import Account
 from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
-from runtimes.store import AuthCache, KeyGrant, Store
+from runtimes.store import AuthCache, KeyGrant, Store, TenantDeployments
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
 from tokios_translate.clients import ollama_client
@@ -77,7 +81,9 @@ class GatewayApi:
 
     def __init__(self, store: Store, auth: AuthCache, tunnels: TunnelManager, *,
                  max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY,
-                 auth_ttl: float = 1.0) -> None:
+                 auth_ttl: float = 1.0, limiter: Limiter | None = None,
+                 metrics: GatewayMetrics | None = None, metrics_token: str | None = None,
+                 metrics_here: bool = True) -> None:
         self.store = store
         self.auth = auth
         # A lookup the AuthCache answers from memory takes microseconds: run it inline. Only a
@@ -92,6 +98,14 @@ class GatewayApi:
         self.max_body_bytes = max_body_bytes
         self.max_streams_per_key = max_streams_per_key
         self._per_key: dict[str, int] = {}
+        self.limiter: Limiter = limiter if limiter is not None else LocalLimiter()
+        #: The per-deployment caps and queues; told when tunnels gain room.
+        self.admission = Admission(tunnels.free_streams)
+        tunnels.on_capacity = self.admission.capacity_changed
+        self.metrics = metrics
+        #: ``GET /metrics``: served on this port (else on --metrics-listen), behind this token.
+        self.metrics_here = metrics_here and metrics is not None
+        self._metrics_token = metrics_token
         #: False once shutdown began: new API requests get 503.
         self.accepting = True
         #: API requests being answered now.
@@ -119,6 +133,17 @@ class GatewayApi:
                                         ("x-request-id", request_id)], body)
         return status
 
+    async def _refuse(self, response: HttpResponse, client: ClientFormat, request_id: str,
+                      info: dict[str, object], *, reason: str, message: str,
+                      status: int = 429, retry_after: str = "1") -> int:
+        """Answer a request refused by a limit or the queue (429, or 503 for a wait that
+        timed out), counted under ``reason`` in tokios_rate_limited_total."""
+        if self.metrics is not None:
+            self.metrics.rate_limited(str(info["tenant"]), reason)
+        kind = ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.OVERLOADED
+        return await self._error(response, client, kind, message, request_id, status=status,
+                                 retry_after=retry_after)
+
     async def _lookup(self, warm_key: object, lookup: Callable[[_A], _T], arg: _A) -> _T:
         """``lookup(arg)`` inline if ``warm_key`` was looked up within half the auth ttl (the
         cache holds it), else in a thread (it may read the store)."""
@@ -139,18 +164,48 @@ class GatewayApi:
         if request.path == TUNNEL_PATH and request.method == "GET":
             await self._tunnel(request, response)
             return
+        if request.path == METRICS_PATH and self.metrics_here:
+            await self.serve_metrics(request, response)
+            return
         request_id = f"req_{self._ids.getrandbits(96):024x}"
         started = time.monotonic()
         self.in_flight += 1
-        info: dict[str, object] = {"status": 0, "deployment": "-", "sent": 0}
+        info: dict[str, object] = {"status": 0, "deployment": NONE, "tenant": NONE, "sent": 0}
         try:
             await self._handle(request, response, request_id, info)
         finally:
             self.in_flight -= 1
+            ended = time.monotonic()
+            status = cast(int, info["status"] or response.status)
             logger.info("%s %s %s deployment=%s bytes_out=%s %.3fs %s", request.method,
-                        request.path, info["status"] or response.status, info["deployment"],
-                        info["sent"], time.monotonic() - started, request_id,
-                        extra={"request_id": request_id})
+                        request.path, status, info["deployment"], info["sent"],
+                        ended - started, request_id, extra={"request_id": request_id})
+            if self.metrics is not None:
+                first_byte = info.get("first_byte")
+                forwarded = isinstance(first_byte, float)
+                self.metrics.request_done(
+                    cast(str, info["tenant"]), cast(str, info["deployment"]),
+                    endpoint_label(request.path), status,
+                    duration=ended - started if forwarded else None,
+                    ttfb=cast(float, first_byte) - started if forwarded else None)
+
+    async def serve_metrics(self, request: HttpRequest, response: HttpResponse) -> None:
+        """``GET /metrics`` (see runtimes.gateway.metrics.scrape); the handler of a
+        ``--metrics-listen`` port serves it and the probes only."""
+        if self.metrics is None or request.path != METRICS_PATH:
+            if request.method == "GET" and request.path in ("/healthz", "/readyz"):
+                await self.handle(request, response)
+            else:
+                await response.respond(404, [("content-type", "text/plain")],
+                                       b"this port serves only /metrics\n")
+            return
+        if request.method not in ("GET", "HEAD"):
+            await response.respond(405, [("content-type", "text/plain"), ("allow", "GET")],
+                                   b"use GET\n")
+            return
+        answer = scrape(self.metrics, request.headers, request.peer,
+                        token=self._metrics_token, local_only=self.metrics_here)
+        await response.respond(answer.status, answer.headers, answer.body)
 
     async def handle_tunnel_only(self, request: HttpRequest, response: HttpResponse) -> None:
         """The handler of a ``--tunnel-listen`` port: ``/v1/tunnel`` and the probes only."""
@@ -214,18 +269,21 @@ class GatewayApi:
             grant = await self._lookup(
                 hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest(),
                 self.auth.get_key_grant, key)
-        if grant is None:
-            info["status"] = await self._error(response, client, ErrorKind.AUTHENTICATION,
-                                               "invalid or missing API key", request_id)
+        if grant is None or (grant.valid_until is not None and grant.valid_until <= time.time()):
+            info["status"] = await self._error(
+                response, client, ErrorKind.AUTHENTICATION,
+                "the API key is missing, invalid, expired or revoked", request_id)
             return
+        info["tenant"] = grant.tenant_name
         if not self.accepting:
             info["status"] = await self._error(response, client, ErrorKind.OVERLOADED,
                                                "the gateway is shutting down", request_id,
                                                status=503, retry_after="1")
             return
-        visible = (grant.deployments if grant.deployments is not None else
-                   await self._lookup(("tenant", grant.tenant_name), self.auth.deployments_for,
-                                      grant))
+        tenant_deployments: TenantDeployments = await self._lookup(
+            ("tenant", grant.tenant_name), self.auth.tenant_deployments, grant.tenant_name)
+        visible = grant.deployments if grant.deployments is not None \
+            else tenant_deployments.names
         if endpoint.kind is EndpointKind.MODELS:
             names = sorted(visible)
             body = list_body(client, names, created=int(time.time()))
@@ -237,6 +295,15 @@ class GatewayApi:
                                                  client=client, visible=visible,
                                                  request_id=request_id)
             return
+        limits = limits_of(grant) if endpoint.kind is EndpointKind.FORWARD else ()
+        if limits:
+            refused = await self.limiter.admit(limits)
+            if refused is not None:
+                info["status"] = await self._refuse(
+                    response, client, request_id, info, reason=refused.limit.reason,
+                    message=f"rate limit reached: {refused.limit.describe()}",
+                    retry_after=refused.retry_after_header)
+                return
         try:
             body = await request.body(limit=self.max_body_bytes)
         except BodyTooLarge:
@@ -268,15 +335,31 @@ class GatewayApi:
             return
         key_id = grant.key_id
         if self._per_key.get(key_id, 0) >= self.max_streams_per_key:
-            info["status"] = await self._error(response, client, ErrorKind.RATE_LIMITED,
-                                               "too many concurrent requests for this key",
-                                               request_id, retry_after="1")
+            info["status"] = await self._refuse(
+                response, client, request_id, info, reason="key_concurrency",
+                message="too many concurrent requests for this key")
             return
         self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
         try:
-            await self._forward(request, response, request_id=request_id, info=info,
-                                client=client, grant=grant, deployment=model, body=body,
-                                path=endpoint.path)
+            try:
+                ticket = await self._wait_with_client(response, self.admission.enter(
+                    grant.tenant_id, model, key_id,
+                    policy_of(tenant_deployments.by_name.get(model))))
+            except QueueRefused as refused:
+                info["status"] = await self._refuse(
+                    response, client, request_id, info, reason=refused.reason,
+                    message=str(refused), status=refused.status, retry_after=refused.retry_after)
+                return
+            except ClientDisconnected:
+                return
+            try:  # nothing awaited before _forward opens its stream: the slot is held for it
+                await self._forward(request, response, request_id=request_id, info=info,
+                                    client=client, grant=grant, deployment=model, body=body,
+                                    path=endpoint.path,
+                                    account=Account(grant.tenant_id, grant.tenant_name,
+                                                    key_id, model, limits))
+            finally:
+                self.admission.leave(ticket)
         finally:
             left = self._per_key.get(key_id, 1) - 1
             if left:
@@ -314,13 +397,14 @@ class GatewayApi:
                            headers=headers, deployment=deployment, request_id=request_id)
 
     async def _open(self, grant: KeyGrant, deployment: str, head: RequestHead, body: bytes,
-                    tried: list[Tunnel]) -> tuple[GatewayStream, int, tuple[tuple[str, str], ...]]:
+                    tried: list[Tunnel], *, account: Account | None = None,
+                    ) -> tuple[GatewayStream, int, tuple[tuple[str, str], ...]]:
         tunnel = self.tunnels.registry.pick(grant.tenant_id, deployment, exclude=tried)
         if tunnel is None:
             raise LookupError
         tried.append(tunnel)
         try:
-            stream = tunnel.open_stream(head)
+            stream = tunnel.open_stream(head, account)
         except LocalProtocolError as exc:
             raise StreamFailed("tunnel cannot open a stream", retryable=True) from exc
         try:
@@ -334,14 +418,15 @@ class GatewayApi:
 
     async def _forward(self, request: HttpRequest, response: HttpResponse, *, request_id: str,
                        info: dict[str, object], client: ClientFormat, grant: KeyGrant,
-                       deployment: str, body: bytes, path: str) -> None:
+                       deployment: str, body: bytes, path: str,
+                       account: Account | None = None) -> None:
         head = self._request_head(request, path, deployment, request_id)
         tried: list[Tunnel] = []
         opened = None
         for attempt in range(2):
             try:
                 opened = await self._wait_with_client(response, self._open(
-                    grant, deployment, head, body, tried))
+                    grant, deployment, head, body, tried, account=account))
                 break
             except LookupError:
                 if attempt == 0 and not tried:
@@ -442,6 +527,7 @@ class GatewayApi:
                         if data:
                             if not started:
                                 started = True
+                                info["first_byte"] = time.monotonic()
                                 await response.start(status, out_headers)
                             await response.send(data)
                     finally:
@@ -468,6 +554,7 @@ class GatewayApi:
                 return
             try:
                 if not started:
+                    info["first_byte"] = time.monotonic()
                     await response.start(status, out_headers)
                 if tail:
                     await response.send(tail)

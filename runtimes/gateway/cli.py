@@ -21,47 +21,46 @@ import math
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 
 from runtimes.config import ConfigError, apply_config, read_config, take_config_argument
+from runtimes.gateway import admin
+from runtimes.gateway.admin import (
+    CREATING,
+    AdminHandler,
+    parse_count_or_default,
+    parse_duration,
+    parse_limit,
+    parse_seconds_or_default,
+    parse_since,
+    parse_time,
+)
 from runtimes.gateway.options import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_USAGE_FLUSH_INTERVAL,
     MAX_GRACE_PERIOD,
     MAX_MAX_BODY_BYTES,
+    MAX_USAGE_FLUSH_INTERVAL,
     MIN_MAX_BODY_BYTES,
     ListenAddress,
     LoopName,
     ServeOptions,
     parse_listen_address,
 )
+from runtimes.gateway.queue import DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
 from runtimes.logs import LEVELS, LOG_FORMATS
-from runtimes.store import (
-    AlreadyExists,
-    ApiKeyInfo,
-    ConnectorTokenInfo,
-    Deployment,
-    InvalidName,
-    NotFound,
-    SqliteStore,
-    StoreError,
-    Tenant,
-    open_store,
-)
+from runtimes.store import AlreadyExists, InvalidName, NotFound, StoreError, open_store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_ALREADY_EXISTS = 4
-
-ONCE_WARNING = "Shown only once: store it now. Only its hash is kept; it cannot be recovered."
-
 
 class UsageError(Exception):
     """A bad command line; ``usage`` is the relevant usage line."""
@@ -76,143 +75,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message}", self.format_usage())
-
-
-# --- output ------------------------------------------------------------------------------------
-
-
-def _time(timestamp: float | None) -> str | None:
-    """RFC 3339 UTC with seconds, e.g. 2025-01-31T12:00:00Z."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "name": tenant.name, "created_at": _time(tenant.created_at)}
-
-
-def _deployment_json(deployment: Deployment, tenant: str) -> dict[str, Any]:
-    return {"id": deployment.id, "name": deployment.name, "tenant": tenant,
-            "tenant_id": deployment.tenant_id, "created_at": _time(deployment.created_at)}
-
-
-def _credential_json(info: ApiKeyInfo | ConnectorTokenInfo) -> dict[str, Any]:
-    return {
-        "id": info.id, "tenant_id": info.tenant_id, "name": info.name, "prefix": info.prefix,
-        "deployments": None if info.deployments is None else list(info.deployments),
-        "created_at": _time(info.created_at), "last_used_at": _time(info.last_used_at),
-        "revoked_at": _time(info.revoked_at), "active": info.revoked_at is None,
-    }
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows,
-                                                                       strict=False)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-             .rstrip() for row in (headers, *rows)]
-    return "\n".join(lines)
-
-
-def _credential_rows(infos: Sequence[ApiKeyInfo | ConnectorTokenInfo]) -> list[list[str]]:
-    return [[info.id, info.prefix + "_…", info.name or "-",
-             "all" if info.deployments is None else ",".join(info.deployments),
-             _time(info.created_at) or "-", _time(info.last_used_at) or "never",
-             "active" if info.revoked_at is None else f"revoked {_time(info.revoked_at)}"]
-            for info in infos]
-
-
-_CREDENTIAL_HEADERS = ("ID", "PREFIX", "NAME", "DEPLOYMENTS", "CREATED", "LAST USED", "STATUS")
-
-
-class Result:
-    """What a command produced: one JSON object and its human-readable form."""
-
-    def __init__(self, data: dict[str, Any], text: str) -> None:
-        self.data = data
-        self.text = text
-
-
-# --- admin commands ----------------------------------------------------------------------------
-
-
-def _tenant_add(store: SqliteStore, args: argparse.Namespace) -> Result:
-    tenant = store.add_tenant(args.name)
-    return Result(_tenant_json(tenant), f"Created tenant {tenant.name} ({tenant.id}).")
-
-
-def _tenant_list(store: SqliteStore, args: argparse.Namespace) -> Result:
-    tenants = store.list_tenants()
-    text = _table(("NAME", "ID", "CREATED"),
-                  [[t.name, t.id, _time(t.created_at) or "-"] for t in tenants]) \
-        if tenants else "No tenants."
-    return Result({"tenants": [_tenant_json(t) for t in tenants]}, text)
-
-
-def _deployment_add(store: SqliteStore, args: argparse.Namespace) -> Result:
-    deployment = store.add_deployment(args.tenant, args.name)
-    return Result(_deployment_json(deployment, args.tenant),
-                  f"Created deployment {deployment.name} ({deployment.id}) "
-                  f"in tenant {args.tenant}.")
-
-
-def _deployment_list(store: SqliteStore, args: argparse.Namespace) -> Result:
-    deployments = store.list_deployments(args.tenant)
-    text = _table(("NAME", "ID", "CREATED"),
-                  [[d.name, d.id, _time(d.created_at) or "-"] for d in deployments]) \
-        if deployments else f"Tenant {args.tenant} has no deployments."
-    return Result({"tenant": args.tenant,
-                   "deployments": [_deployment_json(d, args.tenant) for d in deployments]}, text)
-
-
-def _key_add(store: SqliteStore, args: argparse.Namespace) -> Result:
-    info, secret = store.add_key(args.tenant, args.deployments, args.label)
-    scope = "all deployments" if info.deployments is None \
-        else "deployments " + ", ".join(info.deployments)
-    data = {"id": info.id, "key": secret, "tenant": args.tenant, **_credential_json(info)}
-    return Result(data, f"Created API key {info.id} for tenant {args.tenant} ({scope}).\n"
-                        f"{ONCE_WARNING}\n\n    {secret}\n")
-
-
-def _key_list(store: SqliteStore, args: argparse.Namespace) -> Result:
-    keys = store.list_keys(args.tenant)
-    text = _table(_CREDENTIAL_HEADERS, _credential_rows(keys)) if keys \
-        else f"Tenant {args.tenant} has no API keys."
-    return Result({"tenant": args.tenant, "keys": [_credential_json(k) for k in keys]}, text)
-
-
-def _key_revoke(store: SqliteStore, args: argparse.Namespace) -> Result:
-    info = store.revoke_key(args.key_id)
-    return Result({**_credential_json(info), "revoked": True},
-                  f"Revoked API key {info.id} (at {_time(info.revoked_at)}).")
-
-
-def _token_add(store: SqliteStore, args: argparse.Namespace) -> Result:
-    info, secret = store.add_connector_token(args.tenant, args.deployments, args.label)
-    data = {"id": info.id, "token": secret, "tenant": args.tenant, **_credential_json(info)}
-    return Result(data, f"Created connector token {info.id} for tenant {args.tenant} "
-                        f"(deployments {', '.join(info.deployments)}).\n"
-                        f"{ONCE_WARNING}\n\n    {secret}\n")
-
-
-def _token_list(store: SqliteStore, args: argparse.Namespace) -> Result:
-    tokens = store.list_connector_tokens(args.tenant)
-    text = _table(_CREDENTIAL_HEADERS, _credential_rows(tokens)) if tokens \
-        else f"Tenant {args.tenant} has no connector tokens."
-    return Result({"tenant": args.tenant,
-                   "connector_tokens": [_credential_json(t) for t in tokens]}, text)
-
-
-def _token_revoke(store: SqliteStore, args: argparse.Namespace) -> Result:
-    info = store.revoke_connector_token(args.token_id)
-    return Result({**_credential_json(info), "revoked": True},
-                  f"Revoked connector token {info.id} (at {_time(info.revoked_at)}); "
-                  "the gateway closes its live tunnels within about a second.")
-
-
-AdminHandler = Callable[[SqliteStore, argparse.Namespace], Result]
-#: Commands that may create the data directory and database; the others need them to exist.
-_CREATING = frozenset({_tenant_add})
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -238,9 +100,23 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
     listen = address("--listen", args.listen)
     tunnel_listen = None if args.tunnel_listen is None \
         else address("--tunnel-listen", args.tunnel_listen)
-    if tunnel_listen is not None and tunnel_listen == listen and listen.port != 0:
-        raise UsageError("--tunnel-listen must differ from --listen "
-                         "(omit it to serve /v1/tunnel on the same port)")
+    metrics_listen = None if args.metrics_listen is None \
+        else address("--metrics-listen", args.metrics_listen)
+    for option, other in (("--tunnel-listen", tunnel_listen),
+                          ("--metrics-listen", metrics_listen)):
+        if other is not None and other == listen and listen.port != 0:
+            raise UsageError(f"{option} must differ from --listen (omit it to serve that "
+                             "path on the same port)")
+    metrics_token = args.metrics_token or os.environ.get("TOKIOS_METRICS_TOKEN") or None
+    if metrics_token is not None and not (
+            16 <= len(metrics_token) <= 256 and metrics_token.isascii()
+            and metrics_token.isprintable() and " " not in metrics_token):
+        raise UsageError("--metrics-token (or TOKIOS_METRICS_TOKEN) must be 16-256 printable "
+                         "ASCII characters without spaces")
+    if not (math.isfinite(args.usage_flush_interval)
+            and 0.1 <= args.usage_flush_interval <= MAX_USAGE_FLUSH_INTERVAL):
+        raise UsageError("--usage-flush-interval must be between 0.1 and "
+                         f"{MAX_USAGE_FLUSH_INTERVAL:g} seconds")
     has_tls = args.tls_cert is not None or args.tls_key is not None
     if has_tls and (args.tls_cert is None or args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both")
@@ -252,7 +128,8 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
     if args.allow_insecure_non_loopback and not args.insecure_http:
         raise UsageError("--allow-insecure-non-loopback only applies with --insecure-http")
     if args.insecure_http and not args.allow_insecure_non_loopback:
-        for option, where in (("--listen", listen), ("--tunnel-listen", tunnel_listen)):
+        for option, where in (("--listen", listen), ("--tunnel-listen", tunnel_listen),
+                              ("--metrics-listen", metrics_listen)):
             if where is not None and not where.is_loopback:
                 raise UsageError(
                     f"refusing --insecure-http on {option} {where}, which is not a loopback "
@@ -275,7 +152,8 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
         allow_insecure_non_loopback=args.allow_insecure_non_loopback,
         tunnel_listen=tunnel_listen, loop=_resolve_loop(args.loop),
         grace_period=float(args.grace_period), max_body_bytes=args.max_body_bytes,
-        log_level=args.log_level, log_format=args.log_format,
+        log_level=args.log_level, log_format=args.log_format, metrics_listen=metrics_listen,
+        metrics_token=metrics_token, usage_flush_interval=float(args.usage_flush_interval),
     )
 
 
@@ -321,7 +199,9 @@ examples:
   tokios-gateway connector-token add acme --deployment gemma-tunnel --json
   tokios-gateway key add acme --name laptop --json      # all of acme's deployments
   tokios-gateway key list acme
+  tokios-gateway key rotate key_abcdefghijkl --overlap 1h
   tokios-gateway key revoke key_abcdefghijkl
+  tokios-gateway usage acme --since 7d --by day
   tokios-gateway serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"""
 
 
@@ -393,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LEVELS, default="info",
                        help="log verbosity (default info); no level logs a secret, a header "
                             "value, a query string, a prompt or a completion")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve GET /metrics (Prometheus) on this address only, to anyone "
+                            "who reaches it (default: /metrics on --listen, to loopback "
+                            "clients only unless --metrics-token is set)")
+    serve.add_argument("--metrics-token", metavar="TOKEN",
+                       help="/metrics asks for 'Authorization: Bearer TOKEN' (16-256 "
+                            "characters; prefer $TOKIOS_METRICS_TOKEN: arguments show in ps)")
+    serve.add_argument("--usage-flush-interval", metavar="SECONDS", type=float,
+                       default=DEFAULT_USAGE_FLUSH_INTERVAL,
+                       help="how often token usage counted in memory is written to the store "
+                            f"(default {DEFAULT_USAGE_FLUSH_INTERVAL:g}; also at shutdown)")
     serve.set_defaults(handler=None)
 
     def group(name: str, help_text: str) -> Any:
@@ -400,28 +291,56 @@ def build_parser() -> argparse.ArgumentParser:
                                   parents=[_common_options(top_level=False)])
         return sub.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    tenants = group("tenant", "create and list tenants")
-    _add_command(tenants, "add", _tenant_add, "create a tenant",
-                 "Create a tenant. Prints its id; JSON: {id, name, created_at}. Names: 1-64 of "
-                 "A-Z a-z 0-9 . _ : -.", "tokios-gateway tenant add acme").add_argument(
+    tenants = group("tenant", "create, list and limit tenants")
+    _add_command(tenants, "add", admin.tenant_add, "create a tenant",
+                 "Create a tenant. Prints its id; JSON: {id, name, created_at, rpm, tpm}. Names: "
+                 "1-64 of A-Z a-z 0-9 . _ : -.", "tokios-gateway tenant add acme").add_argument(
         "name", metavar="NAME")
-    _add_command(tenants, "list", _tenant_list, "list tenants",
-                 'List tenants. JSON: {"tenants": [{id, name, created_at}]}.',
-                 "tokios-gateway tenant list --json")
+    _add_command(tenants, "list", admin.tenant_list, "list tenants",
+                 'List tenants with their limits. JSON: {"tenants": [{id, name, created_at, '
+                 "rpm, tpm}]}.", "tokios-gateway tenant list --json")
+    change = _add_command(tenants, "set", admin.tenant_set, "set a tenant's limits",
+                          "Limit the requests and tokens per minute of all the tenant's keys "
+                          "together (each key may have its own limits too). Takes effect "
+                          "within about a second. JSON: the tenant record.",
+                          "tokios-gateway tenant set acme --rpm 600 --tpm 1000000")
+    change.add_argument("name", metavar="NAME")
+    _limit_options(change)
 
-    deployments = group("deployment", "create and list a tenant's deployments")
-    add = _add_command(deployments, "add", _deployment_add, "create a deployment",
-                       "Create a deployment: the model name clients send. JSON: {id, name, "
-                       "tenant, tenant_id, created_at}.",
-                       "tokios-gateway deployment add acme gemma-tunnel")
-    add.add_argument("tenant", metavar="TENANT")
-    add.add_argument("name", metavar="NAME")
-    _add_command(deployments, "list", _deployment_list, "list a tenant's deployments",
+    deployments = group("deployment", "create, list and tune a tenant's deployments")
+    for action, handler, text, example in (
+            ("add", admin.deployment_add,
+             "Create a deployment: the model name clients send. JSON: {id, name, tenant, "
+             "tenant_id, created_at, max_in_flight, queue, queue_timeout} (null: default).",
+             "tokios-gateway deployment add acme gemma-tunnel --max-in-flight 4"),
+            ("set", admin.deployment_set,
+             "Change a deployment's cap on requests in flight and its queue (takes effect "
+             "within about a second). JSON: the deployment record.",
+             "tokios-gateway deployment set acme gemma-tunnel --queue 64 --queue-timeout 2m")):
+        command = _add_command(deployments, action, handler, f"{action} a deployment"
+                               if action == "add" else "change a deployment's cap and queue",
+                               text, example)
+        command.add_argument("tenant", metavar="TENANT")
+        command.add_argument("name", metavar="NAME")
+        word = "none" if action == "add" else "none (no cap)"
+        command.add_argument(
+            "--max-in-flight", metavar="N", default=argparse.SUPPRESS,
+            type=parse_limit, help="requests forwarded at once at most, whatever the "
+            f"connectors take (default: their own limits only; or {word})")
+        command.add_argument(
+            "--queue", metavar="N", default=argparse.SUPPRESS, type=parse_count_or_default,
+            help="requests that may wait for a free connector, fairly between keys (default "
+                 f"{DEFAULT_QUEUE_SIZE}; 0: no waiting, 429 at once; 'default')")
+        command.add_argument(
+            "--queue-timeout", metavar="DURATION", default=argparse.SUPPRESS,
+            type=parse_seconds_or_default, help="longest wait in the queue, then 503 "
+            f"(default {DEFAULT_QUEUE_TIMEOUT:g}s; e.g. 90s, 2m; 'default')")
+    _add_command(deployments, "list", admin.deployment_list, "list a tenant's deployments",
                  'List deployments. JSON: {"tenant", "deployments": [...]}.',
                  "tokios-gateway deployment list acme").add_argument("tenant", metavar="TENANT")
 
     tokens = group("connector-token", "create, list and revoke connector tokens")
-    add = _add_command(tokens, "add", _token_add, "create a connector token",
+    add = _add_command(tokens, "add", admin.token_add, "create a connector token",
                        "Create a token a connector uses to serve the given deployments. The "
                        "token (tkct-...) is shown once. JSON: {id, token, tenant, deployments, "
                        "prefix, ...}.",
@@ -430,38 +349,110 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--deployment", dest="deployments", metavar="NAME", action="append",
                      required=True, help="a deployment it serves (repeat for several)")
     add.add_argument("--name", dest="label", metavar="LABEL", help="a label for listings")
-    _add_command(tokens, "list", _token_list, "list a tenant's connector tokens",
+    _add_command(tokens, "list", admin.token_list, "list a tenant's connector tokens",
                  'List tokens (never the secret). JSON: {"tenant", "connector_tokens": '
                  "[{id, prefix, name, deployments, created_at, last_used_at, revoked_at, "
                  "active}]}.",
                  "tokios-gateway connector-token list acme").add_argument(
         "tenant", metavar="TENANT")
-    _add_command(tokens, "revoke", _token_revoke, "revoke a connector token",
+    _add_command(tokens, "revoke", admin.token_revoke, "revoke a connector token",
                  "Revoke a token: new tunnels are refused and live ones closed, within about "
                  "a second. Idempotent. JSON: the token record with revoked: true.",
                  "tokios-gateway connector-token revoke tct_abcdefghijkl").add_argument(
         "token_id", metavar="TOKEN_ID")
 
-    keys = group("key", "create, list and revoke API keys")
-    add = _add_command(keys, "add", _key_add, "create an API key",
+    keys = group("key", "create, list, limit, rotate and revoke API keys")
+    add = _add_command(keys, "add", admin.key_add, "create an API key",
                        "Create an API key (sk-tokios-...), shown once. Without --deployment it "
                        "may use all of the tenant's deployments, present and future. JSON: "
-                       "{id, key, tenant, deployments (null = all), prefix, ...}.",
-                       "tokios-gateway key add acme --deployment gemma-tunnel --name laptop")
+                       "{id, key, tenant, deployments (null = all), prefix, status, rpm, tpm, "
+                       "expires_at, ...}.",
+                       "tokios-gateway key add acme --deployment gemma-tunnel --name laptop "
+                       "--rpm 60 --expires-in 90d")
     add.add_argument("tenant", metavar="TENANT")
     add.add_argument("--deployment", dest="deployments", metavar="NAME", action="append",
                      help="restrict the key to this deployment (repeat for several)")
     add.add_argument("--name", dest="label", metavar="LABEL", help="a label for listings")
-    _add_command(keys, "list", _key_list, "list a tenant's API keys",
+    _limit_options(add)
+    _expiry_options(add, clearable=False)
+    _add_command(keys, "list", admin.key_list, "list a tenant's API keys",
                  'List keys (never the secret). JSON: {"tenant", "keys": [{id, prefix, name, '
-                 "deployments, created_at, last_used_at, revoked_at, active}]}.",
+                 "deployments, created_at, last_used_at, revoked_at, expires_at, rpm, tpm, "
+                 "rotated_at, previous_secret_valid_until, status, active}]}.",
                  "tokios-gateway key list acme --json").add_argument("tenant", metavar="TENANT")
-    _add_command(keys, "revoke", _key_revoke, "revoke an API key",
+    change = _add_command(keys, "set", admin.key_set, "change a key's limits, expiry or "
+                          "deployments",
+                          "Change what a key may do; options not given stay as they are. "
+                          "Takes effect within about a second. JSON: the key record.",
+                          "tokios-gateway key set key_abcdefghijkl --rpm 120 --expires-in 30d")
+    change.add_argument("key_id", metavar="KEY_ID")
+    scope = change.add_mutually_exclusive_group()
+    scope.add_argument("--deployment", dest="deployments", metavar="NAME", action="append",
+                       help="restrict the key to exactly these deployments (repeat)")
+    scope.add_argument("--all-deployments", action="store_true",
+                       help="let the key use all of its tenant's deployments")
+    _limit_options(change)
+    _expiry_options(change, clearable=True)
+    rotate = _add_command(keys, "rotate", admin.key_rotate, "give a key a new secret",
+                          "Give the key a new secret (printed once; same id, deployments, limits "
+                          "and usage). The old secret keeps working for --overlap, so clients "
+                          "can switch without downtime; a secret older than that stops at "
+                          "once. JSON: {id, key, previous_secret_valid_until, ...}.",
+                          "tokios-gateway key rotate key_abcdefghijkl --overlap 1h")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument("--overlap", metavar="DURATION", type=parse_duration, default=3600.0,
+                        help="how long the old secret keeps working (default 1h; 0: stops "
+                             "now, e.g. after a leak)")
+    _add_command(keys, "revoke", admin.key_revoke, "revoke an API key",
                  "Revoke a key: refused by the gateway within about a second. Idempotent. "
                  "JSON: the key record with revoked: true.",
                  "tokios-gateway key revoke key_abcdefghijkl").add_argument(
         "key_id", metavar="KEY_ID")
+
+    usage = commands.add_parser(
+        "usage", help="show token usage by key, deployment or day",
+        description=textwrap.fill(
+            "Token usage counted by the gateway from the connectors' reports (estimated when "
+            "the backend gave none), kept per key, deployment and hour. The gateway writes "
+            "it every --usage-flush-interval seconds (10 by default) and at shutdown. JSON: "
+            '{"tenant", "key", "since", "by", "usage": [{tenant, key_id|deployment|day, '
+            "requests, input_tokens, output_tokens, total_tokens, estimated_requests, "
+            'estimated_input_tokens, estimated_output_tokens}], "total": {...}}.', 79),
+        epilog="examples:\n  tokios-gateway usage acme --since 7d --by day\n"
+               "  tokios-gateway usage --by deployment --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(top_level=False)])
+    usage.set_defaults(handler=admin.usage)
+    usage.add_argument("tenant", metavar="TENANT", nargs="?",
+                       help="only this tenant (default: all)")
+    usage.add_argument("--key", metavar="KEY_ID", help="only this key")
+    usage.add_argument("--since", metavar="WHEN", type=parse_since,
+                       help="from this time (2025-06-01, 2025-06-01T12:00Z) or this long ago "
+                            "(24h, 7d); counted by the hour (default: everything)")
+    usage.add_argument("--by", choices=("key", "deployment", "day"), default="key",
+                       help="sum by key (default), deployment or UTC day")
     return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", metavar="N", type=parse_limit, default=argparse.SUPPRESS,
+                        help="requests per minute at most ('none': no limit); more get 429 "
+                             "with Retry-After")
+    parser.add_argument("--tpm", metavar="N", type=parse_limit, default=argparse.SUPPRESS,
+                        help="tokens (input + output) per minute at most ('none': no limit); "
+                             "counted from usage reports, so a request may overshoot and the "
+                             "next ones wait")
+
+
+def _expiry_options(parser: argparse.ArgumentParser, *, clearable: bool) -> None:
+    expiry = parser.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", metavar="DURATION", type=parse_duration,
+                        help="stop working this long from now (e.g. 30d, 12h, 2w)")
+    expiry.add_argument("--expires-at", metavar="TIME", type=parse_time,
+                        help="stop working at this time (2025-12-31, 2025-12-31T18:00Z; "
+                             "UTC unless an offset is given)")
+    if clearable:
+        expiry.add_argument("--no-expiry", action="store_true", help="never expire")
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -527,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail("usage", str(exc), EXIT_USAGE, as_json=False)
     handler: AdminHandler = args.handler
     try:
-        with open_store(data_dir, create=handler in _CREATING) as store:
+        with open_store(data_dir, create=handler in CREATING) as store:
             result = handler(store, args)
     except StoreError as exc:
         exit_code, code = _EXIT_CODES.get(type(exc), (EXIT_FAILURE, exc.code))

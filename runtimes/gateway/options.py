@@ -18,6 +18,8 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 MIN_MAX_BODY_BYTES = 1024
 MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 MAX_GRACE_PERIOD = 3600.0
+DEFAULT_USAGE_FLUSH_INTERVAL = 10.0
+MAX_USAGE_FLUSH_INTERVAL = 3600.0
 
 LoopName = Literal["asyncio", "uvloop"]
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
@@ -64,6 +66,13 @@ class ServeOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "info"
     log_format: str = "text"
+    #: A separate address serving only ``/metrics`` (and the probes); None: on ``listen``.
+    metrics_listen: ListenAddress | None = None
+    #: The bearer token ``/metrics`` asks for (None: none; then on ``listen`` only loopback
+    #: clients are answered).
+    metrics_token: str | None = None
+    #: Seconds between writes of the buffered token usage to the store.
+    usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
 
 
 def parse_listen_address(text: str) -> ListenAddress:

@@ -33,8 +33,10 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from runtimes.store import Deployment
+
 __all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_QUEUE_TIMEOUT", "Admission", "FairQueue",
-           "QueuePolicy", "QueueRefused", "Ticket"]
+           "QueuePolicy", "QueueRefused", "Ticket", "policy_of"]
 
 #: Requests that may wait per deployment, and for how long, unless the deployment says else.
 DEFAULT_QUEUE_SIZE = 32
@@ -115,6 +117,21 @@ class QueuePolicy:
     max_in_flight: int | None = None
     queue_size: int = DEFAULT_QUEUE_SIZE
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+
+
+def policy_of(deployment: Deployment | None) -> QueuePolicy:
+    """The policy of a deployment record (its unset fields take the defaults)."""
+    if deployment is None:
+        return _DEFAULT_POLICY
+    return QueuePolicy(
+        max_in_flight=deployment.max_in_flight,
+        queue_size=DEFAULT_QUEUE_SIZE if deployment.queue_size is None
+        else deployment.queue_size,
+        queue_timeout=DEFAULT_QUEUE_TIMEOUT if deployment.queue_timeout is None
+        else deployment.queue_timeout)
+
+
+_DEFAULT_POLICY = QueuePolicy()
 
 
 class QueueRefused(Exception):  # noqa: N818

@@ -196,6 +196,10 @@ class TunnelRegistry(Generic[T]):
         tied = [t for t in candidates if t.active_streams == least]
         return tied[next(self._rotation) % len(tied)]
 
+    def serving(self, tenant_id: str, deployment: str) -> list[T]:
+        """The live tunnels serving this deployment (accepting streams or not)."""
+        return self._by_deployment.get((tenant_id, deployment), [])
+
     def served(self, tenant_id: str) -> set[str]:
         """Deployments of this tenant that at least one live tunnel serves."""
         return {name for (tenant, name), tunnels in self._by_deployment.items()

@@ -22,8 +22,11 @@ import ssl
 import sys
 
 from runtimes.gateway.api import GatewayApi
+from runtimes.gateway.limits import LocalLimiter
+from runtimes.gateway.metrics import GatewayMetrics
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.tunnels import TunnelManager
+from runtimes.gateway.usage import Accounting, UsageRecorder
 from runtimes.logs import configure_logging
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
 from runtimes.store import AuthCache, SqliteStore, StoreError, open_store
@@ -46,8 +49,17 @@ class Gateway:
         self.store: SqliteStore = open_store(options.data_dir, create=True)
         self.auth = AuthCache(self.store, ttl=auth_ttl)
         self.tunnels = TunnelManager(self.auth, self.store)
+        limiter = LocalLimiter()
+        self.metrics = GatewayMetrics()
         self.api = GatewayApi(self.store, self.auth, self.tunnels,
-                              max_body_bytes=options.max_body_bytes, auth_ttl=auth_ttl)
+                              max_body_bytes=options.max_body_bytes, auth_ttl=auth_ttl,
+                              limiter=limiter, metrics=self.metrics,
+                              metrics_token=options.metrics_token,
+                              metrics_here=options.metrics_listen is None)
+        self.metrics.watch(self.tunnels, self.api.admission)
+        self.usage = UsageRecorder(self.store, flush_interval=options.usage_flush_interval)
+        self.accounting = Accounting(self.usage, self.metrics, limiter)
+        self.tunnels.on_usage = self.accounting.usage_reported
         ssl_context = None
         if not options.insecure_http:
             assert options.tls_cert is not None
@@ -59,15 +71,25 @@ class Gateway:
         if options.tunnel_listen is not None:
             self.tunnel_server = HttpServer(self.api.handle_tunnel_only, ssl_context=ssl_context,
                                             config=config)
+        self.metrics_server: HttpServer | None = None
+        if options.metrics_listen is not None:
+            self.metrics_server = HttpServer(self.api.serve_metrics, ssl_context=ssl_context,
+                                             config=config)
 
     async def start(self) -> None:
         self.tunnels.start()
+        self.usage.start()
         listen = self.options.listen
         await self.server.start(listen.host, listen.port)
-        if self.tunnel_server is not None:
-            assert self.options.tunnel_listen is not None
-            tunnel = self.options.tunnel_listen
-            await self.tunnel_server.start(tunnel.host, tunnel.port)
+        for server, address in ((self.tunnel_server, self.options.tunnel_listen),
+                                (self.metrics_server, self.options.metrics_listen)):
+            if server is not None:
+                assert address is not None
+                await server.start(address.host, address.port)
+
+    @property
+    def metrics_port(self) -> int:
+        return self.metrics_server.port if self.metrics_server is not None else self.port
 
     @property
     def port(self) -> int:
@@ -85,7 +107,10 @@ class Gateway:
         tunnel_address = self.options.tunnel_listen or self.options.listen
         api = self._address(self.options.listen, self.port, scheme)
         tunnel = self._address(tunnel_address, self.tunnel_port, ws_scheme)
-        return f"tokios-gateway listening on {api} (tunnel: {tunnel}/v1/tunnel)"
+        metrics = self._address(self.options.metrics_listen or self.options.listen,
+                                self.metrics_port, scheme)
+        return (f"tokios-gateway listening on {api} (tunnel: {tunnel}/v1/tunnel, "
+                f"metrics: {metrics}/metrics)")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown (see module doc)."""
@@ -93,6 +118,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self.api.accepting = False
+        self.api.admission.close("the gateway is shutting down")
         self.tunnels.begin_drain()
         while (self.api.in_flight or self.tunnels.in_flight) and loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -105,8 +131,9 @@ class Gateway:
                 await asyncio.sleep(0.02)
         left = max(0.1, min(1.0, deadline - loop.time()))
         await self.tunnels.close()
-        servers = [self.server] + ([self.tunnel_server] if self.tunnel_server else [])
+        servers = [s for s in (self.server, self.tunnel_server, self.metrics_server) if s]
         await asyncio.gather(*(server.shutdown(left) for server in servers))
+        await self.usage.close()
         self.store.close()
 
 

@@ -18,6 +18,8 @@ import collections
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from runtimes.gateway.pump import Pump
 from runtimes.gateway.routing import TunnelRegistry
@@ -43,6 +45,9 @@ from tokios_proto import (
     StreamReset,
     WindowUpdated,
 )
+
+if TYPE_CHECKING:
+    from runtimes.gateway.usage import Account
 
 __all__ = ["REVOKED_REASON", "GatewayStream", "StreamFailed", "Tunnel", "TunnelManager"]
 
@@ -109,9 +114,13 @@ class _Signal:
 class GatewayStream:
     """One request on one tunnel, as the HTTP handler sees it."""
 
-    def __init__(self, tunnel: Tunnel, stream_id: int) -> None:
+    def __init__(self, tunnel: Tunnel, stream_id: int, deployment: str,
+                 account: Account | None = None) -> None:
         self.tunnel = tunnel
         self.stream_id = stream_id
+        self.deployment = deployment
+        #: Whom the stream's usage report is counted for (None: nobody).
+        self.account = account
         self.head: tuple[int, tuple[tuple[str, str], ...]] | None = None
         self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
         self.ended = False
@@ -214,10 +223,18 @@ class Tunnel:
 
     # ---- streams -------------------------------------------------------------------------
 
-    def open_stream(self, head: RequestHead) -> GatewayStream:
-        """Open a stream (raises tokios_proto.LocalProtocolError when it cannot)."""
+    @property
+    def free_streams(self) -> int | None:
+        """Streams it takes now (0: full), or None when it takes none for good (closing)."""
+        if self.conn.state is not ConnectionState.OPEN or self.goaway_received:
+            return None
+        return max(0, self.max_streams - len(self.conn.open_stream_ids))
+
+    def open_stream(self, head: RequestHead, account: Account | None = None) -> GatewayStream:
+        """Open a stream (raises tokios_proto.LocalProtocolError when it cannot);
+        ``account``: whom its usage is counted for."""
         stream_id = self.conn.open_stream(head)
-        stream = GatewayStream(self, stream_id)
+        stream = GatewayStream(self, stream_id, head.deployment, account)
         self.streams[stream_id] = stream
         self.pump.kick()
         return stream
@@ -240,12 +257,14 @@ class Tunnel:
                 stream.ended = True
                 stream.changed.set()
                 self.streams.pop(event.stream_id, None)
+            self._capacity_changed()
         elif isinstance(event, StreamReset):
             if stream is not None:
                 refused = event.code == ResetCode.REFUSED and stream.head is None
                 stream._fail(StreamFailed("stream reset by the connector", retryable=refused,
                                           code=event.code))
                 self.streams.pop(event.stream_id, None)
+            self._capacity_changed()
         elif isinstance(event, WindowUpdated):
             if event.stream_id == 0:
                 for each in self.streams.values():
@@ -258,10 +277,16 @@ class Tunnel:
             task.add_done_callback(self.manager.tasks.discard)
         elif isinstance(event, SettingsChanged):
             self.max_streams = event.settings.max_concurrent_streams
+            self._capacity_changed()
         elif isinstance(event, GoAwayReceived):
             self.goaway_received = True
         elif isinstance(event, ConnectionTerminated):
             self._lost()
+
+    def _capacity_changed(self) -> None:
+        """A stream closed or the limit changed: requests queued for this tenant may fit."""
+        if self.grant is not None and self.manager.on_capacity is not None:
+            self.manager.on_capacity(self.grant.tenant_id)
 
     def _lost(self) -> None:
         self.manager.registry.remove(self)
@@ -288,6 +313,12 @@ class TunnelManager:
         self._watcher: asyncio.Task[None] | None = None
         #: Handshake tasks in flight (referenced so they are not collected).
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Called with a tenant id when its tunnels may take more streams (the queue's
+        #: :meth:`~runtimes.gateway.queue.Admission.capacity_changed`).
+        self.on_capacity: Callable[[str], None] | None = None
+        #: Called with a stream's account and its usage report (input tokens, output tokens,
+        #: estimated) - :meth:`runtimes.gateway.usage.Accounting.usage_reported`.
+        self.on_usage: Callable[[Account, int, int, bool], None] | None = None
 
     def start(self) -> None:
         self._watcher = asyncio.create_task(self._watch_revocations())
@@ -338,6 +369,7 @@ class TunnelManager:
                     tunnel.grant = grant
                     tunnel.deployments = granted
                     self.registry.add(tunnel, grant.tenant_id, granted)
+                    tunnel._capacity_changed()
                     logger.info("tunnel open: session %s, tenant %s, serving %s",
                                 tunnel.session_id, grant.tenant_name, ", ".join(granted))
         except Exception as exc:  # the connection closed meanwhile (handshake timeout)
@@ -377,6 +409,16 @@ class TunnelManager:
     @property
     def in_flight(self) -> int:
         return sum(len(t.streams) for t in self.tunnels)
+
+    def free_streams(self, tenant_id: str, deployment: str) -> int | None:
+        """How many more streams the live tunnels serving the deployment take now (0: all
+        full), or None when no live tunnel serves it."""
+        free = None
+        for tunnel in self.registry.serving(tenant_id, deployment):
+            room = tunnel.free_streams
+            if room is not None:
+                free = room + (free or 0)
+        return free
 
     def abort_streams(self) -> None:
         """The grace period is over: end every stream still open (the connector stops its

@@ -28,7 +28,7 @@ from runtimes.store.base import (
     UsageRow,
     UsageTotal,
 )
-from runtimes.store.cache import AuthCache
+from runtimes.store.cache import AuthCache, TenantDeployments
 from runtimes.store.sqlite import SqliteStore
 
 
@@ -56,6 +56,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Tenant",
+    "TenantDeployments",
     "UsageGrouping",
     "UsageRow",
     "UsageTotal",

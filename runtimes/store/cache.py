@@ -9,7 +9,8 @@ at most ``max_entries`` are kept (least recently used evicted first).
 Call :meth:`AuthCache.get_key_grant` / :meth:`AuthCache.get_connector_grant` from any thread
 (they block on the store on a miss: from asyncio, call them via ``asyncio.to_thread`` or accept
 the short read); then :meth:`AuthCache.deployments_for` gives the deployments a key grant may use
-now (for routing and ``/v1/models``); :meth:`AuthCache.clear` drops everything.
+now (for routing and ``/v1/models``), :meth:`AuthCache.tenant_deployments` their settings;
+:meth:`AuthCache.clear` drops everything.
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
-from runtimes.store.base import ConnectorGrant, KeyGrant, NotFound, Store
+from runtimes.store.base import ConnectorGrant, Deployment, KeyGrant, NotFound, Store
 
 DEFAULT_TTL = 1.0
 DEFAULT_MAX_ENTRIES = 10_000
 
 _Grant = TypeVar("_Grant", KeyGrant, ConnectorGrant)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantDeployments:
+    """A tenant's deployments: their names, and each one's record by name."""
+
+    names: frozenset[str]
+    by_name: Mapping[str, Deployment]
 
 
 class AuthCache:
@@ -69,19 +79,25 @@ class AuthCache:
         key the tenant's current deployments (cached for at most ttl seconds, like grants)."""
         if grant.deployments is not None:
             return grant.deployments
-        cache_key = ("tenant-deployments", grant.tenant_name.encode())
+        return self.tenant_deployments(grant.tenant_name).names
+
+    def tenant_deployments(self, tenant_name: str) -> TenantDeployments:
+        """The tenant's deployments with their settings (cap, queue), at most ttl seconds old;
+        empty for an unknown tenant."""
+        cache_key = ("tenant-deployments", tenant_name.encode())
         with self._lock:
             entry = self._entries.get(cache_key)
             if entry is not None:
-                expires_at, names = entry
-                if self._clock() < expires_at and isinstance(names, frozenset):
+                expires_at, found = entry
+                if self._clock() < expires_at and isinstance(found, TenantDeployments):
                     self._entries.move_to_end(cache_key)
-                    return names
+                    return found
                 del self._entries[cache_key]
         try:
-            found = frozenset(d.name for d in self._store.list_deployments(grant.tenant_name))
+            records = {d.name: d for d in self._store.list_deployments(tenant_name)}
         except NotFound:
-            found = frozenset()
+            records = {}
+        found = TenantDeployments(frozenset(records), records)
         self._remember(cache_key, found)
         return found
 

@@ -48,11 +48,13 @@ def run_json(*args: str, data: Path | None = None, env_data: Path | None = None,
 def test_the_whole_contract_in_json(tmp_path: Path) -> None:
     data = tmp_path / "data"
     tenant = run_json("tenant", "add", "acme", data=data)
-    assert set(tenant) == {"id", "name", "created_at"}
+    assert set(tenant) == {"id", "name", "created_at", "rpm", "tpm"}
+    assert tenant["rpm"] is None and tenant["tpm"] is None
     assert tenant["name"] == "acme" and ISO.fullmatch(str(tenant["created_at"]))
 
     deployment = run_json("deployment", "add", "acme", "gemma-tunnel", data=data)
-    assert set(deployment) == {"id", "name", "tenant", "tenant_id", "created_at"}
+    assert set(deployment) == {"id", "name", "tenant", "tenant_id", "created_at",
+                               "max_in_flight", "queue", "queue_timeout"}
     assert (deployment["name"], deployment["tenant"], deployment["tenant_id"]) == (
         "gemma-tunnel", "acme", tenant["id"])
     run_json("deployment", "add", "acme", "qwen:7b", data=data)

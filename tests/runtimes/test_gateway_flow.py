@@ -622,7 +622,8 @@ def test_tunnel_dying_before_the_head_is_retried_on_another(tmp_path: Path) -> N
     run(main())
 
 
-def test_every_connector_at_its_stream_limit_answers_429(tmp_path: Path) -> None:
+def test_beyond_every_connectors_limit_requests_wait_or_get_429_with_no_queue(
+        tmp_path: Path) -> None:
     async def main() -> None:
         async with make_stack(tmp_path, connect=False) as stack, stack.client() as client:
             connector = Connector(dataclasses.replace(stack.settings(),
@@ -635,12 +636,25 @@ def test_every_connector_at_its_stream_limit_answers_429(tmp_path: Path) -> None
                 "/v1/chat/completions", json={**CHAT, "stream": True}, headers=stack.auth()))
             while not stack.gateway.tunnels.in_flight:
                 await asyncio.sleep(0.01)
+            # the one stream is busy: the next request waits its turn, then is answered
             second = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
-            assert second.status_code == 429, second.text
-            assert second.headers["retry-after"] == "1"
+            assert second.status_code == 200, second.text
             assert (await first).status_code == 200
+            # with no queue, the same situation is an instant 429
+            stack.gateway.store.set_deployment("acme", "coder", queue_size=0)
+            stack.gateway.auth.clear()
+            stack.gateway.api._warm.clear()
+            first = asyncio.create_task(client.post(
+                "/v1/chat/completions", json={**CHAT, "stream": True}, headers=stack.auth()))
+            while not stack.gateway.tunnels.in_flight:
+                await asyncio.sleep(0.01)
             third = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
-            assert third.status_code == 200
+            assert third.status_code == 429, third.text
+            assert third.headers["retry-after"] == "1"
+            assert "waiting" in third.json()["error"]["message"]
+            assert (await first).status_code == 200
+            fourth = await client.post("/v1/chat/completions", json=CHAT, headers=stack.auth())
+            assert fourth.status_code == 200
 
     run(main())
 
