@@ -38,6 +38,7 @@ _T = TypeVar("_T")
 DEFAULT_RUNTIME = ["asyncio"]
 
 LISTENING = re.compile(r"listening on (https?)://([0-9.]+):(\d+)")
+METRICS_AT = re.compile(r"metrics: https?://[0-9.]+:(\d+)/metrics")
 
 
 class BackgroundLoop:
@@ -141,6 +142,11 @@ class Stack:
     deployment: str = "coder"
     #: ``--log-level`` of the gateway and the connector (None: their default, info).
     log_level: str | None = None
+    #: Extra ``tokios-gateway serve`` arguments and environment (e.g. ``--metrics-listen``).
+    gateway_args: list[str] = field(default_factory=list)
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    #: The port of ``/metrics`` (the API port unless ``--metrics-listen`` is given).
+    metrics_port: int = 0
     ca: trustme.CA = field(default_factory=trustme.CA)
     bg: BackgroundLoop = field(default_factory=BackgroundLoop)
     upstream: OllamaServer | OpenAICompatServer | None = None
@@ -247,15 +253,20 @@ class Stack:
                 "--grace-period",
                 "5",
                 *self.log_args(),
+                *self.gateway_args,
             ],
             self.workdir / f"gateway{n}.log",
+            env=self.gateway_env,
         )
         self.gateway.start()
 
         def bound() -> bool:
-            match = LISTENING.search(self.gateway.log()) if self.gateway else None
+            log = self.gateway.log() if self.gateway else ""
+            match = LISTENING.search(log)
             if match:
                 self.port = int(match.group(3))
+                metrics = METRICS_AT.search(log)
+                self.metrics_port = int(metrics.group(1)) if metrics else self.port
             assert self.gateway is not None and self.gateway.alive(), self.gateway.log()
             return bool(match)
 
@@ -311,6 +322,17 @@ class Stack:
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
+
+    def metrics(self, token: str | None = None) -> dict[str, Any]:
+        """Scrape ``/metrics`` and parse it with prometheus-client's parser: {family name:
+        family}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        with self.http(timeout=10) as client:
+            resp = client.get(f"https://127.0.0.1:{self.metrics_port}/metrics", headers=headers)
+        assert resp.status_code == 200, resp.text
+        return {family.name: family for family in text_string_to_metric_families(resp.text)}
 
     def wait_served(self, timeout: float = 30) -> None:
         wait_for(self.served, timeout, "the connector to serve the deployment")
