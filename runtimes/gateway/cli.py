@@ -182,7 +182,7 @@ Exit codes: 0 ok, 1 store failure, 2 usage, 3 not found, 4 already exists."""
 
 #: The environment variable of each ``serve`` option that has one (by ``dest``): it overrides
 #: the config file, and a flag overrides it. (``--data`` is TOKIOS_DATA, for every command.)
-ENVIRONMENT: dict[str, str] = {}
+ENVIRONMENT: dict[str, str] = {"metrics_token": "TOKIOS_METRICS_TOKEN"}
 CONFIG_ENV_VAR = "TOKIOS_CONFIG"
 
 _EPILOG = """\

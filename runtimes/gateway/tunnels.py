@@ -43,6 +43,7 @@ from tokios_proto import (
     SettingsChanged,
     StreamEnded,
     StreamReset,
+    UsageReported,
     WindowUpdated,
 )
 
@@ -114,13 +115,10 @@ class _Signal:
 class GatewayStream:
     """One request on one tunnel, as the HTTP handler sees it."""
 
-    def __init__(self, tunnel: Tunnel, stream_id: int, deployment: str,
-                 account: Account | None = None) -> None:
+    def __init__(self, tunnel: Tunnel, stream_id: int, deployment: str) -> None:
         self.tunnel = tunnel
         self.stream_id = stream_id
         self.deployment = deployment
-        #: Whom the stream's usage report is counted for (None: nobody).
-        self.account = account
         self.head: tuple[int, tuple[tuple[str, str], ...]] | None = None
         self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
         self.ended = False
@@ -203,6 +201,8 @@ class Tunnel:
             Config(settings=Settings(max_concurrent_streams=MAX_STREAMS_PER_TUNNEL)))
         self.pump = Pump(ws, self.conn, self._on_event)
         self.streams: dict[int, GatewayStream] = {}
+        #: Whom each stream's usage report is for, until it arrives (protocol version 2).
+        self.accounts: dict[int, Account] = {}
         self.grant: ConnectorGrant | None = None
         self.deployments: tuple[str, ...] = ()
         self.session_id = ""
@@ -234,7 +234,14 @@ class Tunnel:
         """Open a stream (raises tokios_proto.LocalProtocolError when it cannot);
         ``account``: whom its usage is counted for."""
         stream_id = self.conn.open_stream(head)
-        stream = GatewayStream(self, stream_id, head.deployment, account)
+        stream = GatewayStream(self, stream_id, head.deployment)
+        if account is not None and self.conn.reports_supported:
+            accounts = self.accounts
+            accounts[stream_id] = account
+            # a report may come after the stream closed; the core forgets the oldest closed
+            # streams beyond max_unreported_streams, and so does this
+            while len(accounts) > len(self.streams) + self.conn.config.max_unreported_streams:
+                del accounts[next(iter(accounts))]
         self.streams[stream_id] = stream
         self.pump.kick()
         return stream
@@ -278,6 +285,11 @@ class Tunnel:
         elif isinstance(event, SettingsChanged):
             self.max_streams = event.settings.max_concurrent_streams
             self._capacity_changed()
+        elif isinstance(event, UsageReported):
+            account = self.accounts.pop(event.stream_id, None)
+            if account is not None and self.manager.on_usage is not None:
+                self.manager.on_usage(account, event.input_tokens, event.output_tokens,
+                                      event.estimated)
         elif isinstance(event, GoAwayReceived):
             self.goaway_received = True
         elif isinstance(event, ConnectionTerminated):
@@ -293,6 +305,7 @@ class Tunnel:
         for stream in list(self.streams.values()):
             stream._fail(StreamFailed("tunnel lost", retryable=stream.head is None))
         self.streams.clear()
+        self.accounts.clear()
 
     def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
         if self.conn.state in (ConnectionState.OPEN, ConnectionState.DRAINING):
