@@ -21,7 +21,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: What ``--quick`` runs, with these arguments (the rest is skipped).
-QUICK = {"http_codecs": [], "proto_core": [], "translate_requests": [], "translate_stream": [],
+QUICK = {"http_codecs": [], "ops_accounting": [], "proto_core": [], "translate_requests": [],
+         "translate_stream": [],
          "tunnel": ["--quick"]}
 
 

@@ -24,7 +24,7 @@ from typing import TypeVar, cast
 
 import orjson
 
-from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of
+from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
 from runtimes.gateway.queue import Admission, QueueRefused, policy_of
 from runtimes.gateway.routing import (
@@ -357,7 +357,7 @@ class GatewayApi:
                                     client=client, grant=grant, deployment=model, body=body,
                                     path=endpoint.path,
                                     account=Account(grant.tenant_id, grant.tenant_name,
-                                                    key_id, model, limits))
+                                                    key_id, model, tokens_limits(limits)))
             finally:
                 self.admission.leave(ticket)
         finally:

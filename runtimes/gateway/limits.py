@@ -4,7 +4,7 @@
     limits = limits_of(grant)                  # the key's and its tenant's limits, () if none
     refused = await limiter.admit(limits)      # None: go on; RateLimited: answer 429
     ...                                        # the request runs; its usage report arrives
-    limiter.charge_tokens(limits, tokens)      # the tokens it used count against the tpm limits
+    limiter.charge_tokens(tokens_limits(limits), tokens)   # its tokens count against tpm limits
 
 Each limit is a token bucket that holds at most one minute's allowance and refills evenly
 (``per_minute / 60`` a second), so a key with ``rpm 60`` may burst 60 requests, then one a
@@ -29,7 +29,8 @@ from typing import Protocol
 
 from runtimes.store import KeyGrant
 
-__all__ = ["Limit", "LimitKind", "Limiter", "LocalLimiter", "RateLimited", "limits_of"]
+__all__ = ["Limit", "LimitKind", "Limiter", "LocalLimiter", "RateLimited", "limits_of",
+           "tokens_limits"]
 
 #: How far below zero tokens may take a bucket: one hour of its allowance.
 _MAX_DEBT_MINUTES = 60
@@ -88,6 +89,11 @@ def limits_of(grant: KeyGrant) -> tuple[Limit, ...]:
         if value is not None:
             found.append(Limit(f"{holder}:{scope}", holder, kind, value))
     return tuple(found)
+
+
+def tokens_limits(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
+    """The tokens-per-minute ones of ``limits`` (what a usage report is charged to)."""
+    return tuple(limit for limit in limits if limit.kind is LimitKind.TOKENS) if limits else ()
 
 
 class Limiter(Protocol):

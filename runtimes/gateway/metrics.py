@@ -6,8 +6,10 @@
     metrics.rate_limited(tenant, reason)                                         # per refusal
     answer = scrape(metrics, request, token=..., local_only=...)                 # the endpoint
 
-Counters and histograms are updated on the request path through label children cached in a
-dict (a cached child costs well under a microsecond; ``labels()`` each time would cost two).
+Counters and histograms are plain numbers in dicts by label values, updated from the event
+loop's one thread without a lock (a fraction of a microsecond each; prometheus-client's own
+locked children cost several microseconds per request); prometheus-client turns them into its
+exposition when Prometheus scrapes.
 The gauges (tunnels, streams in flight, queue depth, tunnel RTT) cost nothing per request: a
 collector reads them from the live tunnels and queues when Prometheus scrapes.
 
@@ -19,15 +21,23 @@ to use it, so arbitrary ``model`` strings cannot add series.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
 
 from runtimes.gateway.routing import KNOWN_PATHS, MODEL_PATH_PREFIX
 
@@ -57,61 +67,115 @@ def endpoint_label(path: str) -> str:
     return "other"
 
 
+class _Counters:
+    """A counter family kept as plain numbers by label values. The gateway updates it from its
+    one event-loop thread only (and is scraped from it), so it needs no lock: an increment is
+    a dict update, a fraction of prometheus-client's locked child."""
+
+    __slots__ = ("doc", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in sorted(self.values.items()):
+            family.add_metric(key, value)
+        return family
+
+
+class _Histograms:
+    """A histogram family as plain numbers (see :class:`_Counters`): per label values, the
+    count in each bucket (not cumulative; the last one is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "doc", "labels", "name", "series")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...],
+                 bounds: tuple[float, ...]) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        counts = self.series.get(key)
+        if counts is None:
+            counts = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        counts[bisect.bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        edges = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for key, counts in sorted(self.series.items()):
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            family.add_metric(key, list(zip(edges, cumulative, strict=True)),
+                              sum_value=counts[-1])
+        return family
+
+
 class GatewayMetrics:
-    """The gateway's metrics in their own registry (several gateways may share a process)."""
+    """The gateway's metrics in their own registry (several gateways may share a process).
+    Update them from the event loop's thread only (see :class:`_Counters`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self._requests = Counter(
+        self._requests = _Counters(
             "tokios_requests", "API requests answered, by tenant, deployment, endpoint and "
-            "status code", ["tenant", "deployment", "endpoint", "status"],
-            registry=self.registry)
-        self._duration = Histogram(
+            "status code", ("tenant", "deployment", "endpoint", "status"))
+        self._duration = _Histograms(
             "tokios_request_duration_seconds", "Time from a forwarded request's arrival to "
-            "the end of its answer", ["tenant", "deployment"], buckets=DURATION_BUCKETS,
-            registry=self.registry)
-        self._ttfb = Histogram(
+            "the end of its answer", ("tenant", "deployment"), DURATION_BUCKETS)
+        self._ttfb = _Histograms(
             "tokios_time_to_first_byte_seconds", "Time from a forwarded request's arrival to "
-            "the first byte of its answer", ["tenant", "deployment"], buckets=TTFB_BUCKETS,
-            registry=self.registry)
-        self._tokens = Counter(
+            "the first byte of its answer", ("tenant", "deployment"), TTFB_BUCKETS)
+        self._tokens = _Counters(
             "tokios_tokens", "Tokens reported by connectors, by direction (input or output)",
-            ["tenant", "deployment", "direction"], registry=self.registry)
-        self._limited = Counter(
+            ("tenant", "deployment", "direction"))
+        self._limited = _Counters(
             "tokios_rate_limited", "Requests refused by a limit or the queue, by reason",
-            ["tenant", "reason"], registry=self.registry)
-        self._children: dict[tuple[object, ...], Any] = {}
+            ("tenant", "reason"))
+        self._families = (self._requests, self._duration, self._ttfb, self._tokens,
+                          self._limited)
+        self.registry.register(self)
+
+    def describe(self) -> Iterable[Metric]:
+        return [family.family() for family in self._families]
+
+    def collect(self) -> Iterable[Metric]:
+        return [family.family() for family in self._families]
 
     def watch(self, tunnels: TunnelManager, admission: Admission) -> None:
         """Report the gauges of these tunnels and queues (read at scrape time)."""
         self.registry.register(_LiveCollector(tunnels, admission))
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def request_done(self, tenant: str, deployment: str, endpoint: str, status: int, *,
                      duration: float | None = None, ttfb: float | None = None) -> None:
         """Count one answered request; ``duration``/``ttfb`` for forwarded ones."""
-        self._child(self._requests, tenant, deployment, endpoint, str(status)).inc()
+        self._requests.inc((tenant, deployment, endpoint, _STATUS.get(status) or str(status)))
         if duration is not None:
-            self._child(self._duration, tenant, deployment).observe(duration)
-        if ttfb is not None:
-            self._child(self._ttfb, tenant, deployment).observe(ttfb)
+            where = (tenant, deployment)
+            self._duration.observe(where, duration)
+            if ttfb is not None:
+                self._ttfb.observe(where, ttfb)
 
     def tokens_used(self, tenant: str, deployment: str, input_tokens: int,
                     output_tokens: int) -> None:
         if input_tokens:
-            self._child(self._tokens, tenant, deployment, "input").inc(input_tokens)
+            self._tokens.inc((tenant, deployment, "input"), input_tokens)
         if output_tokens:
-            self._child(self._tokens, tenant, deployment, "output").inc(output_tokens)
+            self._tokens.inc((tenant, deployment, "output"), output_tokens)
 
     def rate_limited(self, tenant: str, reason: str) -> None:
-        self._child(self._limited, tenant, reason).inc()
+        self._limited.inc((tenant, reason))
+
+
+#: Status codes as label values, made once.
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 class _LiveCollector:

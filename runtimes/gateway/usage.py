@@ -55,8 +55,8 @@ class Account:
     tenant_name: str
     key_id: str
     deployment: str
-    #: The per-minute limits of the key and its tenant (the tokens limits are charged).
-    limits: tuple[Limit, ...] = ()
+    #: The tokens-per-minute limits of the key and its tenant, charged with the tokens.
+    token_limits: tuple[Limit, ...] = ()
 
 
 class UsageRecorder:
@@ -72,6 +72,8 @@ class UsageRecorder:
         #: (tenant_id, key_id, deployment, bucket) -> [requests, input, output,
         #: estimated requests, estimated input, estimated output]
         self._buffer: dict[tuple[str, str, str, int], list[int]] = {}
+        #: The start of the hour being counted (recomputed when the clock leaves it).
+        self._bucket = -USAGE_BUCKET_SECONDS
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
@@ -80,11 +82,16 @@ class UsageRecorder:
 
     def record(self, tenant_id: str, key_id: str, deployment: str, input_tokens: int,
                output_tokens: int, *, estimated: bool) -> None:
-        """Count one request's tokens in the current hour (negative counts become 0)."""
-        input_tokens = min(max(0, input_tokens), MAX_TOKENS_PER_REPORT)
-        output_tokens = min(max(0, output_tokens), MAX_TOKENS_PER_REPORT)
-        bucket = int(self._clock()) // USAGE_BUCKET_SECONDS * USAGE_BUCKET_SECONDS
-        where = (tenant_id, key_id, deployment, bucket)
+        """Count one request's tokens in the current hour (counts out of range are clamped:
+        negative to 0, huge to MAX_TOKENS_PER_REPORT)."""
+        if not 0 <= input_tokens <= MAX_TOKENS_PER_REPORT:
+            input_tokens = 0 if input_tokens < 0 else MAX_TOKENS_PER_REPORT
+        if not 0 <= output_tokens <= MAX_TOKENS_PER_REPORT:
+            output_tokens = 0 if output_tokens < 0 else MAX_TOKENS_PER_REPORT
+        now = self._clock()
+        if not self._bucket <= now < self._bucket + USAGE_BUCKET_SECONDS:
+            self._bucket = int(now) // USAGE_BUCKET_SECONDS * USAGE_BUCKET_SECONDS
+        where = (tenant_id, key_id, deployment, self._bucket)
         counts = self._buffer.get(where)
         if counts is None:
             counts = self._buffer[where] = [0, 0, 0, 0, 0, 0]
@@ -182,11 +189,12 @@ class Accounting:
     def usage_reported(self, account: Account, input_tokens: int, output_tokens: int,
                        estimated: bool) -> None:
         """One stream's tokens are known (from the event loop)."""
+        input_tokens = max(0, input_tokens)
+        output_tokens = max(0, output_tokens)
         self.recorder.record(account.tenant_id, account.key_id, account.deployment,
                              input_tokens, output_tokens, estimated=estimated)
         if self.metrics is not None:
-            self.metrics.tokens_used(account.tenant_name, account.deployment,
-                                     max(0, input_tokens), max(0, output_tokens))
-        if self.limiter is not None and account.limits:
-            self.limiter.charge_tokens(account.limits,
-                                       max(0, input_tokens) + max(0, output_tokens))
+            self.metrics.tokens_used(account.tenant_name, account.deployment, input_tokens,
+                                     output_tokens)
+        if account.token_limits and self.limiter is not None:
+            self.limiter.charge_tokens(account.token_limits, input_tokens + output_tokens)
