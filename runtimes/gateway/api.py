@@ -3,11 +3,14 @@
     api = GatewayApi(store, auth_cache, tunnel_manager, max_body_bytes=...)
     server = HttpServer(api.handle, ssl_context=...)
 
-Per request, in order: the endpoint (404/405); the probes; the key (401, before the body is
-read); the body (413) and its JSON ``model`` (400); the deployment visible to the key (404,
-the same whether it belongs to another tenant or does not exist); a tunnel serving it (503, or
-429 when every one is at its concurrency limit); then the request goes down the tunnel and the
-answer comes back as it arrives. Logs carry method, path, status, deployment, duration and byte
+Per request, in order: the endpoint (404/405); the probes and ``/metrics``; the key (401,
+before the body is read, also when expired); for a model endpoint the key's and tenant's
+per-minute limits (429, runtimes.gateway.limits); the body (413) and its JSON ``model`` (400);
+the deployment visible to the key (404, the same whether it belongs to another tenant or does
+not exist); the deployment's cap and fair queue (runtimes.gateway.queue: 429 when full, 503
+after the wait); a tunnel serving it (503); then the request goes down the tunnel and the
+answer comes back as it arrives. Every answer is counted in the metrics
+(runtimes.gateway.metrics). Logs carry method, path, status, deployment, duration and byte
 counts, never bodies or keys.
 """
 

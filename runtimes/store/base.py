@@ -411,7 +411,7 @@ class Store(Protocol):
 
     def usage(self, tenant: str | None = None, *, key_id: str | None = None,
               since: float | None = None, by: UsageGrouping = "key") -> list[UsageTotal]:
-        """Stored usage from ``since`` on (hours that start before it are left out), summed
+        """Stored usage from the hour holding ``since`` on (counts are kept per hour), summed
         by key, deployment or UTC day."""
         ...
 
