@@ -456,8 +456,8 @@ def idle_tunnels(stack: BenchStack, count: int) -> tuple[int, float]:
     measure the gateway's RSS growth. Returns (tunnels accepted, KB per tunnel)."""
     from runtimes.connector.cli import tunnel_url
     from runtimes.connector.settings import ConnectorSettings, config_for, hello_for
-    from runtimes.gateway.pump import Pump
     from runtimes.netio import connect_websocket
+    from runtimes.tunnel.pump import Pump
     from tokios_proto import Accepted, ConnectorConnection
     from tokios_translate import BackendKind
 

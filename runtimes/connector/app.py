@@ -35,7 +35,6 @@ from runtimes.connector.settings import (
     hello_for,
     session_outcome,
 )
-from runtimes.gateway.pump import Pump
 from runtimes.netio import (
     UpstreamError,
     UpstreamPool,
@@ -44,6 +43,8 @@ from runtimes.netio import (
     client_context,
     connect_websocket,
 )
+from runtimes.tunnel.credit import Outbox
+from runtimes.tunnel.pump import Pump, Signal
 from tokios_proto import (
     ConnectorConnection,
     Event,
@@ -86,7 +87,7 @@ class _Stream(StreamRequest):
     def __init__(self, head: RequestHead) -> None:
         super().__init__(head, limit=MAX_REQUEST_BODY)
         self.body_done = asyncio.Event()
-        self.window = asyncio.Event()
+        self.window = Signal(asyncio.get_running_loop())
         self.task: asyncio.Task[None] | None = None
 
 
@@ -240,18 +241,17 @@ class Session(SessionEvents[_Stream]):
 
     async def _send(self, stream_id: int, stream: _Stream, data: bytes) -> None:
         """Send with flow control: wait for WindowUpdated whenever the credit runs out."""
-        view = memoryview(data)
-        while view:
+        outbox = Outbox(self.conn, stream_id)
+        outbox.add(data)
+        while True:
             if stream_id not in self.streams:
                 raise _StreamGone
-            credit = self.conn.available_to_send(stream_id)
-            if credit <= 0:
-                stream.window.clear()
-                await stream.window.wait()
-                continue
-            self.conn.send_data(stream_id, view[:credit])
-            view = view[credit:]
+            if outbox.send():
+                break
             self.pump.kick()
+            stream.window.clear()
+            await stream.window.wait()
+        self.pump.kick()
 
 
 class Connector:

@@ -57,6 +57,7 @@ from runtimes.connector.settings import (
     hello_for,
     session_outcome,
 )
+from runtimes.tunnel.credit import Outbox
 from tokios_proto import (
     ConnectionState,
     ConnectionTerminated,
@@ -388,17 +389,14 @@ class TunnelSession(SessionEvents[_Stream]):
         ``flush=False`` leaves the DATA in the core for a later :meth:`flush` (the streaming
         loop flushes when the upstream has nothing more ready), so small chunks coalesce.
         """
-        view = memoryview(data)
-        while view:
+        outbox = Outbox(self.conn, stream_id)
+        outbox.add(data)
+        while True:
             with self.lock:
                 if stream.gone:
                     raise _StreamGone
-                credit = self.conn.available_to_send(stream_id)
-                if credit > 0:
-                    self.conn.send_data(stream_id, view[:credit])
-            if credit > 0:
-                view = view[credit:]
-                continue
+                if outbox.send():
+                    break
             self.flush()  # what is queued must leave before the peer can grant more
             with self.lock:
                 while not stream.gone and self.conn.available_to_send(stream_id) <= 0:

@@ -15,7 +15,6 @@ import uvloop
 
 from runtimes.connector.settings import ConnectorSettings, config_for, hello_for
 from runtimes.gateway.api import GatewayApi
-from runtimes.gateway.pump import Pump
 from runtimes.netio import (
     ClientDisconnected,
     Disconnected,
@@ -25,6 +24,7 @@ from runtimes.netio import (
     WebSocket,
     connect_websocket,
 )
+from runtimes.tunnel.pump import Pump
 from tokios_proto import (
     Accepted,
     Config,

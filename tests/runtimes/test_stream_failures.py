@@ -27,8 +27,8 @@ import pytest
 
 from runtimes.connector.handling import NDJSON_STREAM_HEADERS, STREAM_HEADERS
 from runtimes.connector.settings import config_for, hello_for
-from runtimes.gateway.pump import Pump
 from runtimes.netio import connect_websocket
+from runtimes.tunnel.pump import Pump
 from tests.runtimes.test_gateway_flow import Stack, make_stack, run
 from tokios_proto import (
     Accepted,

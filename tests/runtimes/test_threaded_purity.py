@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("asyncio", "uvloop", "runtimes.netio", "runtimes.gateway", "runtimes.connector.app")
+FORBIDDEN = ("asyncio", "uvloop", "runtimes.netio", "runtimes.gateway", "runtimes.connector.app",
+             "runtimes.tunnel.pump")
 
 PROBE = """
 import importlib, sys

@@ -28,7 +28,7 @@ from tokios_proto import (
     ProtocolError,
 )
 
-__all__ = ["Pump"]
+__all__ = ["Pump", "Signal"]
 
 logger = logging.getLogger("tokios.tunnel")
 
@@ -174,3 +174,42 @@ class Pump:
         finally:
             self._drain_task = None
         self._write_now()
+
+
+class Signal:
+    """``asyncio.Event`` (set / clear / wait) for one waiting task at a time, without the
+    Event's deque of waiters: ~600 bytes less per signal, two per open stream. What a sender
+    out of credit waits on (see ``runtimes.tunnel.credit``)."""
+
+    __slots__ = ("_is_set", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._is_set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """True while a task waits on this signal."""
+        return self._waiter is not None
+
+    def set(self) -> None:
+        self._is_set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
