@@ -12,8 +12,10 @@ lock, so frames never interleave. The socket is non-blocking once upgraded: ever
 lock, and waiting (for bytes, for room) happens in ``select`` outside it. wsproto's state is
 guarded by a small lock held only while it encodes or decodes, never across a socket call.
 ``recv`` waits with ``select`` on the socket and on a wake-up socket pair, so a reader that
-also drives timers can be woken when its next deadline moves. Whole messages are reassembled
-up to ``max_message_size`` (past it: close 1009); pings are answered at once. A slow reader
+also drives timers can be woken when its next deadline moves. What arrives is decoded by the
+message layer shared with the asyncio WebSocket (``runtimes.websocket_messages``: reassembly
+up to ``max_message_size``, pings, close on a protocol error, abnormal closure), so both
+shells follow the same rules. A slow reader
 pushes back on the peer through TCP: nothing is read ahead beyond one socket read. A write
 that makes no progress for ``write_timeout`` seconds (a peer gone without FIN or RST) closes
 the WebSocket.
@@ -21,7 +23,6 @@ the WebSocket.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import select
 import socket
@@ -32,47 +33,34 @@ from collections.abc import Iterable
 
 import wsproto
 import wsproto.events as ws_events
-from wsproto.connection import ConnectionState
 
 from runtimes.urls import parse_websocket_url
+from runtimes.websocket_messages import (
+    CLOSE_NORMAL,
+    CloseInfo,
+    MessageLayer,
+    WebSocketClosed,
+    WebSocketHandshakeError,
+)
 
 __all__ = ["WebSocket", "WebSocketClosed", "WebSocketHandshakeError", "connect_websocket"]
 
-CLOSE_NORMAL = 1000
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_ABNORMAL = 1006  # never sent: reported when the TCP connection drops without a close
 _READ_SIZE = 64 * 1024
 #: Largest handshake answer read before giving up.
 _MAX_HANDSHAKE = 64 * 1024
 
 
-class WebSocketClosed(Exception):  # noqa: N818
-    """The WebSocket is closed; ``.code`` tells why (1006: the link dropped)."""
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(f"websocket closed with code {code}")
-        self.code = code
-        self.reason = reason
-
-
-class WebSocketHandshakeError(Exception):
-    """The server refused the upgrade (``.status`` is its HTTP status, 0 if none)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class WebSocket:
     """A message channel over one connected socket whose upgrade is done."""
 
-    def __init__(self, sock: socket.socket, connection: wsproto.WSConnection, *,
-                 max_message_size: int = 1024 * 1024, write_timeout: float = 60.0) -> None:
+    def __init__(self, sock: socket.socket, layer: MessageLayer, *,
+                 write_timeout: float = 60.0) -> None:
         self._sock = sock
         sock.setblocking(False)
-        self._ws = connection
-        self._max = max_message_size
+        self._layer = layer
         self._write_timeout = write_timeout
+        #: Guards the message layer (wsproto's state): held only while it decodes or
+        #: encodes, never across a socket call.
         self._state_lock = threading.Lock()
         self._send_lock = threading.Lock()
         #: Held around every call into the socket (and so into OpenSSL, whose SSL objects
@@ -81,15 +69,11 @@ class WebSocket:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._messages: collections.deque[bytes] = collections.deque()
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._closed: int | None = None
 
     @property
-    def closed(self) -> int | None:
-        """The close code once closed, else None."""
-        return self._closed
+    def closed(self) -> CloseInfo | None:
+        """None while open; the close code and reason once closed."""
+        return self._layer.closed
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -99,12 +83,17 @@ class WebSocket:
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next whole message; None when ``timeout`` passed or :meth:`wake` was called.
 
-        Raises :class:`WebSocketClosed` once the connection is closed.
+        Raises :class:`WebSocketClosed` once the connection is closed and the queue is empty.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._messages:
-            if self._closed is not None:
-                raise WebSocketClosed(self._closed)
+        layer = self._layer
+        while True:
+            with self._state_lock:
+                message = layer.next_message()
+            if message is not None:
+                return message
+            if layer.closed is not None:
+                raise WebSocketClosed(layer.closed)
             if not self._pending():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if not self._wait_readable(remaining):
@@ -112,7 +101,6 @@ class WebSocket:
             data = self._read()
             if data is not None:  # None: only part of a TLS record came; wait for the rest
                 self._feed(data)
-        return self._messages.popleft()
 
     def _read(self) -> bytes | None:
         with self._io_lock:
@@ -143,39 +131,15 @@ class WebSocket:
                     pass
         return self._sock in readable
 
-    def _feed(self, data: bytes | None) -> None:
-        """Decode ``data`` (b"": end of stream; None: only what wsproto already holds)."""
-        replies: list[bytes] = []
+    def _feed(self, data: bytes) -> None:
+        """Decode ``data`` (b"": end of stream), write the replies, end the link once over."""
         with self._state_lock:
-            if data:
-                self._ws.receive_data(data)
-            elif data is not None:
-                with contextlib.suppress(Exception):
-                    self._ws.receive_data(None)
-                self._closed = self._closed or CLOSE_ABNORMAL
-            for event in self._ws.events():
-                if isinstance(event, ws_events.Message):
-                    payload = (event.data if isinstance(event.data, bytes)
-                               else event.data.encode())
-                    self._size += len(payload)
-                    if self._size > self._max:
-                        replies.append(self._close_frame(CLOSE_MESSAGE_TOO_BIG, "too big"))
-                        self._closed = CLOSE_MESSAGE_TOO_BIG
-                        break
-                    self._parts.append(payload)
-                    if event.message_finished:
-                        self._messages.append(b"".join(self._parts))
-                        self._parts.clear()
-                        self._size = 0
-                elif isinstance(event, ws_events.Ping):
-                    replies.append(self._ws.send(event.response()))
-                elif isinstance(event, ws_events.CloseConnection):
-                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                        replies.append(self._ws.send(event.response()))
-                    self._closed = event.code or CLOSE_NORMAL
-        for reply in replies:
-            self._write(reply)
-        if self._closed is not None:
+            self._layer.receive(data or None)
+            replies = self._layer.data_to_send()
+            closed = self._layer.closed is not None
+        if replies:
+            self._write(replies)
+        if closed:
             self._shutdown()
 
     # ---- writing (any thread) --------------------------------------------------------------
@@ -187,16 +151,16 @@ class WebSocket:
     def send_many(self, messages: Iterable[bytes]) -> None:
         """Send binary messages in one socket write (one TLS record when they fit)."""
         with self._send_lock:
-            if self._closed is not None:
-                raise WebSocketClosed(self._closed)
             with self._state_lock:
-                frame = b"".join(self._ws.send(ws_events.BytesMessage(data=data))
-                                 for data in messages)
+                frame = b"".join([self._layer.send(data) for data in messages])
             try:
                 self._sendall(frame, self._write_timeout)
             except (OSError, ValueError) as exc:
-                self._closed = self._closed or CLOSE_ABNORMAL
-                raise WebSocketClosed(self._closed) from exc
+                with self._state_lock:
+                    self._layer.abort("write failed")
+                    closed = self._layer.closed
+                assert closed is not None
+                raise WebSocketClosed(closed) from exc
 
     def _write(self, frame: bytes) -> None:
         with self._send_lock, contextlib.suppress(OSError, ValueError):
@@ -223,11 +187,6 @@ class WebSocket:
                 raise TimeoutError("websocket write timed out")
             select.select([], [self._sock], [], remaining)
 
-    def _close_frame(self, code: int, reason: str) -> bytes:
-        if self._ws.state is not ConnectionState.OPEN:
-            return b""
-        return self._ws.send(ws_events.CloseConnection(code=code, reason=reason))
-
     def wake(self) -> None:
         """Make a pending or the next :meth:`recv` return None at once."""
         with contextlib.suppress(OSError):
@@ -235,23 +194,24 @@ class WebSocket:
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Send a close frame (best effort: skipped if another write holds the socket for a
-        second) and drop the link."""
-        if self._closed is None:
-            with self._state_lock:
-                frame = self._close_frame(code, reason)
-            if frame and self._send_lock.acquire(timeout=1.0):
-                try:
-                    with contextlib.suppress(OSError, ValueError):
-                        self._sendall(frame, 1.0)
-                finally:
-                    self._send_lock.release()
-            self._closed = code
+        second) and drop the link without waiting for the peer's close."""
+        with self._state_lock:
+            frame = self._layer.close(code, reason)
+        if frame and self._send_lock.acquire(timeout=1.0):
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    self._sendall(frame, 1.0)
+            finally:
+                self._send_lock.release()
+        with self._state_lock:
+            self._layer.finish(code, reason)
         self._shutdown()
         self.wake()
 
     def abort(self) -> None:
         """Drop the link without a close handshake (unblocks a reader at once)."""
-        self._closed = self._closed or CLOSE_ABNORMAL
+        with self._state_lock:
+            self._layer.abort("aborted")
         self._shutdown()
         self.wake()
 
@@ -284,25 +244,24 @@ def connect_websocket(url: str, *, ssl_context: ssl.SSLContext | None = None,
             context = ssl_context or ssl.create_default_context()
             sock = context.wrap_socket(raw, server_hostname=host)
         connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        layer = MessageLayer(connection, max_message_size=max_message_size)
         extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         sock.sendall(connection.send(ws_events.Request(host=host_header, target=target,
                                                        extra_headers=extra)))
         received = 0
-        while True:
+        while not layer.accepted:
             data = sock.recv(_READ_SIZE)
             received += len(data)
             if not data or received > _MAX_HANDSHAKE:
                 raise WebSocketHandshakeError("the server closed during the upgrade")
-            connection.receive_data(data)
-            for event in connection.events():
-                if isinstance(event, ws_events.AcceptConnection):
-                    ws = WebSocket(sock, connection, max_message_size=max_message_size,
-                                   write_timeout=write_timeout)
-                    ws._feed(None)  # frames that came with the upgrade answer
-                    return ws
-                if isinstance(event, ws_events.RejectConnection):
-                    raise WebSocketHandshakeError("the server refused the upgrade",
-                                                  event.status_code)
+            layer.receive(data)  # frames that came with the 101 are decoded too
+            if layer.refused is not None:
+                raise WebSocketHandshakeError("the server refused the upgrade", layer.refused)
+        ws = WebSocket(sock, layer, write_timeout=write_timeout)
+        replies = layer.data_to_send()  # e.g. a pong for a ping that came with the 101
+        if replies:
+            ws._write(replies)
+        return ws
     except BaseException:
         sock.close()
         raise

@@ -2,10 +2,11 @@
 `connect_websocket` (the connector's outbound wss:// client).
 
 Theory of operation. `WebSocket` is the asyncio.Protocol of the transport once the handshake is
-done. Incoming bytes go to wsproto; message fragments are reassembled up to
-`max_message_size` (past it: close 1009); whole messages wait in a queue of at most
-`queue_bytes` bytes, past which the socket stops being read until `recv()` catches up, so a
-slow consumer pushes back on the peer. Pings are answered at once. `send()` writes at once and
+done. Incoming bytes go to the message layer shared with the threaded shell
+(``runtimes.websocket_messages``: reassembly up to `max_message_size`, pings, close on a
+protocol error, abnormal closure); this class only moves bytes and waits. Whole messages wait
+in a queue of at most `queue_bytes` bytes, past which the socket stops being read until
+`recv()` catches up, so a slow consumer pushes back on the peer. `send()` writes at once and
 waits while the transport's write buffer is above its high-water mark.
 """
 
@@ -15,18 +16,30 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import wsproto
 import wsproto.connection
 import wsproto.events as ws_events
-import wsproto.utilities
 
 from runtimes.netio._http import BufferedReads, WriteBatch
 from runtimes.urls import parse_websocket_url
+from runtimes.websocket_messages import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NORMAL,
+    CloseInfo,
+    MessageLayer,
+    WebSocketClosed,
+    WebSocketHandshakeError,
+)
 
 __all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
     "CloseInfo",
     "WebSocket",
     "WebSocketClosed",
@@ -34,38 +47,8 @@ __all__ = [
     "connect_websocket",
 ]
 
-#: Close codes used here (RFC 6455 section 7.4.1).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_MESSAGE_TOO_BIG = 1009
 #: Queued outgoing bytes above which frames are written without waiting for the loop.
 _FLUSH_AT = 64 * 1024
-CLOSE_ABNORMAL = 1006  # never sent: reported when the TCP connection is lost without a close
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseInfo:
-    """How the WebSocket ended: the close code and reason (1006 when the link just dropped)."""
-
-    code: int
-    reason: str
-
-
-class WebSocketClosed(Exception):  # noqa: N818
-    """The WebSocket is closed; `.code` and `.reason` tell why."""
-
-    def __init__(self, info: CloseInfo) -> None:
-        super().__init__(f"websocket closed with code {info.code}")
-        self.code = info.code
-        self.reason = info.reason
-
-
-class WebSocketHandshakeError(Exception):
-    """The server refused the upgrade (`.status` is its HTTP status, 0 if none)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class WebSocket(BufferedReads):
@@ -79,18 +62,12 @@ class WebSocket(BufferedReads):
         queue_bytes: int | None = None,
         subprotocol: str | None = None,
     ) -> None:
-        self._ws = connection
+        self._layer = MessageLayer(connection, max_message_size=max_message_size)
         self._loop = asyncio.get_running_loop()
         self.max_message_size = max_message_size
         self._queue_bytes = queue_bytes if queue_bytes is not None else max_message_size
         self.subprotocol = subprotocol
         self._transport: asyncio.Transport | None = None
-        # a list read from _messages_head, not a deque: an empty deque keeps a ~700-byte
-        # block, and a tunnel's queue is empty nearly all the time
-        self._messages: list[bytes] = []
-        self._messages_head = 0
-        self._queued = 0
-        self._partial = bytearray()
         self._recv_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         # a list, not a deque: it is empty unless the peer is slow, and an empty deque
@@ -98,13 +75,11 @@ class WebSocket(BufferedReads):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._out = WriteBatch(self._loop, self._write_out, _FLUSH_AT)
-        self._close_sent = False
         self._closed: CloseInfo | None = None
         #: Resolved with the CloseInfo once the connection is over (close handshake or drop).
         self.closed_future: asyncio.Future[CloseInfo] = self._loop.create_future()
         #: Client side only: resolved when the server accepted the upgrade.
         self._handshake: asyncio.Future[None] | None = None
-        self._reject_status = 0
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -118,7 +93,8 @@ class WebSocket(BufferedReads):
 
         Raises WebSocketClosed once the peer closed (or the link dropped) and the queue is empty.
         """
-        while self._messages_head >= len(self._messages):
+        layer = self._layer
+        while (message := layer.next_message()) is None:
             if self._closed is not None:
                 raise WebSocketClosed(self._closed)
             self._recv_waiter = self._loop.create_future()
@@ -126,16 +102,7 @@ class WebSocket(BufferedReads):
                 await self._recv_waiter
             finally:
                 self._recv_waiter = None
-        message = self._messages[self._messages_head]
-        self._messages_head += 1
-        if self._messages_head == len(self._messages):
-            self._messages.clear()  # drained: the list frees its storage
-            self._messages_head = 0
-        elif self._messages_head >= 64 and self._messages_head * 2 >= len(self._messages):
-            del self._messages[:self._messages_head]  # never drained: let read ones go
-            self._messages_head = 0
-        self._queued -= len(message)
-        if self._reading_paused and self._queued <= self._queue_bytes // 2:
+        if self._reading_paused and layer.queued <= self._queue_bytes // 2:
             self._reading_paused = False
             if self._transport is not None:
                 self._transport.resume_reading()
@@ -143,8 +110,7 @@ class WebSocket(BufferedReads):
 
     async def send(self, data: bytes) -> None:
         """Send one binary message; waits while the peer is slow. WebSocketClosed if closed."""
-        self._check_open()
-        self._write(self._ws.send(ws_events.BytesMessage(data=data)))
+        self._write(self._layer.send(data))
         await self.drain()
         self._check_open()
 
@@ -152,8 +118,7 @@ class WebSocket(BufferedReads):
         """Frame one binary message into the output buffer without waiting (WebSocketClosed
         if closed). Call :meth:`flush` after a batch; check :attr:`write_paused` first and
         ``await drain()`` while it is true, or the transport's buffer grows."""
-        self._check_open()
-        self._out.add_unscheduled(self._ws.send(ws_events.BytesMessage(data=data)))
+        self._out.add_unscheduled(self._layer.send(data))
 
     def flush(self) -> None:
         """Write the buffered frames to the transport now (one write)."""
@@ -174,19 +139,17 @@ class WebSocket(BufferedReads):
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (the peer's pong is consumed silently)."""
-        self._check_open()
-        self._write(self._ws.send(ws_events.Ping(payload=payload)))
+        self._write(self._layer.ping(payload))
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
         """Start (or finish) the close handshake and wait up to `timeout` for the peer."""
-        if self._closed is None and not self._close_sent:
-            self._send_close(code, reason)
+        self._write(self._layer.close(code, reason))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.closed_future), timeout)
         if self._transport is not None:
             self._close_transport()
-        if self._closed is None:
-            self._finish(CloseInfo(code=code, reason=reason))
+        self._layer.finish(code, reason)
+        self._finish()
 
     async def wait_closed(self) -> CloseInfo:
         return await asyncio.shield(self.closed_future)
@@ -195,7 +158,8 @@ class WebSocket(BufferedReads):
         """Drop the connection without a close handshake."""
         if self._transport is not None:
             self._transport.abort()
-        self._finish(CloseInfo(code=CLOSE_ABNORMAL, reason="aborted"))
+        self._layer.abort("aborted")
+        self._finish()
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -208,33 +172,16 @@ class WebSocket(BufferedReads):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._closed is not None:
-            return  # closed on our side: whatever still arrives is dropped
-        try:
-            self._ws.receive_data(data)
-            events = list(self._ws.events())
-        except wsproto.utilities.RemoteProtocolError:
-            self._fail_handshake("invalid handshake response")
-            return
-        except wsproto.utilities.LocalProtocolError:
-            return  # data after the close handshake
-        for event in events:
-            self._on_event(event)
-        if self._messages_head < len(self._messages):
-            self._wake_recv()
-            if not self._reading_paused and self._queued > self._queue_bytes:
-                self._reading_paused = True
-                if self._transport is not None:
-                    self._transport.pause_reading()
+        self._received(data)
 
     def eof_received(self) -> bool | None:
-        with contextlib.suppress(wsproto.utilities.LocalProtocolError):
-            self._ws.receive_data(None)
+        self._received(None)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_handshake("connection lost during the handshake")
-        self._finish(CloseInfo(code=CLOSE_ABNORMAL, reason="connection lost"))
+        self._layer.abort("connection lost")
+        self._settle_handshake()
+        self._finish()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -245,76 +192,56 @@ class WebSocket(BufferedReads):
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _on_event(self, event: ws_events.Event) -> None:
-        if isinstance(event, ws_events.Message):
-            if self._closed is not None or self._close_sent:
-                return
-            chunk = event.data.encode() if isinstance(event.data, str) else event.data
-            if len(self._partial) + len(chunk) > self.max_message_size:
-                self._partial.clear()
-                self._send_close(CLOSE_MESSAGE_TOO_BIG, "message too big")
-                self._finish(CloseInfo(code=CLOSE_MESSAGE_TOO_BIG, reason="message too big"))
-                if self._transport is not None:
-                    self._close_transport()
-                return
-            if event.message_finished:
-                if self._partial:
-                    self._partial += chunk
-                    chunk = bytes(self._partial)
-                    self._partial.clear()
-                self._messages.append(chunk)
-                self._queued += len(chunk)
-            else:
-                self._partial += chunk
-        elif isinstance(event, ws_events.Ping):
-            if self._ws.state is wsproto.connection.ConnectionState.OPEN:
-                self._write(self._ws.send(event.response()))
-        elif isinstance(event, ws_events.CloseConnection):
-            state = self._ws.state
-            if state is wsproto.connection.ConnectionState.REMOTE_CLOSING:
-                self._write(self._ws.send(event.response()))
-            elif state is wsproto.connection.ConnectionState.OPEN:
-                # wsproto reports a frame the peer got wrong (1002, 1007...) this way.
-                self._send_close(int(event.code), "")
-            self._finish(CloseInfo(code=int(event.code), reason=event.reason or ""))
+    def _received(self, data: bytes | None) -> None:
+        if self._closed is not None:
+            return  # closed on our side: whatever still arrives is dropped
+        layer = self._layer
+        layer.receive(data)
+        self._write(layer.data_to_send())
+        if self._handshake is not None:
+            self._settle_handshake()
+        if layer.closed is not None:
+            self._finish()
             if self._transport is not None:
                 self._close_transport()
-        elif isinstance(event, ws_events.AcceptConnection):
-            self.subprotocol = event.subprotocol
-            if self._handshake is not None and not self._handshake.done():
-                self._handshake.set_result(None)
-        elif isinstance(event, ws_events.RejectConnection):
-            self._reject_status = event.status_code
-            self._fail_handshake(f"upgrade refused with HTTP {event.status_code}")
+        elif layer.has_messages:
+            self._wake_recv()
+            if not self._reading_paused and layer.queued > self._queue_bytes:
+                self._reading_paused = True
+                if self._transport is not None:
+                    self._transport.pause_reading()
 
-    def _send_close(self, code: int, reason: str) -> None:
-        if self._close_sent or self._ws.state is not wsproto.connection.ConnectionState.OPEN:
+    def _settle_handshake(self) -> None:
+        """Client side: resolve the upgrade once the layer knows its outcome."""
+        handshake, layer = self._handshake, self._layer
+        if handshake is None or handshake.done():
             return
-        self._close_sent = True
-        self._write(self._ws.send(ws_events.CloseConnection(code=code, reason=reason)))
+        if layer.accepted:
+            self.subprotocol = layer.subprotocol
+            handshake.set_result(None)
+        elif layer.closed is not None:
+            reason = layer.closed.reason
+            if layer.refused is None:
+                reason = "connection lost during the handshake"
+            handshake.set_exception(WebSocketHandshakeError(reason, layer.refused or 0))
+            if self._transport is not None:
+                self._close_transport()
 
-    def _finish(self, info: CloseInfo) -> None:
+    def _finish(self) -> None:
+        """The layer says the WebSocket is over: wake every waiter with its CloseInfo."""
         if self._closed is None:
-            self._closed = info
-            if info.code == CLOSE_MESSAGE_TOO_BIG:
-                self._messages.clear()
-                self._messages_head = 0
+            self._closed = self._layer.closed
+        if self._closed is None:
+            return
         if not self.closed_future.done():
             self.closed_future.set_result(self._closed)
         self._wake_recv()
         self._wake_drain()
 
-    def _fail_handshake(self, message: str) -> None:
-        if self._handshake is not None and not self._handshake.done():
-            self._handshake.set_exception(WebSocketHandshakeError(message, self._reject_status))
-            if self._transport is not None:
-                self._close_transport()
-
     def _check_open(self) -> None:
-        if self._closed is not None:
-            raise WebSocketClosed(self._closed)
-        if self._close_sent:
-            raise WebSocketClosed(CloseInfo(code=CLOSE_NORMAL, reason="closing"))
+        if self._layer.closing:
+            raise WebSocketClosed(self._closed or CloseInfo(code=CLOSE_NORMAL,
+                                                            reason="closing"))
 
     def _write(self, data: bytes) -> None:
         """Queue frames for the end of this loop iteration, so messages sent together leave

@@ -249,7 +249,7 @@ def test_slow_websocket_reader_pushes_back_on_the_sender() -> None:
         except TimeoutError:
             pass
         assert sent < 64 * 1024 * 1024  # the sender blocked: bounded by socket buffers
-        assert server_ws._queued <= 2 * 65536 + len(chunk)  # the server queue is bounded too
+        assert server_ws._layer.queued <= 2 * 65536 + len(chunk)  # the server queue is bounded too
         release.set()
         await ws.close()
         await server.shutdown(grace=1)

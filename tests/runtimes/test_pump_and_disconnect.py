@@ -265,34 +265,6 @@ def test_goaway_is_written_and_both_pumps_end() -> None:
     run(main())
 
 
-def test_websocket_queue_keeps_order_and_lets_read_messages_go() -> None:
-    import wsproto
-    import wsproto.connection
-    import wsproto.events as ws_events
-
-    async def main() -> None:
-        ws = WebSocket(wsproto.connection.Connection(wsproto.ConnectionType.SERVER),
-                       max_message_size=1 << 16, queue_bytes=1 << 30)
-        client = wsproto.connection.Connection(wsproto.ConnectionType.CLIENT)
-        got: list[bytes] = []
-        for batch in range(50):
-            ws.data_received(b"".join(
-                client.send(ws_events.BytesMessage(data=b"%05d" % (batch * 10 + i)))
-                for i in range(10)))
-            for _ in range(6):  # the reader takes fewer than arrive: the queue never drains
-                got.append(await ws.recv())
-            pending = len(ws._messages) - ws._messages_head
-            assert pending == (batch + 1) * 4
-            assert len(ws._messages) <= 2 * pending + 64  # read messages are let go
-        while len(got) < 500:
-            got.append(await ws.recv())
-        assert got == [b"%05d" % n for n in range(500)]
-        assert ws._messages == [] and ws._messages_head == 0
-
-    run(main())
-
-
-
 def test_a_peer_that_never_reads_cannot_keep_an_ended_tunnel_alive() -> None:
     async def main() -> None:
         server, gateway, connector, _events, tasks = await _tunnel_pair()

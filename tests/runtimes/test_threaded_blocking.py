@@ -103,7 +103,7 @@ def test_websocket_over_tls_echo_ping_wake_timeout_and_close() -> None:
         threading.Timer(0.1, ws.wake).start()
         assert ws.recv(10) is None  # woken long before the timeout
         ws.close()
-        assert ws.closed == 1000
+        assert ws.closed is not None and ws.closed.code == 1000
         with pytest.raises(WebSocketClosed):
             ws.send(b"late")
         ws.release()
