@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 
-from runtimes.blocking.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from runtimes.blocking.upstream import UpstreamError, UpstreamExchange, UpstreamPool
 from runtimes.blocking.websocket import (
     WebSocket,
     WebSocketClosed,
@@ -21,8 +21,8 @@ from runtimes.blocking.websocket import (
 
 __all__ = [
     "UpstreamError",
+    "UpstreamExchange",
     "UpstreamPool",
-    "UpstreamResponse",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketHandshakeError",

@@ -4,10 +4,12 @@
     code = await connector.run()         # returns an exit code (see EXIT_* below)
 
 One session at a time: connect_websocket -> ConnectorConnection.start (HELLO) -> Accepted ->
-for each StreamOpened a task (read the body, plan with ``handling``, call the upstream through
-an :class:`~runtimes.netio.UpstreamPool`, answer with flow control). A session that ends for a
-retryable reason is followed by a full-jitter back-off; a permanent rejection ends ``run``.
-The connector never listens on a socket.
+for each StreamOpened a task that waits for the body, then drives the stream's
+:class:`~runtimes.connector.serving.StreamWork` (the per-stream algorithm, shared with the
+threaded connector): it calls the upstream through an :class:`~runtimes.netio.UpstreamPool`,
+reads it until the work's deadline and waits for credit, as the work says. Between sessions,
+:class:`~runtimes.connector.session.Reconnect` says how long to wait; a permanent rejection
+ends ``run``. The connector never listens on a socket.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import contextlib
 import logging
 import random
 import ssl
-import time
 from collections.abc import Callable
 
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff, Plan
-from runtimes.connector.session import SessionEvents, StreamRequest, dial_failure, plan_for
+from runtimes.connector.handling import Backoff
+from runtimes.connector.serving import Step, StreamWork, Timing
+from runtimes.connector.session import (
+    Reconnect,
+    SessionEvents,
+    StreamRequest,
+    plan_for,
+)
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -33,7 +40,7 @@ from runtimes.connector.settings import (
     PermanentRejection,
     config_for,
     hello_for,
-    session_outcome,
+    timing_for,
 )
 from runtimes.netio import (
     UpstreamError,
@@ -43,7 +50,6 @@ from runtimes.netio import (
     client_context,
     connect_websocket,
 )
-from runtimes.tunnel.credit import Outbox
 from runtimes.tunnel.pump import Pump, Signal
 from tokios_proto import (
     ConnectorConnection,
@@ -51,8 +57,7 @@ from tokios_proto import (
     RequestHead,
     ResetCode,
 )
-from tokios_translate import BackendKind, ClientResponse, open_stream_translator
-from tokios_translate.stream import StreamTranslator
+from tokios_translate import BackendKind
 
 __all__ = [
     "EXIT_OK",
@@ -67,18 +72,18 @@ __all__ = [
 
 logger = logging.getLogger("tokios.connector")
 
+
 async def probe_backend(pool: UpstreamPool) -> BackendKind | None:
     """``--backend auto``: GET each of handling.PROBES; the first 2xx names the backend."""
-    for path, _ in handling.PROBES:
+    probe = handling.BackendProbe()
+    while (path := probe.next_path()) is not None:
         try:
-            async with pool.request("GET", path) as response:
-                await response.read(1024 * 1024)
-                kind = handling.backend_from_probe(path, response.status)
+            head, _ = await pool.fetch("GET", path, limit=handling.MAX_PROBE_BODY)
         except UpstreamError:
-            continue
-        if kind is not None:
-            return kind
-    return None
+            probe.answered(None)
+        else:
+            probe.answered(head.status)
+    return probe.found
 
 
 class _Stream(StreamRequest):
@@ -89,10 +94,6 @@ class _Stream(StreamRequest):
         self.body_done = asyncio.Event()
         self.window = Signal(asyncio.get_running_loop())
         self.task: asyncio.Task[None] | None = None
-
-
-class _StreamGone(Exception):  # noqa: N818
-    pass
 
 
 class Session(SessionEvents[_Stream]):
@@ -131,8 +132,12 @@ class Session(SessionEvents[_Stream]):
 
     async def _serve(self, stream_id: int, stream: _Stream) -> None:
         try:
-            await self._answer(stream_id, stream)
-        except (_StreamGone, asyncio.CancelledError):
+            await stream.body_done.wait()
+            work = StreamWork(self.conn, stream_id, plan_for(self.connector, stream),
+                              self.connector.timing, self.pump.now())
+            self.pump.kick()
+            await self._drive(work, stream)
+        except asyncio.CancelledError:
             pass
         except Exception as exc:  # a bug: reset the stream, keep the tunnel
             logger.error("stream failed: %s", type(exc).__name__)
@@ -142,116 +147,29 @@ class Session(SessionEvents[_Stream]):
         finally:
             self.streams.pop(stream_id, None)
 
-    async def _answer(self, stream_id: int, stream: _Stream) -> None:
-        await stream.body_done.wait()
-        started = time.monotonic()
-        plan = plan_for(self.connector, stream)
-        if plan.immediate is not None:
-            await self._send_whole(stream_id, stream, plan.immediate)
-            return
-        await self._call_upstream(stream_id, stream, plan)
-        logger.info("stream %d %s done in %.3fs", stream_id, plan.route.value,
-                    time.monotonic() - started)
-
-    async def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
-        assert plan.call is not None
-        if plan.stream:
-            await self._stream_answer(stream_id, stream, plan)
-            return
-        pool = self.connector.pool
-        try:
-            async with pool.request(plan.call.method, plan.call.path, plan.call.headers,
-                                    plan.call.body) as response:
-                answer_body = await response.read(handling.MAX_UPSTREAM_BODY)
-                answer = handling.finish_plan(plan, response.status, answer_body)
-                await self._send_whole(stream_id, stream, answer)
-        except UpstreamError as exc:
-            logger.warning("upstream call failed: %s", exc)
-            if stream_id not in self.streams:
-                return
-            if stream.head_sent:
-                self.conn.reset_stream(stream_id, ResetCode.UPSTREAM_FAILED)
-                self.pump.kick()
-            else:
-                await self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
-
-    async def _stream_answer(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
-        """A streamed answer: the head and the opening at once, keep-alives until the first
-        token (slow prefill), then the translated stream; an upstream failure is the format's
-        in-stream error (see handling's step 2)."""
-        assert plan.call is not None and plan.context is not None
-        translator = open_stream_translator(plan.context)
-        self.conn.send_response(stream_id, 200, handling.stream_headers(plan))
-        stream.head_sent = True
-        self.pump.kick()
-        await self._send(stream_id, stream, translator.open())
-        keepalive = asyncio.create_task(self._keep_alive(stream_id, translator))
-        try:
-            async with self.connector.pool.request(plan.call.method, plan.call.path,
-                                                   plan.call.headers,
-                                                   plan.call.body) as response:
-                if response.status >= 400:
-                    body = await response.read(handling.MAX_UPSTREAM_BODY)
-                    tail = translator.upstream_error(response.status, body)
-                else:
-                    try:
-                        async for chunk in response.iter_bytes():
-                            out = translator.feed(chunk)
-                            if out:
-                                keepalive.cancel()
-                                await self._send(stream_id, stream, out)
-                            if translator.done:
-                                break
-                        tail = translator.finish()
-                    except UpstreamError:
-                        tail = translator.fail("upstream connection lost")
-        except UpstreamError as exc:
-            logger.warning("upstream call failed: %s", exc)
-            tail = translator.fail(*handling.early_failure(str(exc)))
-        finally:
-            keepalive.cancel()
-        if stream_id not in self.streams:
-            return
-        if tail:
-            await self._send(stream_id, stream, tail)
-        self.conn.end_stream(stream_id)
-        self.pump.kick()
-
-    async def _keep_alive(self, stream_id: int, translator: StreamTranslator) -> None:
-        """Every keep-alive interval until the first token: one keep-alive, if the window has
-        room for it (never in the middle of other bytes: the answer cancels this task first)."""
-        interval = self.connector.settings.keepalive_interval
-        while True:
-            await asyncio.sleep(interval)
-            if translator.answering or translator.done or stream_id not in self.streams:
-                return
-            data = translator.keepalive()
-            if data and self.conn.available_to_send(stream_id) >= len(data):
-                self.conn.send_data(stream_id, data)
-                self.pump.kick()
-
-    async def _send_whole(self, stream_id: int, stream: _Stream, answer: ClientResponse) -> None:
-        self.conn.send_response(stream_id, answer.status, handling.response_headers(answer))
-        stream.head_sent = True
-        self.pump.kick()
-        if answer.body:
-            await self._send(stream_id, stream, answer.body)
-        self.conn.end_stream(stream_id)
-        self.pump.kick()
-
-    async def _send(self, stream_id: int, stream: _Stream, data: bytes) -> None:
-        """Send with flow control: wait for WindowUpdated whenever the credit runs out."""
-        outbox = Outbox(self.conn, stream_id)
-        outbox.add(data)
-        while True:
-            if stream_id not in self.streams:
-                raise _StreamGone
-            if outbox.send():
-                break
-            self.pump.kick()
-            stream.window.clear()
-            await stream.window.wait()
-        self.pump.kick()
+    async def _drive(self, work: StreamWork, stream: _Stream) -> None:
+        """Do what the work's step says until it is DONE (see runtimes.connector.serving)."""
+        pump, pool = self.pump, self.connector.pool
+        async with contextlib.AsyncExitStack() as upstream:
+            exchange = None
+            while (step := work.step) is not Step.DONE:
+                try:
+                    if step is Step.RECEIVE:
+                        assert exchange is not None
+                        work.received(await exchange.receive(work.deadline), pump.now())
+                    elif step is Step.CREDIT:
+                        stream.window.clear()
+                        await stream.window.wait()
+                        work.credit(pump.now())
+                    else:
+                        call = work.call
+                        assert call is not None
+                        exchange = await upstream.enter_async_context(pool.exchange(
+                            call.method, call.path, call.headers, call.body))
+                        work.called(pump.now())
+                except UpstreamError as exc:
+                    work.upstream_failed(exc, pump.now())
+                pump.kick()
 
 
 class Connector:
@@ -262,6 +180,8 @@ class Connector:
                  sleep: Callable[[float], object] | None = None) -> None:
         self.settings = settings
         self.backoff = Backoff(rng)
+        self.reconnect = Reconnect(self.backoff)
+        self.timing: Timing = timing_for(settings)
         self.backend = settings.backend
         self.pool: UpstreamPool = None  # type: ignore[assignment]
         self._sleep = sleep or asyncio.sleep
@@ -278,24 +198,21 @@ class Connector:
         """Serve until a permanent rejection (returns EXIT_PERMANENT) or cancellation."""
         self.pool = UpstreamPool(self.settings.upstream,
                                  max_connections=max(4, self.settings.max_concurrent_streams))
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    await self.session()
-                except PermanentRejection as exc:
-                    logger.error("%s", exc)
+                    session = await self.session()
+                    delay = self.reconnect.after_session(session, loop.time())
+                except PermanentRejection:
                     return EXIT_PERMANENT
                 except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    logger.warning("%s", dial_failure(exc))
-                loop = asyncio.get_running_loop()
-                self.backoff.disconnected(loop.time())
-                delay = self.backoff.next_delay()
-                logger.info("reconnecting in %.2fs", delay)
+                    delay = self.reconnect.after_dial_failure(exc, loop.time())
                 await self._sleep(delay)  # type: ignore[misc]
         finally:
             await self.pool.aclose()
 
-    async def session(self) -> None:
+    async def session(self) -> Session:
         """One connection to the gateway, from dial to close."""
         ws = await connect_websocket(self.settings.tunnel_url, ssl_context=self._ssl(),
                                      max_message_size=1024 * 1024)
@@ -307,6 +224,4 @@ class Connector:
             await session.pump.run()
         finally:
             self.current = None
-        retry_after = session_outcome(session.rejected, session.revoked)
-        if retry_after:
-            await self._sleep(retry_after)  # type: ignore[misc]
+        return session

@@ -16,7 +16,7 @@ For each stream the gateway opens, a shell calls, in order:
 3. on an upstream failure before a whole answer: :func:`upstream_unreachable`.
 
 Also here: the ``--model`` map (:func:`parse_model_map`), the ``--backend auto`` decision
-(:data:`PROBES`, :func:`backend_from_probe`) and the reconnect schedule (:class:`Backoff`).
+(:class:`BackendProbe` over :data:`PROBES`) and the reconnect schedule (:class:`Backoff`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ from tokios_translate import (
 
 __all__ = [
     "KEEPALIVE_INTERVAL",
+    "MAX_PROBE_BODY",
     "PROBES",
     "STREAM_HEADERS",
+    "BackendProbe",
     "Backoff",
     "Plan",
     "Route",
@@ -230,6 +232,38 @@ PROBES: tuple[tuple[str, BackendKind], ...] = (
     ("/props", BackendKind.LLAMACPP),
     ("/v1/models", BackendKind.OPENAI),
 )
+
+
+#: Largest probe answer read.
+MAX_PROBE_BODY = 1024 * 1024
+
+
+class BackendProbe:
+    """``--backend auto`` without I/O, for both shells::
+
+        probe = BackendProbe()
+        while (path := probe.next_path()) is not None:
+            probe.answered(...the status of GET path, or None if the request failed...)
+        probe.found   # the backend, or None when no probe answered 2xx
+    """
+
+    __slots__ = ("_current", "_paths", "found")
+
+    def __init__(self) -> None:
+        self._paths = iter(PROBES)
+        self._current: str | None = None
+        self.found: BackendKind | None = None
+
+    def next_path(self) -> str | None:
+        """The next path to GET, or None once the backend is found or every probe failed."""
+        if self.found is not None:
+            return None
+        self._current = next((path for path, _ in self._paths), None)
+        return self._current
+
+    def answered(self, status: int | None) -> None:
+        if status is not None and self._current is not None:
+            self.found = backend_from_probe(self._current, status)
 
 
 def backend_from_probe(path: str, status: int) -> BackendKind | None:

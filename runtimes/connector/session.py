@@ -10,7 +10,9 @@ subclass carrying its wake-up primitives) and implements four hooks:
 - ``_credit(stream_id)``: send credit grew (0: the whole connection): wake the senders.
 
 It calls :meth:`SessionEvents.on_event` for each event of the core, and, in the server,
-:func:`plan_for` once the body is complete. No event loop and no threads here.
+:func:`plan_for` once the body is complete (then ``runtimes.connector.serving`` does the
+stream's work). Around the sessions, :class:`Reconnect` says how long to wait before dialling
+again. No event loop and no threads here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from typing import Generic, Protocol, TypeVar
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan, Route
-from runtimes.connector.settings import MAX_REQUEST_BODY, ConnectorSettings
+from runtimes.connector.settings import (
+    MAX_REQUEST_BODY,
+    ConnectorSettings,
+    PermanentRejection,
+    session_outcome,
+)
 from tokios_proto import (
     Accepted,
     ConnectionTerminated,
@@ -41,7 +48,8 @@ from tokios_proto import (
 )
 from tokios_translate import BackendKind, ClientFormat, ErrorKind
 
-__all__ = ["ConnectorState", "SessionEvents", "StreamRequest", "dial_failure", "plan_for"]
+__all__ = ["ConnectorState", "Reconnect", "SessionEvents", "StreamRequest", "dial_failure",
+           "plan_for"]
 
 logger = logging.getLogger("tokios.connector")
 
@@ -63,7 +71,7 @@ class ConnectorState(Protocol):
 class StreamRequest:
     """One stream's request: its head and its body, gathered up to ``limit`` bytes."""
 
-    __slots__ = ("body", "head", "head_sent", "limit", "size", "too_large")
+    __slots__ = ("body", "head", "limit", "size", "too_large")
 
     def __init__(self, head: RequestHead, *, limit: int = MAX_REQUEST_BODY) -> None:
         self.head = head
@@ -71,7 +79,6 @@ class StreamRequest:
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
-        self.head_sent = False
 
     def add(self, data: bytes) -> bool:
         """Keep ``data``; True once the body turned out too large (it is dropped then)."""
@@ -191,3 +198,39 @@ def dial_failure(exc: BaseException) -> str:
                 f"({exc.verify_message}); check --ca-file")
     strerror = getattr(exc, "strerror", None) or ""
     return f"cannot reach the gateway: {type(exc).__name__} {strerror}".rstrip()
+
+
+class Reconnect:
+    """When to dial the gateway again, for both shells.
+
+    After a session (:meth:`after_session`) or a dial that failed (:meth:`after_dial_failure`)
+    the shell waits the returned number of seconds, then dials. The wait is the gateway's
+    ``retry_after`` when its rejection carried one, PLUS the full-jitter back-off delay
+    (:class:`~runtimes.connector.handling.Backoff`): the gateway's figure is a minimum, and
+    the jitter on top spreads the connectors it turned away so they do not all come back at
+    the same instant. A permanent rejection (bad or revoked token, deployments not allowed,
+    another protocol version) raises PermanentRejection instead: retrying cannot help.
+    """
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+
+    def after_session(self, session: SessionEvents[S], now: float) -> float:
+        """Seconds to wait after ``session`` ended (PermanentRejection: stop for good)."""
+        try:
+            retry_after = session_outcome(session.rejected, session.revoked)
+        except PermanentRejection as exc:
+            logger.error("%s", exc)
+            raise
+        return self._delay(retry_after or 0.0, now)
+
+    def after_dial_failure(self, exc: BaseException, now: float) -> float:
+        """Seconds to wait after dialling failed with ``exc`` (logged without secrets)."""
+        logger.warning("%s", dial_failure(exc))
+        return self._delay(0.0, now)
+
+    def _delay(self, retry_after: float, now: float) -> float:
+        self.backoff.disconnected(now)
+        delay = retry_after + self.backoff.next_delay()
+        logger.info("reconnecting in %.2fs", delay)
+        return delay

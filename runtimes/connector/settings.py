@@ -3,7 +3,8 @@ the settings, exit codes, the HELLO and Config built from the settings, and the 
 texts. No event loop, no threads: importing this module loads neither.
 
 A shell calls ``ConnectorConnection(config_for(settings), hello=hello_for(settings))`` for each
-session and, after a session ended, :func:`session_outcome` to learn whether to stop for good.
+session, gives each stream's work ``timing_for(settings)``, and after a session ended asks
+``session.Reconnect`` (which reads :func:`session_outcome`) whether and when to dial again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from runtimes.connector.handling import KEEPALIVE_INTERVAL
+from runtimes.connector.serving import Timing
 from tokios_proto import Config, DeploymentOffer, Hello, Rejected, RejectReason, Secret, Settings
 from tokios_translate import BackendKind
 
@@ -30,6 +32,7 @@ __all__ = [
     "hello_for",
     "rejection_text",
     "session_outcome",
+    "timing_for",
 ]
 
 SOFTWARE_VERSION = "0.1.0"
@@ -86,6 +89,11 @@ def config_for(settings: ConnectorSettings) -> Config:
         max_concurrent_streams=settings.max_concurrent_streams,
         initial_stream_window=settings.stream_window,
         initial_connection_window=settings.connection_window))
+
+
+def timing_for(settings: ConnectorSettings) -> Timing:
+    """The clocks of each stream's answer (``runtimes.connector.serving``)."""
+    return Timing(keepalive_interval=settings.keepalive_interval)
 
 
 def session_outcome(rejected: Rejected | None, revoked: bool) -> float | None:

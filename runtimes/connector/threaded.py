@@ -2,9 +2,10 @@
 
 For hosts that cannot or will not run an event loop (an application that embeds the
 connector, a frozen build, a platform without uvloop). It drives the very same sans-IO core
-(``tokios_proto.ConnectorConnection``) and the same per-stream decisions
-(``runtimes.connector.handling``) with the stdlib's socket, ssl and threading, wsproto and h11;
-it never imports asyncio. Library use (see docs/embedding.md)::
+(``tokios_proto.ConnectorConnection``), the same per-stream work
+(``runtimes.connector.serving``), the same WebSocket message layer and HTTP exchange and the
+same reconnect policy (``runtimes.connector.session.Reconnect``) with the stdlib's socket,
+ssl and threading; it never imports asyncio. Library use (see docs/embedding.md)::
 
     connector = ThreadedConnector(settings).start()   # returns at once; serves in a thread
     ...
@@ -12,13 +13,15 @@ it never imports asyncio. Library use (see docs/embedding.md)::
 
 Threads. Per tunnel, ONE reader thread (the connector's own thread) reads WebSocket messages,
 feeds the core, handles its events and fires its timer (``get_timer()``: the reader's read
-timeout). Per stream, one worker from a bounded pool (``max_workers``) reads the request
-body, calls the upstream and sends the answer. One lock guards the core and the stream table;
-ONE writer lock serialises taking output from the core and writing it to the socket, so frames
-leave in the core's order. A worker out of send credit waits on a condition of the core lock
-until a WindowUpdated (or the stream's end) wakes it: a slow client stalls the worker, which
-stops reading the upstream (real backpressure, bounded memory). A StreamReset aborts the
-worker's upstream socket, so the model stops generating. Nothing listens on a socket.
+timeout). Per stream, one worker from a bounded pool (``max_workers``) waits for the request
+body, then does what the stream's work says (call the upstream, read it until the work's
+deadline: keep-alives are sent from that wait, wait for credit). One lock guards the core, the
+stream table and the works; ONE writer lock serialises taking output from the core and
+writing it to the socket, so frames leave in the core's order. A worker out of send credit
+waits on a condition of the core lock until a WindowUpdated (or the stream's end) wakes it: a
+slow client stalls the worker, which stops reading the upstream (real backpressure, bounded
+memory). A StreamReset aborts the worker's upstream socket, so the model stops generating.
+Nothing listens on a socket.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ from runtimes.blocking import (
     client_context,
     connect_websocket,
 )
-from runtimes.blocking.ticker import Ticker
+from runtimes.blocking.upstream import UpstreamExchange
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff, Plan
-from runtimes.connector.session import SessionEvents, StreamRequest, dial_failure, plan_for
+from runtimes.connector.handling import Backoff
+from runtimes.connector.serving import Step, StreamWork, Timing
+from runtimes.connector.session import Reconnect, SessionEvents, StreamRequest, plan_for
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -55,9 +59,8 @@ from runtimes.connector.settings import (
     PermanentRejection,
     config_for,
     hello_for,
-    session_outcome,
+    timing_for,
 )
-from runtimes.tunnel.credit import Outbox
 from tokios_proto import (
     ConnectionState,
     ConnectionTerminated,
@@ -68,8 +71,7 @@ from tokios_proto import (
     RequestHead,
     ResetCode,
 )
-from tokios_translate import BackendKind, ClientResponse, open_stream_translator
-from tokios_translate.stream import StreamTranslator
+from tokios_translate import BackendKind
 
 __all__ = ["ThreadedConnector", "TunnelSession", "probe_backend", "serve_until_signal"]
 
@@ -81,16 +83,15 @@ _WRITE_CHUNK = 256 * 1024
 
 def probe_backend(pool: UpstreamPool) -> BackendKind | None:
     """``--backend auto``: GET each of handling.PROBES; the first 2xx names the backend."""
-    for path, _ in handling.PROBES:
+    probe = handling.BackendProbe()
+    while (path := probe.next_path()) is not None:
         try:
-            with pool.request("GET", path) as response:
-                response.read(1024 * 1024)
-                kind = handling.backend_from_probe(path, response.status)
+            head, _ = pool.fetch("GET", path, limit=handling.MAX_PROBE_BODY)
         except UpstreamError:
-            continue
-        if kind is not None:
-            return kind
-    return None
+            probe.answered(None)
+        else:
+            probe.answered(head.status)
+    return probe.found
 
 
 class _StreamGone(Exception):  # noqa: N818
@@ -98,7 +99,7 @@ class _StreamGone(Exception):  # noqa: N818
 
 
 class _Stream(StreamRequest):
-    __slots__ = ("abort", "body_done", "gone", "keepalive")
+    __slots__ = ("abort", "body_done", "gone")
 
     def __init__(self, head: RequestHead) -> None:
         super().__init__(head)
@@ -107,8 +108,6 @@ class _Stream(StreamRequest):
         self.gone = False
         #: Aborts the upstream call in flight, from any thread.
         self.abort: Callable[[], None] | None = None
-        #: True while a streamed answer waits for its first token (under the session lock).
-        self.keepalive = False
 
 
 class TunnelSession(SessionEvents[_Stream]):
@@ -230,179 +229,81 @@ class TunnelSession(SessionEvents[_Stream]):
 
     def _serve(self, stream_id: int, stream: _Stream) -> None:
         try:
-            self._answer(stream_id, stream)
+            stream.body_done.wait()
+            with self.lock:
+                if stream.gone:
+                    return
+                work = StreamWork(self.conn, stream_id, plan_for(self.connector, stream),
+                                  self.threaded.timing, time.monotonic())
+            self._drive(work, stream)
         except (_StreamGone, WebSocketClosed):
             pass
         except Exception as exc:  # a bug: reset the stream, keep the tunnel
             logger.error("stream failed: %s", type(exc).__name__)
-            self._command(lambda: self.conn.reset_stream(stream_id, ResetCode.INTERNAL_ERROR))
+            with self.lock:
+                if self.terminated is None:
+                    with contextlib.suppress(ProtocolError):
+                        self.conn.reset_stream(stream_id, ResetCode.INTERNAL_ERROR)
         finally:
             with self.lock:
                 if self.streams.get(stream_id) is stream:
                     del self.streams[stream_id]
+            self.flush()
 
-    def _command(self, command: Callable[[], None]) -> None:
-        """Run a core command under the lock (skipped once the stream is gone), then flush."""
-        with self.lock:
-            if self.terminated is not None:
-                return
-            with contextlib.suppress(ProtocolError):
-                command()
-        self.flush()
+    def _drive(self, work: StreamWork, stream: _Stream) -> None:
+        """Do what the work's step says until it is DONE (see runtimes.connector.serving).
+        Every report to the work is made under the lock, unless the stream is gone; output
+        is flushed before each wait (and, while reading the upstream, only when the upstream
+        has nothing more ready, so small chunks coalesce)."""
+        with contextlib.ExitStack() as upstream:
+            exchange: UpstreamExchange | None = None
+            while True:
+                with self.lock:
+                    step = self._step(work, stream)
+                if step is Step.DONE:
+                    return
+                try:
+                    if step is Step.RECEIVE:
+                        assert exchange is not None
+                        event = exchange.receive(work.deadline, before_wait=self.flush)
+                        self._report(stream, work.received, event)
+                    elif step is Step.CREDIT:
+                        self.flush()  # what is queued must leave before the peer grants more
+                        with self.lock:
+                            while (self._step(work, stream) is Step.CREDIT
+                                   and self.conn.available_to_send(work.stream_id) <= 0):
+                                self.credit.wait()
+                        self._report(stream, work.credit)
+                    else:
+                        self.flush()  # the head and opening go out before the call
+                        call = work.call
+                        assert call is not None
+                        exchange = upstream.enter_context(self.threaded.pool.exchange(
+                            call.method, call.path, call.headers, call.body,
+                            on_start=lambda ex: self._on_exchange(stream, ex)))
+                        self._report(stream, work.called)
+                except UpstreamError as exc:
+                    self._report(stream, work.upstream_failed, exc)
 
-    def _answer(self, stream_id: int, stream: _Stream) -> None:
-        stream.body_done.wait()
+    @staticmethod
+    def _step(work: StreamWork, stream: _Stream) -> Step:  # under self.lock
         if stream.gone:
-            return
-        started = time.monotonic()
-        plan = plan_for(self.connector, stream)
-        if plan.immediate is not None:
-            self._send_whole(stream_id, stream, plan.immediate)
-            return
-        self._call_upstream(stream_id, stream, plan)
-        logger.info("stream %d %s done in %.3fs", stream_id, plan.route.value,
-                    time.monotonic() - started)
+            raise _StreamGone
+        return work.step
 
-    def _on_upstream_connection(self, stream: _Stream, abort: Callable[[], None]) -> None:
+    def _report(self, stream: _Stream, report: Callable[..., None], *args: object) -> None:
+        """Call one of the work's reports under the lock, with the clock (unless gone)."""
         with self.lock:
-            stream.abort = abort
+            if stream.gone:
+                raise _StreamGone
+            report(*args, time.monotonic())
+
+    def _on_exchange(self, stream: _Stream, exchange: UpstreamExchange) -> None:
+        with self.lock:
+            stream.abort = exchange.abort
             gone = stream.gone
         if gone:
-            abort()
-
-    def _call_upstream(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
-        assert plan.call is not None
-        if plan.stream:
-            self._stream_answer(stream_id, stream, plan)
-            return
-        call = plan.call
-        try:
-            with self.threaded.pool.request(
-                    call.method, call.path, call.headers, call.body,
-                    on_connection=lambda abort: self._on_upstream_connection(stream, abort),
-            ) as response:
-                if stream.gone:
-                    raise _StreamGone
-                answer_body = response.read(handling.MAX_UPSTREAM_BODY)
-                answer = handling.finish_plan(plan, response.status, answer_body)
-                self._send_whole(stream_id, stream, answer)
-        except UpstreamError as exc:
-            if stream.gone:
-                return
-            logger.warning("upstream call failed: %s", exc)
-            if stream.head_sent:
-                self._command(lambda: self.conn.reset_stream(stream_id,
-                                                             ResetCode.UPSTREAM_FAILED))
-            else:
-                self._send_whole(stream_id, stream, handling.upstream_unreachable(plan))
-
-    def _stream_answer(self, stream_id: int, stream: _Stream, plan: Plan) -> None:
-        """A streamed answer: the head and the opening at once, keep-alives (the connector's
-        ticker thread) until the first token, then the translated stream; an upstream failure
-        is the format's in-stream error (see handling's step 2)."""
-        assert plan.call is not None and plan.context is not None
-        call = plan.call
-        translator = open_stream_translator(plan.context)
-        self._head(stream_id, stream, 200, handling.stream_headers(plan))
-        self._send(stream_id, stream, translator.open())
-        stream.keepalive = True
-        self.threaded.ticker.add(lambda: self._beat(stream_id, stream, translator))
-        try:
-            with self.threaded.pool.request(
-                    call.method, call.path, call.headers, call.body,
-                    on_connection=lambda abort: self._on_upstream_connection(stream, abort),
-            ) as response:
-                if stream.gone:
-                    raise _StreamGone
-                if response.status >= 400:
-                    tail = translator.upstream_error(
-                        response.status, response.read(handling.MAX_UPSTREAM_BODY))
-                else:
-                    try:
-                        for chunk in response.iter_bytes(before_wait=self.flush):
-                            out = translator.feed(chunk)
-                            if out:
-                                self._quiet(stream)
-                                self._send(stream_id, stream, out, flush=False)
-                            if translator.done:
-                                break
-                        tail = translator.finish()
-                    except UpstreamError:
-                        if stream.gone:
-                            raise _StreamGone from None
-                        tail = translator.fail("upstream connection lost")
-        except UpstreamError as exc:
-            if stream.gone:
-                return
-            logger.warning("upstream call failed: %s", exc)
-            tail = translator.fail(*handling.early_failure(str(exc)))
-        finally:
-            self._quiet(stream)
-        if tail:
-            self._send(stream_id, stream, tail)
-        self._end(stream_id, stream)
-
-    def _quiet(self, stream: _Stream) -> None:
-        """No keep-alive from now on (taken before the answer's own bytes go out)."""
-        with self.lock:
-            stream.keepalive = False
-
-    def _beat(self, stream_id: int, stream: _Stream, translator: StreamTranslator) -> bool:
-        """The ticker thread: one keep-alive if the stream still waits for its first token and
-        the window has room; False once it no longer waits (the ticker drops it)."""
-        with self.lock:
-            if not stream.keepalive or stream.gone or self.terminated is not None:
-                return False
-            data = translator.keepalive()
-            if data and self.conn.available_to_send(stream_id) >= len(data):
-                with contextlib.suppress(ProtocolError):
-                    self.conn.send_data(stream_id, data)
-        self.flush()
-        return True
-
-    def _head(self, stream_id: int, stream: _Stream, status: int,
-              headers: handling.Headers) -> None:
-        with self.lock:
-            if stream.gone:
-                raise _StreamGone
-            self.conn.send_response(stream_id, status, headers)
-            stream.head_sent = True
-        self.flush()
-
-    def _end(self, stream_id: int, stream: _Stream) -> None:
-        with self.lock:
-            if stream.gone:
-                raise _StreamGone
-            self.conn.end_stream(stream_id)
-        self.flush()
-
-    def _send_whole(self, stream_id: int, stream: _Stream, answer: ClientResponse) -> None:
-        self._head(stream_id, stream, answer.status, handling.response_headers(answer))
-        if answer.body:
-            self._send(stream_id, stream, answer.body)
-        self._end(stream_id, stream)
-
-    def _send(self, stream_id: int, stream: _Stream, data: bytes, *,
-              flush: bool = True) -> None:
-        """Send with flow control: out of credit, flush and wait on the credit condition.
-
-        ``flush=False`` leaves the DATA in the core for a later :meth:`flush` (the streaming
-        loop flushes when the upstream has nothing more ready), so small chunks coalesce.
-        """
-        outbox = Outbox(self.conn, stream_id)
-        outbox.add(data)
-        while True:
-            with self.lock:
-                if stream.gone:
-                    raise _StreamGone
-                if outbox.send():
-                    break
-            self.flush()  # what is queued must leave before the peer can grant more
-            with self.lock:
-                while not stream.gone and self.conn.available_to_send(stream_id) <= 0:
-                    self.credit.wait()
-        if flush:
-            self.flush()
+            exchange.abort()
 
 
 class ThreadedConnector:
@@ -419,6 +320,8 @@ class ThreadedConnector:
         self.settings = settings
         self.backend = settings.backend
         self.backoff = Backoff(rng)
+        self.reconnect = Reconnect(self.backoff)
+        self.timing: Timing = timing_for(settings)
         self.max_workers = max_workers or settings.max_concurrent_streams
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -426,8 +329,6 @@ class ThreadedConnector:
                                  max_connections=max(4, self.max_workers))
         self._workers = ThreadPoolExecutor(self.max_workers,
                                            thread_name_prefix="tokios-stream")
-        #: Keep-alives of streamed answers waiting for their first token (one thread).
-        self.ticker = Ticker(settings.keepalive_interval, name="tokios-keepalive")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._session_lock = threading.Lock()
@@ -484,32 +385,28 @@ class ThreadedConnector:
         code = EXIT_OK
         try:
             while not self._stopping.is_set():
-                retry_after: float | None = None
                 try:
-                    retry_after = self.session()
-                except PermanentRejection as exc:
-                    logger.error("%s", exc)
+                    session = self.session()
+                    if self._stopping.is_set():
+                        break
+                    delay = self.reconnect.after_session(session, time.monotonic())
+                except PermanentRejection:
                     code = EXIT_PERMANENT
                     break
                 except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    logger.warning("%s", dial_failure(exc))
-                if self._stopping.is_set():
-                    break
-                self.backoff.disconnected(time.monotonic())
-                delay = max(self.backoff.next_delay(), retry_after or 0.0)
-                logger.info("reconnecting in %.2fs", delay)
+                    if self._stopping.is_set():
+                        break
+                    delay = self.reconnect.after_dial_failure(exc, time.monotonic())
                 if self._stopping.wait(delay):
                     break
         finally:
             self._workers.shutdown(wait=False, cancel_futures=True)
-            self.ticker.close()
             self.pool.close()
             self.exit_code = code
         return code
 
-    def session(self) -> float | None:
-        """One connection to the gateway, from dial to close; the minimum wait before the next
-        (or raises PermanentRejection)."""
+    def session(self) -> TunnelSession:
+        """One connection to the gateway, from dial to close."""
         context = None
         if self.settings.tunnel_url.startswith("wss://"):
             context = client_context(ca_file=self.settings.ca_file)
@@ -527,7 +424,7 @@ class ThreadedConnector:
             with self._session_lock:
                 self.current = None
             ws.release()
-        return session_outcome(session.rejected, session.revoked)
+        return session
 
 
 def serve_until_signal(settings: ConnectorSettings, *, auto: bool = False) -> int:

@@ -19,7 +19,7 @@ from runtimes.netio._http import (
 from runtimes.netio.http_server import HttpServer
 from runtimes.netio.loop import install_loop, run
 from runtimes.netio.tls import client_context, server_context
-from runtimes.netio.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from runtimes.netio.upstream import UpstreamError, UpstreamExchange, UpstreamPool
 from runtimes.netio.websocket import (
     CloseInfo,
     WebSocket,
@@ -39,8 +39,8 @@ __all__ = [
     "HttpServer",
     "ServerConfig",
     "UpstreamError",
+    "UpstreamExchange",
     "UpstreamPool",
-    "UpstreamResponse",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketHandshakeError",

@@ -1,22 +1,25 @@
-"""A pooled HTTP/1.1 client on h11, for the connector's calls to the local model. The
-exchange itself (URL, request bytes, reading h11's events) is ``runtimes.upstream_http``,
-shared with the threaded twin; this module moves the bytes on asyncio.
+"""A pooled HTTP/1.1 client on h11, for the connector's calls to the local model. The exchange
+itself (URL, request bytes, reading the answer, when a request may go again) is
+``runtimes.upstream_http``, shared with the threaded twin; this module moves the bytes on
+asyncio.
 
     pool = UpstreamPool("http://127.0.0.1:11434", max_connections=16)
-    async with pool.request("POST", "/api/chat", [("content-type", "application/json")], body) as r:
-        r.status, r.headers
-        async for chunk in r.iter_bytes():    # as the bytes arrive; our pace is the read pace
-            ...
+    async with pool.exchange("POST", "/api/chat", [("content-type", "application/json")],
+                             body) as exchange:          # connected and written
+        event = await exchange.receive(deadline)          # ResponseHead, bytes, Received.END,
+        ...                                               # or Received.IDLE at the deadline
+    head, body = await pool.fetch("GET", "/api/version", limit=1 << 20)  # a whole answer
     await pool.aclose()
 
-Leaving the `async with` before the body ended aborts that connection, so the upstream sees
-the disconnect and stops generating. A complete response returns the connection to the pool.
+Leaving the `async with` before the answer ended aborts that connection, so the upstream sees
+the disconnect and stops generating. A complete answer returns the connection to the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -24,28 +27,28 @@ from contextlib import asynccontextmanager
 import h11
 
 from runtimes.upstream_http import (
+    Exchange,
+    Failure,
+    Received,
+    ResponseHead,
     UpstreamError,
-    decode_head,
-    encode_request,
-    next_body,
-    next_head,
+    UpstreamEvent,
+    WholeAnswer,
     parse_origin,
 )
 
-__all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["UpstreamError", "UpstreamExchange", "UpstreamPool"]
 
 _READ_SIZE = 64 * 1024
 
 
 class _PooledConnection:
-    __slots__ = ("conn", "reader", "received", "writer")
+    __slots__ = ("conn", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.conn = h11.Connection(h11.CLIENT)
-        #: Bytes received during the current exchange (0: the upstream sent nothing yet).
-        self.received = 0
 
     def reusable(self) -> bool:
         return not self.writer.transport.is_closing() and not self.reader.at_eof()
@@ -54,69 +57,75 @@ class _PooledConnection:
         self.writer.transport.abort()
 
 
-class UpstreamResponse:
-    """A response head plus its body, read on demand."""
+class UpstreamExchange(Exchange[_PooledConnection]):
+    """One request, written; its answer read event by event with :meth:`receive`."""
 
-    __slots__ = ("_connection", "_done", "_read_timeout", "headers", "reason", "status")
+    __slots__ = ("_pool",)
 
-    def __init__(
-        self,
-        connection: _PooledConnection,
-        head: h11.Response,
-        read_timeout: float,
-    ) -> None:
-        self._connection = connection
-        self._read_timeout = read_timeout
-        self._done = False
-        #: Headers as (lower-cased name, value) pairs, in order.
-        self.status, self.reason, self.headers = decode_head(head)
+    def __init__(self, pool: UpstreamPool, method: str, path: str,
+                 headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(pool.origin, method, path, headers, body)
+        self._pool = pool
 
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (case-insensitive), or None."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key == wanted:
-                return value
-        return None
+    async def _send(self) -> None:
+        """Take a connection (an idle one, else a new one) and write the request."""
+        connection, reused = await self._pool._checkout()
+        try:
+            await self._write_on(connection, reused=reused)
+        except UpstreamError as exc:
+            await self._again(exc)
 
-    @property
-    def complete(self) -> bool:
-        return self._done
+    async def _write_on(self, connection: _PooledConnection, *, reused: bool) -> None:
+        out = self.request_on(connection, reused=reused)
+        try:
+            connection.writer.write(out)
+            await connection.writer.drain()
+        except OSError as exc:
+            raise UpstreamError(f"upstream write failed: {type(exc).__name__}",
+                                Failure.WRITE) from exc
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Yield body bytes as soon as they arrive (no buffering beyond one socket read)."""
-        connection = self._connection
-        while not self._done:
-            chunk = next_body(connection.conn)
-            if chunk is None:
-                self._done = True
-            elif isinstance(chunk, bytes):
-                yield chunk
-            else:  # h11.NEED_DATA
-                await _receive(connection, self._read_timeout)
+    async def _again(self, error: UpstreamError) -> None:
+        """Send the request again on a fresh connection if ``error`` proves it never reached
+        the model (``upstream_http.may_resend``: a kept-alive connection the upstream had
+        closed); else raise ``error``. A fresh connection is not reused: this happens once."""
+        if not self.may_resend(error):
+            raise error
+        self.abort()
+        await self._write_on(await self._pool._connect(), reused=False)
 
-    async def read(self, limit: int) -> bytes:
-        """Read the whole body; UpstreamError past `limit` bytes."""
-        parts: list[bytes] = []
-        total = 0
-        async for chunk in self.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise UpstreamError(f"upstream body exceeds {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+    async def receive(self, deadline: float | None) -> UpstreamEvent:
+        """The next event of the answer: its ResponseHead, body bytes, Received.END; or
+        Received.IDLE once the loop's clock reaches ``deadline`` with nothing new (None: no
+        deadline). UpstreamError if the upstream failed."""
+        while True:
+            reader, connection = self.reader, self.connection
+            assert reader is not None and connection is not None
+            try:
+                event = reader.next_event()
+                if event is not None:
+                    return event
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        data = await connection.reader.read(_READ_SIZE)
+                except TimeoutError:
+                    return Received.IDLE
+                except OSError as exc:
+                    raise UpstreamError(f"upstream read failed: {type(exc).__name__}",
+                                        Failure.CLOSED) from exc
+                reader.feed(data)  # b"" records EOF; the reader then says what it means
+            except UpstreamError as exc:
+                await self._again(exc)
 
+    def abort(self) -> None:
+        if self.connection is not None:
+            self.connection.abort()
 
-async def _receive(connection: _PooledConnection, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            data = await connection.reader.read(_READ_SIZE)
-    except TimeoutError as exc:
-        raise UpstreamError("upstream read timed out") from exc
-    except OSError as exc:
-        raise UpstreamError(f"upstream read failed: {type(exc).__name__}") from exc
-    connection.received += len(data)
-    connection.conn.receive_data(data)  # b"" records EOF; h11 then reports the error
+    def _finish(self) -> None:
+        if self.complete:
+            assert self.connection is not None
+            self._pool._checkin(self.connection)
+        else:
+            self.abort()
 
 
 class UpstreamPool:
@@ -132,13 +141,14 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int | None = None,
     ) -> None:
-        self._origin = origin = parse_origin(base_url)
+        self.origin = origin = parse_origin(base_url)
         self._secure, self._host, self._port = origin.secure, origin.host, origin.port
         self._ssl = ssl_context if ssl_context is not None or not self._secure else None
         if self._secure and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self.connect_timeout = connect_timeout
+        #: Per read of :meth:`fetch` (exchanges take a deadline instead).
+        self.read_timeout = read_timeout
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_idle if max_idle is not None else max_connections
         self._idle: collections.deque[_PooledConnection] = collections.deque()
@@ -148,7 +158,7 @@ class UpstreamPool:
 
     async def _connect(self) -> _PooledConnection:
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self.connect_timeout):
                 reader, writer = await asyncio.open_connection(
                     self._host,
                     self._port,
@@ -157,14 +167,15 @@ class UpstreamPool:
                     limit=_READ_SIZE,
                 )
         except TimeoutError as exc:
-            raise UpstreamError("upstream connect timed out") from exc
+            raise UpstreamError("upstream connect timed out", Failure.CONNECT) from exc
         except OSError as exc:
-            raise UpstreamError(f"upstream connect failed: {type(exc).__name__}") from exc
+            raise UpstreamError(f"upstream connect failed: {type(exc).__name__}",
+                                Failure.CONNECT) from exc
         self.connects += 1
         return _PooledConnection(reader, writer)
 
     async def _checkout(self) -> tuple[_PooledConnection, bool]:
-        """An idle connection (reused=True) or a new one."""
+        """An idle connection the upstream has not closed (reused=True), or a new one."""
         while self._idle:
             connection = self._idle.pop()
             if connection.reusable():
@@ -174,12 +185,7 @@ class UpstreamPool:
 
     def _checkin(self, connection: _PooledConnection) -> None:
         conn = connection.conn
-        if (
-            not self._closed
-            and conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-            and len(self._idle) < self._max_idle
-        ):
+        if not self._closed and len(self._idle) < self._max_idle:
             conn.start_next_cycle()
             if connection.reusable():
                 self._idle.append(connection)
@@ -187,61 +193,51 @@ class UpstreamPool:
         connection.abort()
 
     @asynccontextmanager
-    async def request(
+    async def exchange(
         self,
         method: str,
         path: str,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
-    ) -> AsyncIterator[UpstreamResponse]:
-        """Send a request and yield the response once its head arrived (see module doc)."""
+    ) -> AsyncIterator[UpstreamExchange]:
+        """Connect (or reuse a connection), write the request, and yield the exchange."""
         if self._closed:
-            raise UpstreamError("pool is closed")
-        header_list = list(headers)
+            raise UpstreamError("pool is closed", Failure.LOCAL)
         async with self._slots:
-            connection, reused = await self._checkout()
+            exchange = UpstreamExchange(self, method, path, list(headers), body)
             try:
-                try:
-                    head = await self._exchange(connection, method, path, header_list, body)
-                except UpstreamError:
-                    if not reused or connection.received:
-                        raise
-                    # A kept-alive connection the upstream closed meanwhile (nothing came
-                    # back): retry once on a fresh connection, as browsers and Go do.
-                    connection.abort()
-                    connection = await self._connect()
-                    head = await self._exchange(connection, method, path, header_list, body)
-                response = UpstreamResponse(connection, head, self._read_timeout)
-                yield response
+                await exchange._send()
+                yield exchange
             except BaseException:
-                connection.abort()
+                exchange.abort()
                 raise
-            self._checkin(connection)
+            exchange._finish()
 
-    async def _exchange(
+    async def fetch(
         self,
-        connection: _PooledConnection,
         method: str,
         path: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-    ) -> h11.Response:
-        conn = connection.conn
-        connection.received = 0
-        out = encode_request(conn, self._origin, method, path, headers=headers, body=body)
-        try:
-            connection.writer.write(out)
-            async with asyncio.timeout(self._read_timeout):
-                await connection.writer.drain()
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"upstream write failed: {type(exc).__name__}") from exc
-        while (head := next_head(conn)) is None:
-            await _receive(connection, self._read_timeout)
-        return head
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        limit: int,
+        timeout: float | None = None,
+    ) -> tuple[ResponseHead, bytes]:
+        """The whole answer (at most ``limit`` body bytes; each read within ``timeout``,
+        default ``read_timeout``): for probes and other small calls."""
+        loop = asyncio.get_running_loop()
+        wait = self.read_timeout if timeout is None else timeout
+        whole = WholeAnswer(limit)
+        async with self.exchange(method, path, headers, body) as exchange:
+            while not whole.add(await exchange.receive(loop.time() + wait)):
+                pass
+        assert whole.head is not None
+        return whole.head, whole.body
 
     async def aclose(self) -> None:
         """Close idle connections; requests in flight keep theirs until they finish."""
         self._closed = True
         while self._idle:
             self._idle.pop().abort()
-        await asyncio.sleep(0)
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(0)

@@ -15,8 +15,11 @@ from runtimes.connector import handling
 from runtimes.connector.app import probe_backend
 from runtimes.connector.cli import build_parser, main, settings_from_args, tunnel_url
 from runtimes.connector.handling import Backoff, Route
+from runtimes.connector.session import Reconnect
+from runtimes.connector.settings import PermanentRejection
 from runtimes.netio import UpstreamPool
 from tests.upstreams.model_servers import OllamaServer, OpenAICompatServer
+from tokios_proto import Rejected, RejectReason
 from tokios_translate import BackendKind, ClientFormat
 
 
@@ -147,3 +150,45 @@ def test_auto_probe_recognises_each_backend(tmp_path: Path) -> None:
         assert handling.backend_from_probe("/props", 404) is None
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_reconnect_waits_retry_after_plus_the_jittered_backoff_and_stops_on_refusals() -> None:
+    draws = iter([0.5, 0.5, 0.5])
+    reconnect = Reconnect(Backoff(lambda: next(draws), base=1.0, cap=8.0))
+
+    class Ended:
+        def __init__(self, rejected: Rejected | None = None, revoked: bool = False) -> None:
+            self.rejected, self.revoked = rejected, revoked
+
+    busy = Rejected(reason=RejectReason.OVERLOADED, message="draining", retryable=True,
+                    retry_after=2.0)
+    # the gateway's minimum, plus the jitter on top (ceiling 1 s on the first attempt)
+    assert reconnect.after_session(Ended(busy), 0.0) == pytest.approx(2.0 + 0.5)  # type: ignore[arg-type]
+    assert reconnect.after_session(Ended(), 1.0) == pytest.approx(0.5 * 2.0)  # type: ignore[arg-type]
+    assert reconnect.after_dial_failure(ConnectionRefusedError(), 2.0) == \
+        pytest.approx(0.5 * 4.0)
+    with pytest.raises(PermanentRejection, match="revoked"):
+        reconnect.after_session(Ended(revoked=True), 3.0)  # type: ignore[arg-type]
+    refused = Rejected(reason=RejectReason.BAD_CREDENTIAL, message="", retryable=False,
+                       retry_after=None)
+    with pytest.raises(PermanentRejection, match="not valid"):
+        reconnect.after_session(Ended(refused), 3.0)  # type: ignore[arg-type]
+
+
+def test_backend_probe_asks_each_path_until_one_answers_2xx() -> None:
+    probe = handling.BackendProbe()
+    asked = []
+    answers = {"/api/version": None, "/props": 404, "/v1/models": 200}
+    while (path := probe.next_path()) is not None:
+        asked.append(path)
+        probe.answered(answers[path])
+    assert asked == ["/api/version", "/props", "/v1/models"]
+    assert probe.found is BackendKind.OPENAI
+    first = handling.BackendProbe()
+    assert first.next_path() == "/api/version"
+    first.answered(200)
+    assert first.next_path() is None and first.found is BackendKind.OLLAMA
+    nothing = handling.BackendProbe()
+    while nothing.next_path() is not None:
+        nothing.answered(None)
+    assert nothing.found is None

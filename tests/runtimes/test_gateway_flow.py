@@ -531,10 +531,10 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Backpressure end to end: while the client reads nothing, the connector stops reading
     the upstream (its translator is fed nothing more), then resumes when the client reads."""
-    from runtimes.connector import app as connector_app
+    from runtimes.connector import serving
 
     fed = [0]
-    real_open = connector_app.open_stream_translator
+    real_open = serving.open_stream_translator
 
     def counting_open(ctx: Any) -> Any:
         translator = real_open(ctx)
@@ -552,7 +552,7 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
                                       "answering": property(lambda _: translator.answering),
                                       "done": property(lambda _: translator.done)})()
 
-    monkeypatch.setattr(connector_app, "open_stream_translator", counting_open)
+    monkeypatch.setattr(serving, "open_stream_translator", counting_open)
 
     async def main() -> None:
         async with make_stack(tmp_path, connect=False) as stack:

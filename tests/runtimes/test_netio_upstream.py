@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from runtimes.netio import UpstreamError, UpstreamPool, client_context, server_context
+from runtimes.upstream_http import Failure, Received, ResponseHead
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -149,15 +150,14 @@ def test_content_length_bodies_and_keep_alive_reuse() -> None:
         port = await upstream.start()
         pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=4)
         for i in range(5):
-            async with pool.request(
-                "POST", "/json", [("content-type", "application/json")], f"n{i}".encode()
-            ) as r:
-                assert r.status == 200
-                assert r.header("Content-Length") == str(len(f'{{"echo": "n{i}"}}'))
-                assert await r.read(1000) == f'{{"echo": "n{i}"}}'.encode()
-        async with pool.request("GET", "/missing") as r:
-            assert r.status == 404
-            assert await r.read(10) == b""
+            head, body = await pool.fetch(
+                "POST", "/json", [("content-type", "application/json")], f"n{i}".encode(),
+                limit=1000)
+            assert head.status == 200
+            assert head.header("Content-Length") == str(len(f'{{"echo": "n{i}"}}'))
+            assert body == f'{{"echo": "n{i}"}}'.encode()
+        head, body = await pool.fetch("GET", "/missing", limit=10)
+        assert (head.status, body) == (404, b"")
         assert upstream.accepts == 1  # one connection, kept alive for all six requests
         assert pool.connects == 1
         method, path, body, headers = upstream.requests[0]
@@ -176,16 +176,18 @@ def test_chunked_streaming_yields_each_chunk_as_it_arrives() -> None:
         port = await upstream.start()
         pool = UpstreamPool(f"http://127.0.0.1:{port}")
         chunks = []
-        async with pool.request("GET", "/stream") as r:
-            assert r.header("transfer-encoding") == "chunked"
-            async for chunk in r.iter_bytes():
-                chunks.append(chunk)
-                if b"data: 1" in chunk:
+        async with pool.exchange("GET", "/stream") as exchange:
+            head = await exchange.receive(None)
+            assert isinstance(head, ResponseHead)
+            assert head.header("transfer-encoding") == "chunked"
+            while (event := await exchange.receive(None)) is not Received.END:
+                assert isinstance(event, bytes)
+                chunks.append(event)
+                if b"data: 1" in event:
                     upstream.chunk_seen.set()
         assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"
         assert chunks[0] == b"data: 1\n\n"
-        async with pool.request("GET", "/json") as r:  # reused after a chunked body
-            await r.read(100)
+        await pool.fetch("GET", "/json", limit=100)  # reused after a chunked body
         assert upstream.accepts == 1
         await pool.aclose()
         await upstream.stop()
@@ -198,9 +200,9 @@ def test_leaving_early_aborts_the_connection_so_the_upstream_stops() -> None:
         upstream = FakeUpstream()
         port = await upstream.start()
         pool = UpstreamPool(f"http://127.0.0.1:{port}")
-        async with pool.request("POST", "/forever", body=b"{}") as r:
-            async for _chunk in r.iter_bytes():
-                break
+        async with pool.exchange("POST", "/forever", body=b"{}") as exchange:
+            assert isinstance(await exchange.receive(None), ResponseHead)
+            assert isinstance(await exchange.receive(None), bytes)
         left_at = time.monotonic()
         async with asyncio.timeout(1):
             while upstream.disconnected_at is None:
@@ -208,11 +210,10 @@ def test_leaving_early_aborts_the_connection_so_the_upstream_stops() -> None:
         assert upstream.disconnected_at - left_at < 1
         # An exception inside the block aborts too, and the next request opens a new connection.
         with pytest.raises(RuntimeError):
-            async with pool.request("GET", "/stream") as r:
+            async with pool.exchange("GET", "/stream"):
                 raise RuntimeError("consumer failed")
-        async with pool.request("GET", "/json") as r:
-            assert r.status == 200
-            await r.read(100)
+        head, _ = await pool.fetch("GET", "/json", limit=100)
+        assert head.status == 200
         assert upstream.accepts == 3
         await pool.aclose()
         await upstream.stop()
@@ -225,25 +226,25 @@ def test_connection_close_timeouts_limits_and_errors() -> None:
         upstream = FakeUpstream()
         port = await upstream.start()
         pool = UpstreamPool(f"http://127.0.0.1:{port}", read_timeout=0.3)
-        async with pool.request("GET", "/close") as r:
-            assert await r.read(10) == b"bye"
-        async with pool.request("GET", "/json") as r:
-            await r.read(100)
+        assert (await pool.fetch("GET", "/close", limit=10))[1] == b"bye"
+        await pool.fetch("GET", "/json", limit=100)
         assert upstream.accepts == 2  # "connection: close" was honoured: not reused
         started = time.monotonic()
         with pytest.raises(UpstreamError, match="timed out"):
-            async with pool.request("GET", "/slow"):
-                pass
+            await pool.fetch("GET", "/slow", limit=100)
         assert time.monotonic() - started < 1
+        async with pool.exchange("GET", "/slow") as exchange:  # an exchange's own deadline
+            loop = asyncio.get_running_loop()
+            assert await exchange.receive(loop.time() + 0.1) is Received.IDLE
+            assert isinstance(await exchange.receive(loop.time() + 5), ResponseHead)
         with pytest.raises(UpstreamError, match="exceeds"):
-            async with pool.request("GET", "/big") as r:
-                await r.read(1000)
+            await pool.fetch("GET", "/big", limit=1000)
         await pool.aclose()
         await upstream.stop()
         closed = UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout=1)
-        with pytest.raises(UpstreamError, match="connect failed"):
-            async with closed.request("GET", "/json"):
-                pass
+        with pytest.raises(UpstreamError, match="connect failed") as failed:
+            await closed.fetch("GET", "/json", limit=100)
+        assert failed.value.failure is Failure.CONNECT
         with pytest.raises(ValueError):
             UpstreamPool("ftp://example")
 
@@ -257,8 +258,7 @@ def test_max_connections_bounds_concurrent_connections() -> None:
         pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=2)
 
         async def one() -> bytes:
-            async with pool.request("GET", "/wait") as r:
-                return await r.read(10)
+            return (await pool.fetch("GET", "/wait", limit=10))[1]
 
         results = await asyncio.gather(*(one() for _ in range(6)))
         assert results == [b"ok"] * 6
@@ -286,8 +286,7 @@ def test_a_kept_alive_connection_closed_by_the_upstream_is_replaced() -> None:
         port = server.sockets[0].getsockname()[1]
         pool = UpstreamPool(f"http://127.0.0.1:{port}")
         for pause in (0.05, 0.05, 0, 0):  # with or without time to notice the FIN first
-            async with pool.request("GET", "/") as r:
-                assert await r.read(10) == b"ok"
+            assert (await pool.fetch("GET", "/", limit=10))[1] == b"ok"
             if pause:
                 await asyncio.sleep(pause)
         assert accepts == 4
@@ -311,14 +310,13 @@ def test_https_upstream_with_a_private_ca(tmp_path: Path) -> None:
             f"https://localhost:{port}", ssl_context=client_context(ca_file=ca_file)
         )
         for _ in range(2):
-            async with pool.request("POST", "/json", body=b"tls") as r:
-                assert await r.read(100) == b'{"echo": "tls"}'
+            assert (await pool.fetch("POST", "/json", body=b"tls", limit=100))[1] == \
+                b'{"echo": "tls"}'
         assert upstream.accepts == 1
         await pool.aclose()
         untrusted = UpstreamPool(f"https://localhost:{port}")  # system roots only
         with pytest.raises(UpstreamError, match="connect failed"):
-            async with untrusted.request("GET", "/json"):
-                pass
+            await untrusted.fetch("GET", "/json", limit=100)
         await upstream.stop()
 
     run(main())

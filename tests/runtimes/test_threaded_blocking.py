@@ -24,6 +24,7 @@ from runtimes.blocking import (
     client_context,
     connect_websocket,
 )
+from runtimes.upstream_http import Failure, ResponseHead, WholeAnswer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -198,12 +199,15 @@ def test_upstream_pool_keeps_connections_alive() -> None:
         pool = UpstreamPool(f"http://127.0.0.1:{server[0]}", max_connections=2)
         seen: list[object] = []
         for _ in range(3):
-            with pool.request("POST", "/x", [("content-type", "application/json")], b"{}",
-                              on_connection=seen.append) as response:
-                assert response.status == 200
-                assert response.read(100) == b"ok"
+            with pool.exchange("POST", "/x", [("content-type", "application/json")], b"{}",
+                               on_start=seen.append) as exchange:
+                whole = WholeAnswer(100)
+                while not whole.add(exchange.receive(None)):
+                    pass
+                assert whole.head is not None and whole.head.status == 200
+                assert whole.body == b"ok"
         assert pool.connects == 1 and server[1] == 1
-        assert len(seen) == 3 and all(callable(abort) for abort in seen)
+        assert len(seen) == 3 and all(callable(exchange.abort) for exchange in seen)
         pool.close()
 
 
@@ -218,12 +222,12 @@ def test_upstream_abort_from_another_thread_unblocks_the_reader() -> None:
 
     with http_server(endless) as server:
         pool = UpstreamPool(f"http://127.0.0.1:{server[0]}")
-        with pytest.raises(UpstreamError), pool.request("POST", "/gen", body=b"{}") as response:
-            chunks = response.iter_bytes()
-            assert next(chunks) == b"first"
-            threading.Timer(0.2, response.abort).start()
+        with pytest.raises(UpstreamError), pool.exchange("POST", "/gen", body=b"{}") as exchange:
+            assert isinstance(exchange.receive(None), ResponseHead)
+            assert exchange.receive(None) == b"first"
+            threading.Timer(0.2, exchange.abort).start()
             started = time.monotonic()
-            next(chunks)
+            exchange.receive(None)
         assert time.monotonic() - started < 2
         release.set()
         pool.close()
@@ -233,5 +237,6 @@ def test_upstream_unreachable_is_an_upstream_error() -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     pool = UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout=1)
-    with pytest.raises(UpstreamError), pool.request("GET", "/"):
-        pass
+    with pytest.raises(UpstreamError) as failed:
+        pool.fetch("GET", "/", limit=10)
+    assert failed.value.failure is Failure.CONNECT

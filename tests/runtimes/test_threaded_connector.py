@@ -20,6 +20,7 @@ import orjson
 import pytest
 import trustme
 
+from runtimes.connector import serving as stream_work
 from runtimes.connector import threaded
 from runtimes.connector.settings import EXIT_OK, EXIT_PERMANENT, ConnectorSettings
 from runtimes.connector.settings import ConnectorSettings as _Settings
@@ -219,7 +220,7 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
     """Backpressure: while the client reads nothing, the worker stops reading the upstream
     (its translator is fed nothing more), then resumes when the client reads again."""
     fed = [0]
-    real_open = threaded.open_stream_translator
+    real_open = stream_work.open_stream_translator
 
     def counting_open(ctx: Any) -> Any:
         translator = real_open(ctx)
@@ -237,7 +238,7 @@ def test_a_slow_client_stops_the_upstream_read(tmp_path: Path,
                                       "answering": property(lambda _: translator.answering),
                                       "done": property(lambda _: translator.done)})()
 
-    monkeypatch.setattr(threaded, "open_stream_translator", counting_open)
+    monkeypatch.setattr(stream_work, "open_stream_translator", counting_open)
     with world(tmp_path) as w:
         w.upstream.events = 150_000
         settings = w.settings(stream_window=16 * 1024, connection_window=64 * 1024)

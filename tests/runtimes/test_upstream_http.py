@@ -8,9 +8,15 @@ import pytest
 
 from runtimes import blocking, netio
 from runtimes.upstream_http import (
+    AnswerReader,
+    Failure,
+    Received,
+    ResponseHead,
     UpstreamError,
+    WholeAnswer,
     decode_head,
     encode_request,
+    may_resend,
     next_body,
     next_head,
     parse_origin,
@@ -92,3 +98,50 @@ def test_an_upstream_that_closes_or_breaks_the_protocol_is_an_upstream_error() -
     cut.receive_data(b"")  # the body is cut short
     with pytest.raises(UpstreamError):
         next_body(cut)
+
+
+def test_the_answer_reader_gives_head_bytes_end_and_names_an_early_close() -> None:
+    reader = AnswerReader(_client_after_request())
+    assert reader.next_event() is None and reader.received == 0
+    reader.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
+    head = reader.next_event()
+    assert isinstance(head, ResponseHead) and head.header("Content-Length") == "5"
+    assert reader.next_event() == b"hel"
+    assert reader.next_event() is None
+    reader.feed(b"lo")
+    assert reader.next_event() == b"lo"
+    assert reader.next_event() is Received.END
+    closed = AnswerReader(_client_after_request())
+    closed.feed(b"")  # the upstream closed before saying anything
+    with pytest.raises(UpstreamError) as early:
+        closed.next_event()
+    assert early.value.failure is Failure.CLOSED
+    cut = AnswerReader(_client_after_request())
+    cut.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+    assert isinstance(cut.next_event(), ResponseHead) and cut.next_event() == b"abc"
+    cut.feed(b"")
+    with pytest.raises(UpstreamError) as late:
+        cut.next_event()
+    assert late.value.failure is Failure.CLOSED and cut.received > 0
+
+
+def test_a_request_goes_again_only_when_it_provably_never_reached_the_model() -> None:
+    closed = UpstreamError("closed", Failure.CLOSED)
+    write = UpstreamError("write failed", Failure.WRITE)
+    assert may_resend(closed, reused=True, received=0)  # an idle keep-alive closed by the server
+    assert may_resend(write, reused=True, received=0)
+    assert not may_resend(closed, reused=False, received=0)  # a fresh connection: it is news
+    assert not may_resend(closed, reused=True, received=12)  # the answer had begun
+    for failure in (Failure.CONNECT, Failure.PROTOCOL, Failure.LOCAL):
+        assert not may_resend(UpstreamError("x", failure), reused=True, received=0)
+
+
+def test_a_whole_answer_has_a_limit_and_a_deadline() -> None:
+    whole = WholeAnswer(5)
+    assert not whole.add(ResponseHead(200, "OK", []))
+    assert not whole.add(b"abc") and not whole.add(b"de")
+    assert whole.add(Received.END) and whole.body == b"abcde"
+    with pytest.raises(UpstreamError, match="exceeds 5 bytes"):
+        WholeAnswer(5).add(b"abcdef")
+    with pytest.raises(UpstreamError, match="timed out"):
+        WholeAnswer(5).add(Received.IDLE)
