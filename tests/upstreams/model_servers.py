@@ -28,7 +28,8 @@ exact content:
 * ``cut_after`` (events) drops the connection in the middle of each streamed body, without
   its last chunk, as a model server that crashes does;
 * ``first_delay`` (seconds) holds every POST before its answer starts, head included, as a big
-  model's prompt processing does (an error status then comes after the delay too).
+  model's prompt processing does (an error status then comes after the delay too); a client
+  that goes away meanwhile is recorded in :attr:`disconnects` (with 0 events sent).
 
 Every request's decoded JSON body is kept in :attr:`requests`. A test may replace the script:
 set :attr:`_BaseServer.script` to a function ``(body, thinking_requested, events) -> Script``
@@ -172,8 +173,9 @@ class _BaseServer:
                 if request is None:
                     return
                 self.paths.append(request.target.decode())
-                if self.first_delay and request.method == b"POST":
-                    await asyncio.sleep(self.first_delay)
+                if self.first_delay and request.method == b"POST" and not await self._think(
+                        reader, request.target.decode(), self.first_delay):
+                    return
                 await self._dispatch(conn, writer, request, body)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
@@ -185,6 +187,20 @@ class _BaseServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _think(self, reader: asyncio.StreamReader, path: str, seconds: float) -> bool:
+        """Hold the answer ``seconds`` (prompt processing); False, with the disconnect
+        recorded, if the client went away meanwhile (clients do not pipeline: any read that
+        completes is EOF or a reset), as a real server notices a dropped connection."""
+        gone = asyncio.ensure_future(reader.read(1))
+        try:
+            done, _ = await asyncio.wait([gone], timeout=seconds)
+        finally:
+            gone.cancel()
+        if done:
+            self.disconnects.append(Disconnect(path, 0, time.monotonic()))
+            return False
+        return True
 
     async def _read_request(
         self, conn: h11.Connection, reader: asyncio.StreamReader

@@ -1,0 +1,184 @@
+"""One test matrix over both connector shells, asyncio and threaded: each check runs on each,
+against a gateway scripted frame by frame (connector_matrix_rig.py) and a scripted
+OpenAI-compatible model server. The shells share their logic (the serving core, the message
+layer, the reconnect policy), so every behaviour here must be the same on both: how long a
+refused connector waits, what a WebSocket protocol error and a ping get, how a stream waits
+for credit, that a reset stops the model, keep-alives during a slow prefill, and the answers
+when things fail."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import wsproto.events as ws_events
+
+from runtimes.connector.settings import EXIT_PERMANENT
+from tests.e2e.stack import BackgroundLoop, wait_for
+from tests.runtimes.connector_matrix_rig import SHELLS, ScriptedGateway, run_shell
+from tests.upstreams.model_servers import OpenAICompatServer
+from tokios_proto import ErrorCode, GatewayConnection, RejectReason, ResetCode
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAT = {"model": "coder", "messages": [{"role": "user", "content": "hello there"}]}
+MESSAGES = {"model": "coder", "max_tokens": 50, "stream": True,
+            "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@dataclass
+class World:
+    bg: BackgroundLoop
+    gateway: ScriptedGateway
+    model: OpenAICompatServer
+
+
+@pytest.fixture(params=SHELLS)
+def shell_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _world(window: int = 4 * 1024 * 1024) -> Iterator[World]:
+    bg = BackgroundLoop()
+    gateway = ScriptedGateway(bg, window=window)
+    model = OpenAICompatServer(model_names=("m",))
+    bg.run(gateway.start())
+    bg.run(model.__aenter__())
+    try:
+        yield World(bg, gateway, model)
+    finally:
+        bg.run(gateway.stop())
+        bg.run(model.__aexit__(None, None, None))
+        bg.stop()
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    yield from _world()
+
+
+@pytest.fixture
+def small_window() -> Iterator[World]:
+    yield from _world(window=16 * 1024)
+
+
+def test_a_refusal_with_retry_after_waits_it_plus_the_jittered_backoff(world: World,
+                                                                      shell_name: str) -> None:
+    def busy(conn: GatewayConnection) -> None:
+        conn.reject(RejectReason.OVERLOADED, "busy", retryable=True, retry_after=0.6)
+
+    world.gateway.verdicts.append(busy)
+    # the back-off draw is at the top of its range: 0.999 * 0.5 s on the first attempt
+    with run_shell(shell_name, world.gateway, world.model.base_url, rng=lambda: 0.999,
+                   backoff_base=0.5) as shell:
+        second = world.gateway.live()
+        first = world.gateway.tunnels[0]
+        assert first is not second and not first.accepted
+        assert first.hello_at is not None and second.hello_at is not None
+        waited = second.hello_at - first.hello_at
+        assert 0.6 + 0.45 < waited < 0.6 + 0.5 + 1.5, waited  # retry_after PLUS the back-off
+        wait_for(lambda: shell.sessions == 1, 5, "the accepted session")
+
+
+def test_a_websocket_protocol_error_gets_a_close_frame_then_a_new_session(
+        world: World, shell_name: str) -> None:
+    with run_shell(shell_name, world.gateway, world.model.base_url) as shell:
+        tunnel = world.gateway.live()
+        # a server must not mask its frames (RFC 6455 5.1): this one does
+        world.gateway.call(lambda: tunnel.send_frames(b"\x82\x85abcd" + bytes(
+            b ^ b"abcd"[i % 4] for i, b in enumerate(b"hello"))))
+        wait_for(tunnel.closed.is_set, 5, "the connector to close the tunnel")
+        assert tunnel.close_code == 1002  # it said why, with a close frame
+        wait_for(lambda: shell.sessions == 2, 10, "a new session")
+
+
+def test_websocket_pings_are_answered(world: World, shell_name: str) -> None:
+    with run_shell(shell_name, world.gateway, world.model.base_url):
+        tunnel = world.gateway.live()
+        world.gateway.call(lambda: tunnel.send_frames(
+            tunnel.ws.send(ws_events.Ping(payload=b"are you there"))))
+        wait_for(lambda: tunnel.pongs == [b"are you there"], 5, "the pong")
+
+
+@pytest.mark.parametrize("when", ["prefill", "streaming"])
+def test_a_reset_stream_aborts_the_upstream_call(world: World, shell_name: str,
+                                                 when: str) -> None:
+    if when == "prefill":
+        world.model.first_delay = 30  # the model is silent: only an abort can stop it
+    world.model.slow, world.model.events = 0.05, 200
+    with run_shell(shell_name, world.gateway, world.model.base_url):
+        tunnel, stream_id = world.gateway.open("/v1/chat/completions", {**CHAT, "stream": True})
+        log = tunnel.streams[stream_id]
+        if when == "prefill":
+            wait_for(lambda: bool(world.model.paths), 10, "the request at the model")
+        else:
+            wait_for(lambda: len(log.arrivals) >= 3, 10, "the first tokens")
+        world.gateway.call(lambda: (tunnel.conn.reset_stream(stream_id, ResetCode.CLIENT_GONE),
+                                    tunnel.flush()))
+        reset_at = time.monotonic()
+        wait_for(lambda: bool(world.model.disconnects), 2, "the model server to be dropped")
+        assert world.model.disconnects[0].at - reset_at < 1.0
+        assert world.model.disconnects[0].events_sent < 200
+
+
+def test_a_stream_sends_within_its_credit_and_resumes_when_it_grows(
+        small_window: World, shell_name: str) -> None:
+    world = small_window
+    world.model.events = 3000  # about 450 KB of SSE: many windows
+    with run_shell(shell_name, world.gateway, world.model.base_url):
+        tunnel, stream_id = world.gateway.open("/v1/chat/completions",
+                                               {**CHAT, "stream": True}, acknowledge=False)
+        log = tunnel.streams[stream_id]
+        wait_for(lambda: len(log.data) == 16 * 1024, 10, "the first window")
+        time.sleep(0.5)
+        assert len(log.data) == 16 * 1024 and not log.done  # it waits: not a byte beyond
+        world.gateway.call(lambda: tunnel.read_everything(stream_id))
+        world.gateway.answer(tunnel, stream_id, 20)
+        assert log.ended and bytes(log.data).rstrip().endswith(b"data: [DONE]")
+        assert bytes(log.data).count(b'"content":"w') == 3000 - 3  # every word, once
+
+
+def test_keepalives_flow_while_the_model_prefills(world: World, shell_name: str) -> None:
+    world.model.first_delay = 1.2
+    with run_shell(shell_name, world.gateway, world.model.base_url, keepalive_interval=0.2):
+        tunnel, stream_id = world.gateway.open("/v1/messages", MESSAGES)
+        log = world.gateway.answer(tunnel, stream_id)
+    assert log.status == 200 and log.head_at is not None
+    assert log.head_at - log.opened_at < 0.6  # the head and opening at once
+    body = bytes(log.data)
+    assert body.startswith(b"event: message_start")
+    first_token = body.index(b"event: content_block_start")
+    assert body[:first_token].count(b"event: ping") >= 4  # the opening's ping, then keep-alives
+    assert b"event: ping" not in body[first_token:]
+    assert body.rstrip().endswith(b'{"type":"message_stop"}')
+
+
+def test_failures_are_answers_in_the_clients_format(world: World, shell_name: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there now
+    with run_shell(shell_name, world.gateway, nowhere):
+        tunnel, whole = world.gateway.open("/v1/chat/completions", CHAT)
+        _, streamed = world.gateway.open("/v1/messages", MESSAGES)
+        _, unserved = world.gateway.open("/v1/messages", MESSAGES, deployment="other")
+        for stream_id in (whole, streamed, unserved):
+            world.gateway.answer(tunnel, stream_id)
+    answer = tunnel.streams[whole]
+    assert answer.status == 502
+    assert answer.json()["error"]["message"] == "the model server could not be reached"
+    stream = tunnel.streams[streamed]
+    assert stream.status == 200 and stream.ended
+    assert b"event: error" in stream.data and b"could not be reached" in stream.data
+    refused = tunnel.streams[unserved]
+    assert refused.status == 404 and refused.json()["type"] == "error"
+
+
+def test_a_revoked_token_ends_the_connector_for_good(world: World, shell_name: str) -> None:
+    with run_shell(shell_name, world.gateway, world.model.base_url) as shell:
+        tunnel = world.gateway.live()
+        world.gateway.call(lambda: (tunnel.conn.goaway(ErrorCode.REJECTED, "revoked"),
+                                    tunnel.flush()))
+        assert shell.exit_code(10) == EXIT_PERMANENT
+        assert len(world.gateway.tunnels) == 1  # it did not dial again
