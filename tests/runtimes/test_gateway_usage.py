@@ -22,9 +22,9 @@ import orjson
 import pytest
 
 from runtimes.connector.settings import config_for, hello_for
-from runtimes.gateway.pump import Pump
 from runtimes.netio import connect_websocket
 from runtimes.store import open_store
+from runtimes.tunnel.pump import Pump
 from tests.runtimes.test_gateway_flow import CHAT, Stack, make_stack, run
 from tokios_proto import (
     Accepted,
