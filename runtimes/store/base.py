@@ -1,8 +1,9 @@
 """The tenant store: records, grants, errors, secret formats and the interface.
 
 The gateway and the admin CLI talk to a :class:`Store`. ``runtimes.store.sqlite.SqliteStore`` is
-the embedded implementation; a PostgreSQL one can replace it for a multi-node gateway, because
-nothing outside this package depends on more than what is declared here.
+the embedded implementation, ``runtimes.store.postgres.PostgresStore`` the one for a multi-node
+gateway (both run :class:`runtimes.store.sql.SqlStore`'s statements); nothing outside this
+package depends on more than what is declared here.
 
 Secrets, shown once and stored only as a SHA-256 hash (see docs/operations.md):
 
@@ -416,3 +417,7 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...

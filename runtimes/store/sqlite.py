@@ -3,7 +3,9 @@
 Several processes may use it at once (the gateway serves while the CLI revokes): WAL lets readers
 run beside one writer, ``busy_timeout`` makes a writer wait for another instead of failing, and
 every write is one ``BEGIN IMMEDIATE`` transaction, so a revocation is visible to the next read in
-any process. One connection per store, shared by threads under a lock.
+any process. One connection per store, shared by threads under a lock. The store's methods are
+:class:`runtimes.store.sql.SqlStore`'s; this module opens the file, migrates it and runs the
+transactions.
 
 Call :meth:`SqliteStore.open` (or :func:`runtimes.store.open_store`), then the methods of
 :class:`runtimes.store.base.Store`, then :meth:`SqliteStore.close`.
@@ -11,85 +13,23 @@ Call :meth:`SqliteStore.open` (or :func:`runtimes.store.open_store`), then the m
 
 from __future__ import annotations
 
-import hmac
-import math
 import os
-import secrets
 import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
-from runtimes.store import sqlite_usage
-from runtimes.store.base import (
-    API_KEY_PATTERN,
-    API_KEY_PREFIX,
-    CONNECTOR_TOKEN_ID_PREFIX,
-    CONNECTOR_TOKEN_PATTERN,
-    CONNECTOR_TOKEN_PREFIX,
-    KEEP,
-    KEY_ID_PREFIX,
-    MAX_DEPLOYMENTS_PER_CREDENTIAL,
-    MAX_DEPLOYMENTS_PER_TENANT,
-    MAX_IN_FLIGHT,
-    MAX_PRESENTED_LENGTH,
-    MAX_QUEUE_SIZE,
-    MAX_QUEUE_TIMEOUT,
-    MAX_RATE,
-    MAX_ROTATION_OVERLAP,
-    MAX_TENANTS,
-    PUBLIC_ID_ALPHABET,
-    PUBLIC_ID_LENGTH,
-    SECRET_BYTES,
-    AlreadyExists,
-    ApiKeyInfo,
-    ConnectorGrant,
-    ConnectorTokenInfo,
-    Deployment,
-    InvalidName,
-    Keep,
-    KeyGrant,
-    LimitExceeded,
-    NotFound,
-    StoreError,
-    Tenant,
-    UsageGrouping,
-    UsageRow,
-    UsageTotal,
-    secret_hash,
-    validate_count,
-    validate_deployment_name,
-    validate_label,
-    validate_seconds,
-    validate_tenant_name,
-)
-from runtimes.store.schema import migrate
+from runtimes.store.base import AlreadyExists, NotFound, StoreError
+from runtimes.store.schema import SCHEMA_VERSION, SQLITE, Migration, check_not_newer, statements
+from runtimes.store.sql import LAST_USED_INTERVAL, SqlStore
+
+__all__ = ["DB_FILENAME", "LAST_USED_INTERVAL", "SqliteStore", "migrate"]
 
 DB_FILENAME = "tokios.db"
-#: last_used_at is written at most once per this many seconds per credential.
-LAST_USED_INTERVAL = 60.0
 DEFAULT_BUSY_TIMEOUT_MS = 5000
-
-
-# The two credential kinds differ only in names; this table keeps one code path for both.
-_KEY = {"table": "api_keys", "link": "api_key_deployments", "fk": "key_id"}
-_TOKEN = {"table": "connector_tokens", "link": "connector_token_deployments", "fk": "token_id"}
-
-
-def _public_id() -> str:
-    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
-
-
-def _record_id_shown(record_id: object, prefix: str) -> str:
-    """Echo an id in an error only if it looks like one: a pasted secret is never repeated."""
-    if isinstance(record_id, str) and len(record_id) == len(prefix) + PUBLIC_ID_LENGTH \
-            and record_id.startswith(prefix) and record_id[len(prefix):].isalnum():
-        return repr(record_id)
-    return f"(expected {prefix} followed by {PUBLIC_ID_LENGTH} characters)"
 
 
 def _private_dir(path: Path) -> None:
@@ -108,16 +48,43 @@ def _private_file(path: Path) -> None:
         path.chmod(0o600)
 
 
-class SqliteStore:
+def migrate(db: sqlite3.Connection, where: str = "the database") -> Migration:
+    """Bring the schema (``PRAGMA user_version``) to SCHEMA_VERSION in one write transaction:
+    two processes opening an old database together migrate it once."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        raise StoreError(f"{where} is locked by another process (a migration, or a long "
+                         "write); try again when it is done") from exc
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        check_not_newer(version, where)
+        for index in range(version, SCHEMA_VERSION):
+            for statement in statements(index, SQLITE):
+                db.execute(statement)
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return Migration(version, SCHEMA_VERSION)
+
+
+class SqliteStore(SqlStore):
     """The SQLite implementation of :class:`runtimes.store.base.Store`."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path,
-                 clock: Callable[[], float]) -> None:
-        """Use :meth:`open`; this takes an already configured connection."""
+                 clock: Callable[[], float], migration: Migration) -> None:
+        """Use :meth:`open`; this takes an already configured and migrated connection."""
+        super().__init__(clock)
         self._db: sqlite3.Connection | None = connection
         self._lock = threading.RLock()
-        self._clock = clock
         self.path = path
+        self.location = str(path)
+        self.migration = migration
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
@@ -147,7 +114,7 @@ class SqliteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot switch {str(path)!r} to WAL mode (got {mode!r})")
             db.execute("PRAGMA synchronous = FULL")
-            migrate(db)
+            migration = migrate(db, f"the database {str(path)!r}")
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(f"cannot open database {str(path)!r}: {exc}") from exc
@@ -158,9 +125,7 @@ class SqliteStore:
             side = path.with_name(path.name + suffix)
             if side.exists() and stat.S_IMODE(side.stat().st_mode) & 0o077:
                 side.chmod(0o600)
-        return cls(db, path, clock)
-
-    # --- plumbing ------------------------------------------------------------------------------
+        return cls(db, path, clock, migration)
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -191,467 +156,3 @@ class SqliteStore:
 
     def __enter__(self) -> SqliteStore:
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @staticmethod
-    @staticmethod
-    def _tenant_row(db: sqlite3.Connection, name: str) -> tuple[str, str, float]:
-        validate_tenant_name(name)
-        row = db.execute("SELECT id, name, created_at FROM tenants WHERE name = ?",
-                         (name,)).fetchone()
-        if row is None:
-            raise NotFound(f"no tenant named {name!r}")
-        return row  # type: ignore[no-any-return]
-
-    # --- tenants and deployments ---------------------------------------------------------------
-
-    def add_tenant(self, name: str) -> Tenant:
-        validate_tenant_name(name)
-        with self._transaction(write=True) as db:
-            if db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
-                raise AlreadyExists(f"a tenant named {name!r} already exists")
-            if db.execute("SELECT count(*) FROM tenants").fetchone()[0] >= MAX_TENANTS:
-                raise LimitExceeded(f"at most {MAX_TENANTS} tenants")
-            tenant = Tenant(id="ten_" + _public_id(), name=name, created_at=self._clock())
-            db.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                       (tenant.id, tenant.name, tenant.created_at))
-        return tenant
-
-    def get_tenant(self, name: str) -> Tenant:
-        with self._transaction(write=False) as db:
-            tenant_id = self._tenant_row(db, name)[0]
-            return self._tenants(db, "id = ?", (tenant_id,))[0]
-
-    def list_tenants(self) -> list[Tenant]:
-        with self._transaction(write=False) as db:
-            return self._tenants(db, "1", ())
-
-    @staticmethod
-    def _tenants(db: sqlite3.Connection, where: str, args: tuple[object, ...]) -> list[Tenant]:
-        rows = db.execute(f"SELECT id, name, created_at, rpm, tpm FROM tenants "  # noqa: S608
-                          f"WHERE {where} ORDER BY name", args).fetchall()
-        return [Tenant(id=i, name=n, created_at=c, rpm=r, tpm=t) for i, n, c, r, t in rows]
-
-    def set_tenant_limits(self, name: str, *, rpm: int | Keep | None = KEEP,
-                          tpm: int | Keep | None = KEEP) -> Tenant:
-        changes = _changes(rpm=_rate(rpm, "rpm"), tpm=_rate(tpm, "tpm"))
-        with self._transaction(write=True) as db:
-            tenant_id = self._tenant_row(db, name)[0]
-            _update(db, "tenants", tenant_id, changes)
-            return self._tenants(db, "id = ?", (tenant_id,))[0]
-
-    def add_deployment(self, tenant: str, name: str, *, max_in_flight: int | None = None,
-                       queue_size: int | None = None,
-                       queue_timeout: float | None = None) -> Deployment:
-        validate_deployment_name(name)
-        settings = _deployment_settings(max_in_flight, queue_size, queue_timeout)
-        with self._transaction(write=True) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            if db.execute("SELECT 1 FROM deployments WHERE tenant_id = ? AND name = ?",
-                          (tenant_id, name)).fetchone():
-                raise AlreadyExists(f"tenant {tenant!r} already has a deployment named {name!r}")
-            count = db.execute("SELECT count(*) FROM deployments WHERE tenant_id = ?",
-                               (tenant_id,)).fetchone()[0]
-            if count >= MAX_DEPLOYMENTS_PER_TENANT:
-                raise LimitExceeded(f"at most {MAX_DEPLOYMENTS_PER_TENANT} deployments "
-                                    "per tenant")
-            deployment_id = "dep_" + _public_id()
-            db.execute("INSERT INTO deployments (id, tenant_id, name, created_at) "
-                       "VALUES (?, ?, ?, ?)", (deployment_id, tenant_id, name, self._clock()))
-            _update(db, "deployments", deployment_id, settings)
-            return self._deployments(db, "id = ?", deployment_id)[0]
-
-    def set_deployment(self, tenant: str, name: str, *,
-                       max_in_flight: int | Keep | None = KEEP,
-                       queue_size: int | Keep | None = KEEP,
-                       queue_timeout: float | Keep | None = KEEP) -> Deployment:
-        validate_deployment_name(name)
-        settings = _deployment_settings(max_in_flight, queue_size, queue_timeout)
-        with self._transaction(write=True) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            row = db.execute("SELECT id FROM deployments WHERE tenant_id = ? AND name = ?",
-                             (tenant_id, name)).fetchone()
-            if row is None:
-                raise NotFound(f"tenant {tenant!r} has no deployment named {name!r}")
-            _update(db, "deployments", row[0], settings)
-            return self._deployments(db, "id = ?", row[0])[0]
-
-    def list_deployments(self, tenant: str) -> list[Deployment]:
-        with self._transaction(write=False) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            return self._deployments(db, "tenant_id = ?", tenant_id)
-
-    @staticmethod
-    def _deployments(db: sqlite3.Connection, where: str, argument: str) -> list[Deployment]:
-        rows = db.execute(
-            "SELECT id, tenant_id, name, created_at, max_in_flight, queue_size, "  # noqa: S608
-            f"queue_timeout FROM deployments WHERE {where} ORDER BY name", (argument,))
-        return [Deployment(id=i, tenant_id=t, name=n, created_at=c, max_in_flight=m,
-                           queue_size=q, queue_timeout=w) for i, t, n, c, m, q, w in rows]
-
-    @staticmethod
-    def _deployment_ids(db: sqlite3.Connection, tenant: str, tenant_id: str,
-                        names: Iterable[str]) -> list[str]:
-        """Ids of the named deployments of one tenant; NotFound names every missing one."""
-        unique = sorted(set(names))
-        if not unique:
-            raise InvalidName("name at least one deployment")
-        if len(unique) > MAX_DEPLOYMENTS_PER_CREDENTIAL:
-            raise LimitExceeded(f"at most {MAX_DEPLOYMENTS_PER_CREDENTIAL} deployments "
-                                "per key or token")
-        for name in unique:
-            validate_deployment_name(name)
-        ids, missing = [], []
-        for name in unique:
-            row = db.execute("SELECT id FROM deployments WHERE tenant_id = ? AND name = ?",
-                             (tenant_id, name)).fetchone()
-            if row is None:
-                missing.append(name)
-            else:
-                ids.append(row[0])
-        if missing:
-            listed = ", ".join(repr(n) for n in missing)
-            raise NotFound(f"tenant {tenant!r} has no deployment named {listed}")
-        return ids
-
-    # --- credentials (shared by keys and tokens) -----------------------------------------------
-
-    def _add_credential(self, kind: dict[str, str], tenant: str,
-                        deployments: Iterable[str] | None,
-                        name: str | None) -> tuple[str, str, str, float, tuple[str, ...] | None]:
-        """Insert a key or token; return (id, secret, tenant_id, created_at, deployments)."""
-        validate_label(name)
-        is_key = kind is _KEY
-        prefix, id_prefix = ((API_KEY_PREFIX, KEY_ID_PREFIX) if is_key
-                             else (CONNECTOR_TOKEN_PREFIX, CONNECTOR_TOKEN_ID_PREFIX))
-        with self._transaction(write=True) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            names = None if deployments is None else sorted(set(deployments))
-            deployment_ids = (None if names is None
-                              else self._deployment_ids(db, tenant, tenant_id, names))
-            created_at = self._clock()
-            for _ in range(8):  # a collision of 60 random bits is all but impossible; retry it
-                public_id = _public_id()
-                record_id = id_prefix + public_id
-                if not db.execute(f"SELECT 1 FROM {kind['table']} WHERE id = ?",  # noqa: S608
-                                  (record_id,)).fetchone():
-                    break
-            else:  # pragma: no cover
-                raise StoreError("could not allocate a unique id; try again")
-            secret = _new_secret(prefix, public_id)
-            if is_key:
-                db.execute("INSERT INTO api_keys (id, tenant_id, name, secret_sha256, "
-                           "all_deployments, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           (record_id, tenant_id, name, secret_hash(secret),
-                            int(deployment_ids is None), created_at))
-            else:
-                db.execute("INSERT INTO connector_tokens (id, tenant_id, name, secret_sha256, "
-                           "created_at) VALUES (?, ?, ?, ?, ?)",
-                           (record_id, tenant_id, name, secret_hash(secret), created_at))
-            db.executemany(
-                f"INSERT INTO {kind['link']} ({kind['fk']}, deployment_id) "  # noqa: S608
-                "VALUES (?, ?)", [(record_id, d) for d in deployment_ids or ()])
-        return record_id, secret, tenant_id, created_at, None if names is None else tuple(names)
-
-    def _credential_rows(self, db: sqlite3.Connection, kind: dict[str, str], where: str,
-                         argument: str) -> list[tuple[object, ...]]:
-        """Rows (id, tenant_id, name, created_at, last_used_at, revoked_at, all, expires_at,
-        rpm, tpm, rotated_at, previous_valid_until, names); a token's key-only fields are
-        None."""
-        key_columns = ("k.all_deployments, k.expires_at, k.rpm, k.tpm, k.rotated_at, "
-                       "k.previous_valid_until") if kind is _KEY else "0, NULL, NULL, NULL, " \
-                                                                       "NULL, NULL"
-        rows = db.execute(
-            f"SELECT k.id, k.tenant_id, k.name, k.created_at, k.last_used_at, "  # noqa: S608
-            f"k.revoked_at, {key_columns} FROM {kind['table']} k WHERE {where} "
-            "ORDER BY k.created_at, k.id", (argument,)).fetchall()
-        names: dict[str, list[str]] = {}
-        for record_id, deployment in db.execute(
-                f"SELECT l.{kind['fk']}, d.name FROM {kind['link']} l "  # noqa: S608
-                f"JOIN deployments d ON d.id = l.deployment_id "
-                f"JOIN {kind['table']} k ON k.id = l.{kind['fk']} WHERE {where} "
-                "ORDER BY d.name", (argument,)):
-            names.setdefault(record_id, []).append(deployment)
-        return [(*row, tuple(names.get(row[0], ()))) for row in rows]
-
-    @staticmethod
-    def _key_info(row: tuple[object, ...]) -> ApiKeyInfo:
-        (record_id, tenant_id, name, created, used, revoked, all_deployments, expires_at, rpm,
-         tpm, rotated_at, previous_valid_until, names) = row
-        assert isinstance(record_id, str) and isinstance(names, tuple)
-        return ApiKeyInfo(
-            id=record_id, tenant_id=str(tenant_id), name=name,  # type: ignore[arg-type]
-            prefix=API_KEY_PREFIX + record_id[len(KEY_ID_PREFIX):],
-            deployments=None if all_deployments else names,
-            created_at=created, last_used_at=used, revoked_at=revoked,  # type: ignore[arg-type]
-            expires_at=expires_at, rpm=rpm, tpm=tpm, rotated_at=rotated_at,  # type: ignore[arg-type]
-            previous_valid_until=previous_valid_until,  # type: ignore[arg-type]
-        )
-
-    @staticmethod
-    def _token_info(row: tuple[object, ...]) -> ConnectorTokenInfo:
-        record_id, tenant_id, name, created, used, revoked, *_key_only, names = row
-        assert isinstance(record_id, str) and isinstance(names, tuple)
-        return ConnectorTokenInfo(
-            id=record_id, tenant_id=str(tenant_id), name=name,  # type: ignore[arg-type]
-            prefix=CONNECTOR_TOKEN_PREFIX + record_id[len(CONNECTOR_TOKEN_ID_PREFIX):],
-            deployments=names,
-            created_at=created, last_used_at=used, revoked_at=revoked,  # type: ignore[arg-type]
-        )
-
-    def _one(self, db: sqlite3.Connection, kind: dict[str, str],
-             record_id: str) -> tuple[object, ...]:
-        """The credential row of ``record_id``, or NotFound (never echoing a pasted secret)."""
-        rows = self._credential_rows(db, kind, "k.id = ?", record_id) \
-            if isinstance(record_id, str) and len(record_id) <= 64 else []
-        if not rows:
-            id_prefix, what = ((KEY_ID_PREFIX, "API key") if kind is _KEY
-                               else (CONNECTOR_TOKEN_ID_PREFIX, "connector token"))
-            raise NotFound(f"no {what} with id {_record_id_shown(record_id, id_prefix)}")
-        return rows[0]
-
-    def _revoke(self, kind: dict[str, str], record_id: str) -> tuple[object, ...]:
-        with self._transaction(write=True) as db:
-            self._one(db, kind, record_id)
-            db.execute(f"UPDATE {kind['table']} SET revoked_at = "  # noqa: S608
-                       "coalesce(revoked_at, ?) WHERE id = ?", (self._clock(), record_id))
-            return self._one(db, kind, record_id)
-
-    def _authenticate(self, kind: dict[str, str], presented: str) -> _Found | None:
-        """What an active credential grants (None: unknown, malformed, revoked or expired)."""
-        if not isinstance(presented, str) or len(presented) > MAX_PRESENTED_LENGTH:
-            return None
-        is_key = kind is _KEY
-        match = (API_KEY_PATTERN if is_key else CONNECTOR_TOKEN_PATTERN).fullmatch(presented)
-        if match is None:
-            return None
-        record_id = (KEY_ID_PREFIX if is_key else CONNECTOR_TOKEN_ID_PREFIX) \
-            + match["public_id"]
-        presented_hash = secret_hash(presented)
-        now = self._clock()
-        key_columns = ("k.all_deployments, k.expires_at, k.previous_secret_sha256, "
-                       "k.previous_valid_until, k.rpm, k.tpm, t.rpm, t.tpm") if is_key \
-            else "0, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-        with self._transaction(write=False) as db:
-            row = db.execute(
-                f"SELECT k.secret_sha256, k.revoked_at, k.last_used_at, t.id, t.name, "  # noqa: S608
-                f"{key_columns} FROM {kind['table']} k "
-                "JOIN tenants t ON t.id = k.tenant_id WHERE k.id = ?", (record_id,)).fetchone()
-            if row is None:
-                return None
-            (stored_hash, revoked_at, last_used_at, tenant_id, tenant_name, all_deployments,
-             expires_at, previous_hash, previous_until, *limits) = row
-            # Constant time: the comparison must not reveal how much of a guess was right.
-            valid_until = expires_at
-            if not hmac.compare_digest(stored_hash, presented_hash):
-                if previous_hash is None or previous_until is None or previous_until <= now \
-                        or not hmac.compare_digest(previous_hash, presented_hash):
-                    return None
-                valid_until = previous_until if expires_at is None \
-                    else min(expires_at, previous_until)
-            if revoked_at is not None or (valid_until is not None and valid_until <= now):
-                return None
-            deployments = None if all_deployments else tuple(name for (name,) in db.execute(
-                f"SELECT d.name FROM {kind['link']} l JOIN deployments d "  # noqa: S608
-                f"ON d.id = l.deployment_id WHERE l.{kind['fk']} = ?", (record_id,)))
-        if last_used_at is None or now - last_used_at >= LAST_USED_INTERVAL:
-            self._touch(kind, record_id, now)
-        return _Found(record_id, tenant_id, tenant_name, deployments, valid_until,
-                      tuple(limits))
-
-    def _touch(self, kind: dict[str, str], record_id: str, now: float) -> None:
-        """Record last use; a busy database must not fail the request, so errors pass."""
-        try:
-            with self._transaction(write=True) as db:
-                db.execute(f"UPDATE {kind['table']} SET last_used_at = ? "  # noqa: S608
-                           "WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
-                           (now, record_id, now - LAST_USED_INTERVAL))
-        except StoreError:
-            pass
-
-    # --- API keys ------------------------------------------------------------------------------
-
-    def add_key(self, tenant: str, deployments: tuple[str, ...] | list[str] | None = None,
-                name: str | None = None, *, rpm: int | None = None, tpm: int | None = None,
-                expires_at: float | None = None) -> tuple[ApiKeyInfo, str]:
-        """Create a key for ``tenant`` (None: all its deployments); return (info, secret)."""
-        changes = _changes(rpm=_rate(rpm, "rpm"), tpm=_rate(tpm, "tpm"),
-                           expires_at=_expiry(expires_at))
-        record_id, secret, _tenant_id, _created_at, _names = self._add_credential(
-            _KEY, tenant, deployments, name)
-        if changes:
-            with self._transaction(write=True) as db:
-                _update(db, "api_keys", record_id, changes)
-        return self.get_key(record_id), secret
-
-    def get_key(self, key_id: str) -> ApiKeyInfo:
-        with self._transaction(write=False) as db:
-            return self._key_info(self._one(db, _KEY, key_id))
-
-    def set_key(self, key_id: str, *,
-                deployments: tuple[str, ...] | list[str] | Keep | None = KEEP,
-                rpm: int | Keep | None = KEEP, tpm: int | Keep | None = KEEP,
-                expires_at: float | Keep | None = KEEP) -> ApiKeyInfo:
-        changes = _changes(rpm=_rate(rpm, "rpm"), tpm=_rate(tpm, "tpm"),
-                           expires_at=_expiry(expires_at))
-        with self._transaction(write=True) as db:
-            row = self._one(db, _KEY, key_id)
-            if deployments is not KEEP:
-                tenant_id = str(row[1])
-                tenant = db.execute("SELECT name FROM tenants WHERE id = ?",
-                                    (tenant_id,)).fetchone()[0]
-                ids = None if deployments is None \
-                    else self._deployment_ids(db, tenant, tenant_id, deployments)
-                db.execute("DELETE FROM api_key_deployments WHERE key_id = ?", (key_id,))
-                db.executemany("INSERT INTO api_key_deployments (key_id, deployment_id) "
-                               "VALUES (?, ?)", [(key_id, d) for d in ids or ()])
-                changes["all_deployments"] = int(ids is None)
-            _update(db, "api_keys", key_id, changes)
-            return self._key_info(self._one(db, _KEY, key_id))
-
-    def rotate_key(self, key_id: str, overlap: float) -> tuple[ApiKeyInfo, str]:
-        validate_seconds(overlap, "the overlap", 0, MAX_ROTATION_OVERLAP)
-        with self._transaction(write=True) as db:
-            row = self._one(db, _KEY, key_id)
-            if row[5] is not None:
-                raise InvalidName(f"API key {key_id!r} is revoked: add a new key instead")
-            now = self._clock()
-            secret = _new_secret(API_KEY_PREFIX, key_id[len(KEY_ID_PREFIX):])
-            db.execute("UPDATE api_keys SET previous_secret_sha256 = "
-                       "CASE WHEN ? > 0 THEN secret_sha256 END, previous_valid_until = "
-                       "CASE WHEN ? > 0 THEN ? END, secret_sha256 = ?, rotated_at = ? "
-                       "WHERE id = ?", (overlap, overlap, now + overlap, secret_hash(secret),
-                                        now, key_id))
-            return self._key_info(self._one(db, _KEY, key_id)), secret
-
-    def list_keys(self, tenant: str) -> list[ApiKeyInfo]:
-        with self._transaction(write=False) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            rows = self._credential_rows(db, _KEY, "k.tenant_id = ?", tenant_id)
-        return [self._key_info(row) for row in rows]
-
-    def revoke_key(self, key_id: str) -> ApiKeyInfo:
-        return self._key_info(self._revoke(_KEY, key_id))
-
-    def authenticate_key(self, presented: str) -> KeyGrant | None:
-        found = self._authenticate(_KEY, presented)
-        if found is None:
-            return None
-        rpm, tpm, tenant_rpm, tenant_tpm = found.limits
-        return KeyGrant(key_id=found.record_id, tenant_id=found.tenant_id,
-                        tenant_name=found.tenant_name,
-                        deployments=None if found.deployments is None
-                        else frozenset(found.deployments),
-                        valid_until=found.valid_until, rpm=rpm, tpm=tpm,
-                        tenant_rpm=tenant_rpm, tenant_tpm=tenant_tpm)
-
-    # --- connector tokens ----------------------------------------------------------------------
-
-    def add_connector_token(self, tenant: str, deployments: tuple[str, ...] | list[str],
-                            name: str | None = None) -> tuple[ConnectorTokenInfo, str]:
-        """Create a token serving ``deployments`` (at least one); return (info, secret)."""
-        if deployments is None:
-            raise InvalidName("a connector token needs at least one deployment")
-        record_id, secret, tenant_id, created_at, names = self._add_credential(
-            _TOKEN, tenant, deployments, name)
-        assert names is not None
-        info = ConnectorTokenInfo(
-            id=record_id, tenant_id=tenant_id, name=name,
-            prefix=CONNECTOR_TOKEN_PREFIX + record_id[len(CONNECTOR_TOKEN_ID_PREFIX):],
-            deployments=names, created_at=created_at, last_used_at=None, revoked_at=None)
-        return info, secret
-
-    def list_connector_tokens(self, tenant: str) -> list[ConnectorTokenInfo]:
-        with self._transaction(write=False) as db:
-            tenant_id = self._tenant_row(db, tenant)[0]
-            rows = self._credential_rows(db, _TOKEN, "k.tenant_id = ?", tenant_id)
-        return [self._token_info(row) for row in rows]
-
-    def revoke_connector_token(self, token_id: str) -> ConnectorTokenInfo:
-        return self._token_info(self._revoke(_TOKEN, token_id))
-
-    def authenticate_connector_token(self, presented: str) -> ConnectorGrant | None:
-        found = self._authenticate(_TOKEN, presented)
-        if found is None:
-            return None
-        return ConnectorGrant(token_id=found.record_id, tenant_id=found.tenant_id,
-                              tenant_name=found.tenant_name,
-                              deployments=frozenset(found.deployments or ()))
-
-    def is_connector_token_active(self, token_id: str) -> bool:
-        if not isinstance(token_id, str) or len(token_id) > 64:
-            return False
-        with self._transaction(write=False) as db:
-            row = db.execute("SELECT revoked_at FROM connector_tokens WHERE id = ?",
-                             (token_id,)).fetchone()
-        return row is not None and row[0] is None
-
-    # --- usage ---------------------------------------------------------------------------------
-
-    def record_usage(self, rows: Sequence[UsageRow]) -> None:
-        if rows:
-            with self._transaction(write=True) as db:
-                sqlite_usage.add(db, rows)
-
-    def usage(self, tenant: str | None = None, *, key_id: str | None = None,
-              since: float | None = None, by: UsageGrouping = "key") -> list[UsageTotal]:
-        with self._transaction(write=False) as db:
-            tenant_id = None if tenant is None else self._tenant_row(db, tenant)[0]
-            return sqlite_usage.totals(db, tenant_id=tenant_id, key_id=key_id, since=since,
-                                       by=by)
-
-
-class _Found(NamedTuple):
-    """An authenticated credential: ids, deployments (None: all) and, for keys, until when
-    the presented secret works and the limits (key rpm, key tpm, tenant rpm, tenant tpm)."""
-
-    record_id: str
-    tenant_id: str
-    tenant_name: str
-    deployments: tuple[str, ...] | None
-    valid_until: float | None
-    limits: tuple[int | None, ...]
-
-
-def _new_secret(prefix: str, public_id: str) -> str:
-    return f"{prefix}{public_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
-
-
-def _changes(**settings: object) -> dict[str, object]:
-    """The settings to write: those not KEEP."""
-    return {column: value for column, value in settings.items() if value is not KEEP}
-
-
-def _update(db: sqlite3.Connection, table: str, record_id: str,
-            changes: dict[str, object]) -> None:
-    """Set ``changes`` (column -> value; columns come from this module, never from input)."""
-    if changes:
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
-                   (*changes.values(), record_id))
-
-
-def _rate(value: int | Keep | None, what: str) -> int | Keep | None:
-    return value if value is KEEP else validate_count(value, what, 1, MAX_RATE)
-
-
-def _expiry(value: float | Keep | None) -> float | Keep | None:
-    if value is KEEP or value is None:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value) or not 0 <= value < 1e11:
-        raise InvalidName("the expiry must be a time between 1970 and the year 5000")
-    return float(value)
-
-
-def _deployment_settings(max_in_flight: int | Keep | None, queue_size: int | Keep | None,
-                         queue_timeout: float | Keep | None) -> dict[str, object]:
-    return _changes(
-        max_in_flight=max_in_flight if max_in_flight is KEEP
-        else validate_count(max_in_flight, "max-in-flight", 1, MAX_IN_FLIGHT),
-        queue_size=queue_size if queue_size is KEEP
-        else validate_count(queue_size, "the queue size", 0, MAX_QUEUE_SIZE),
-        queue_timeout=queue_timeout if queue_timeout is KEEP
-        else validate_seconds(queue_timeout, "the queue timeout", 0.001, MAX_QUEUE_TIMEOUT))

@@ -1,4 +1,5 @@
-"""The SQLite tenant store: records, secrets at rest, authentication, revocation, permissions."""
+"""The tenant store, on SQLite and on PostgreSQL (``store_backend``): records, secrets at rest,
+authentication, revocation, files and schema versions."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import hashlib
 import hmac
 import sqlite3
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtimes.store import (
@@ -21,7 +21,7 @@ from runtimes.store import (
     InvalidName,
     KeyGrant,
     NotFound,
-    SqliteStore,
+    SqlStore,
     Store,
     StoreError,
     open_store,
@@ -33,7 +33,9 @@ from runtimes.store.base import (
     validate_tenant_name,
 )
 from runtimes.store.schema import SCHEMA_VERSION
-from runtimes.store.sqlite import DB_FILENAME, LAST_USED_INTERVAL
+from runtimes.store.sql import LAST_USED_INTERVAL
+from runtimes.store.sqlite import DB_FILENAME
+from tests.store_backends import StoreBackend
 
 
 class FakeClock:
@@ -44,8 +46,8 @@ class FakeClock:
         return self.now
 
 
-def _seeded(tmp_path: Path) -> SqliteStore:
-    store = open_store(tmp_path / "data")
+def _seeded(backend: StoreBackend) -> SqlStore:
+    store = backend.open()
     store.add_tenant("acme")
     store.add_deployment("acme", "gemma")
     store.add_deployment("acme", "qwen2.5-coder:7b")
@@ -54,14 +56,19 @@ def _seeded(tmp_path: Path) -> SqliteStore:
     return store
 
 
-def test_it_implements_the_store_protocol(tmp_path: Path) -> None:
-    with open_store(tmp_path / "d") as store:
+def test_it_implements_the_store_protocol(store_backend: StoreBackend) -> None:
+    with open_store(store_backend.location) as store:
         assert isinstance(store, Store)
+        assert type(store).__name__ == {"sqlite": "SqliteStore",
+                                        "postgresql": "PostgresStore"}[store_backend.kind]
 
 
-def test_tenants_and_deployments(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_tenants_and_deployments(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         assert [t.name for t in store.list_tenants()] == ["acme", "globex"]
+        store.add_tenant("Zeta")  # listings sort byte-wise on both databases
+        store.add_tenant("0day")
+        assert [t.name for t in store.list_tenants()] == ["0day", "Zeta", "acme", "globex"]
         acme = store.get_tenant("acme")
         assert acme.id.startswith("ten_") and acme.name == "acme"
         deployments = store.list_deployments("acme")
@@ -82,14 +89,14 @@ def test_tenants_and_deployments(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "-acme", "a b", "a" * 65, "é", "acme/x", "acme\n", ".x"])
-def test_invalid_tenant_names_are_refused(tmp_path: Path, name: str) -> None:
-    with open_store(tmp_path / "d") as store, pytest.raises(InvalidName, match="tenant name"):
+def test_invalid_tenant_names_are_refused(store_backend: StoreBackend, name: str) -> None:
+    with store_backend.open() as store, pytest.raises(InvalidName, match="tenant name"):
         store.add_tenant(name)
 
 
 @pytest.mark.parametrize("name", ["", "/x", "a b", "a" * 129, "x\x00"])
-def test_invalid_deployment_names_are_refused(tmp_path: Path, name: str) -> None:
-    with _seeded(tmp_path) as store, pytest.raises(InvalidName, match="deployment name"):
+def test_invalid_deployment_names_are_refused(store_backend: StoreBackend, name: str) -> None:
+    with _seeded(store_backend) as store, pytest.raises(InvalidName, match="deployment name"):
         store.add_deployment("acme", name)
 
 
@@ -106,8 +113,8 @@ def test_tenant_name_validation_matches_the_documented_rule(name: str) -> None:
     assert (TENANT_NAME_PATTERN.fullmatch(name) is not None) == valid
 
 
-def test_key_format_and_grants(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_key_format_and_grants(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         info, key = store.add_key("acme", None, name="laptop")
         match = API_KEY_PATTERN.fullmatch(key)
         assert match is not None
@@ -130,8 +137,9 @@ def test_key_format_and_grants(tmp_path: Path) -> None:
         assert store.list_keys("globex") == []
 
 
-def test_authentication_refuses_everything_but_an_exact_active_key(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_authentication_refuses_everything_but_an_exact_active_key(
+        store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         _, key = store.add_key("acme")
         _, token = store.add_connector_token("acme", ["gemma"])
         public_part, secret = key.rsplit("_", 1)[0], key[len("sk-tokios-") + 13:]
@@ -154,8 +162,8 @@ def test_authentication_refuses_everything_but_an_exact_active_key(tmp_path: Pat
         assert store.authenticate_key(key) is not None
 
 
-def test_connector_tokens(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_connector_tokens(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         info, token = store.add_connector_token("acme", ["qwen2.5-coder:7b", "gemma"],
                                                 name="rig-1")
         match = CONNECTOR_TOKEN_PATTERN.fullmatch(token)
@@ -187,8 +195,8 @@ def test_connector_tokens(tmp_path: Path) -> None:
             store.add_connector_token("globex", ["qwen2.5-coder:7b"])
 
 
-def test_keys_only_name_their_own_tenants_deployments(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_keys_only_name_their_own_tenants_deployments(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         with pytest.raises(NotFound, match="tenant 'globex' has no deployment named 'qwen"):
             store.add_key("globex", ["qwen2.5-coder:7b"])
         with pytest.raises(InvalidName):
@@ -198,9 +206,10 @@ def test_keys_only_name_their_own_tenants_deployments(tmp_path: Path) -> None:
         assert store.list_keys("acme") == []  # nothing half-written
 
 
-def test_revocation_is_idempotent_and_errors_never_echo_a_secret(tmp_path: Path) -> None:
+def test_revocation_is_idempotent_and_errors_never_echo_a_secret(
+        store_backend: StoreBackend) -> None:
     clock = FakeClock()
-    with SqliteStore.open(tmp_path / "d", clock=clock) as store:
+    with store_backend.open(clock=clock) as store:
         store.add_tenant("acme")
         info, key = store.add_key("acme")
         first = store.revoke_key(info.id)
@@ -218,17 +227,33 @@ def test_revocation_is_idempotent_and_errors_never_echo_a_secret(tmp_path: Path)
             store.revoke_connector_token(info.id)  # a key id is not a token id
 
 
-def test_secrets_are_not_stored_in_clear(tmp_path: Path) -> None:
-    store = _seeded(tmp_path)
+def _stored_bytes(backend: StoreBackend) -> bytes:
+    """Everything the store wrote: the SQLite files, or every row of every PostgreSQL table
+    (binary COPY, so a stored hash appears as its raw bytes)."""
+    if backend.kind == "sqlite":
+        return b"".join(p.read_bytes() for p in sorted(Path(backend.location).iterdir()))
+    import psycopg
+
+    dump = bytearray()
+    with psycopg.connect(backend.location) as conn:
+        tables = [name for (name,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        assert {"tenants", "api_keys", "connector_tokens", "usage"} <= set(tables)
+        for table in tables:
+            with conn.cursor().copy(f'COPY "{table}" TO STDOUT (FORMAT binary)') as copy:
+                for chunk in copy:
+                    dump += chunk
+    return bytes(dump)
+
+
+def test_secrets_are_not_stored_in_clear(store_backend: StoreBackend) -> None:
+    store = _seeded(store_backend)
     secrets_created = [store.add_key("acme")[1], store.add_key("acme", ["gemma"])[1],
                        store.add_connector_token("acme", ["gemma"])[1]]
-    directory = tmp_path / "data"
-
-    def raw_bytes() -> bytes:
-        return b"".join(p.read_bytes() for p in sorted(directory.iterdir()))
+    store.rotate_key(store.list_keys("acme")[0].id, 60)  # the previous hash is kept
 
     for stage in ("open", "closed"):
-        raw = raw_bytes()
+        raw = _stored_bytes(store_backend)
         for presented in secrets_created:
             match = (API_KEY_PATTERN.fullmatch(presented)
                      or CONNECTOR_TOKEN_PATTERN.fullmatch(presented))
@@ -242,8 +267,8 @@ def test_secrets_are_not_stored_in_clear(tmp_path: Path) -> None:
         store.close()
 
 
-def test_revocation_is_seen_at_once_by_another_connection(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as gateway_side, open_store(tmp_path / "data") as cli_side:
+def test_revocation_is_seen_at_once_by_another_connection(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as gateway_side, store_backend.open() as cli_side:
         info, key = cli_side.add_key("acme")
         token_info, token = cli_side.add_connector_token("acme", ["gemma"])
         assert gateway_side.authenticate_key(key) is not None
@@ -256,7 +281,7 @@ def test_revocation_is_seen_at_once_by_another_connection(tmp_path: Path) -> Non
 
 
 def test_authentication_uses_a_constant_time_comparison(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store_backend: StoreBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -264,7 +289,7 @@ def test_authentication_uses_a_constant_time_comparison(
         calls.append((a, b))
         return real(a, b)
 
-    with _seeded(tmp_path) as store:
+    with _seeded(store_backend) as store:
         _, key = store.add_key("acme")
         _, token = store.add_connector_token("acme", ["gemma"])
         monkeypatch.setattr(hmac, "compare_digest", spy)
@@ -273,13 +298,14 @@ def test_authentication_uses_a_constant_time_comparison(
         assert store.authenticate_connector_token(token) is not None
     expected = hashlib.sha256(key.encode()).digest()
     assert calls[0] == (expected, expected)
+    assert type(calls[0][0]) is bytes  # what the database returns is compared as bytes
     assert calls[1][0] == expected and calls[1][1] != expected
     assert len(calls) == 3
 
 
-def test_last_used_at_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
+def test_last_used_at_is_written_at_most_once_a_minute(store_backend: StoreBackend) -> None:
     clock = FakeClock(1000.0)
-    with SqliteStore.open(tmp_path / "d", clock=clock) as store:
+    with store_backend.open(clock=clock) as store:
         store.add_tenant("acme")
         _, key = store.add_key("acme")
         token_info, token = store.add_connector_token(
@@ -303,7 +329,7 @@ def test_last_used_at_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
         assert token_info.last_used_at is None
 
 
-def test_files_are_private_and_schema_is_versioned(tmp_path: Path) -> None:
+def test_sqlite_files_are_private_and_schema_is_versioned(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
@@ -327,22 +353,40 @@ def test_files_are_private_and_schema_is_versioned(tmp_path: Path) -> None:
         open_store(directory)
 
 
-def test_a_missing_database_is_not_created_when_asked_not_to(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="no tokios database"):
-        open_store(tmp_path / "nothing", create=False)
-    assert not (tmp_path / "nothing").exists()
+def test_a_missing_database_is_not_created_when_asked_not_to(
+        store_backend: StoreBackend) -> None:
+    with pytest.raises(NotFound, match=r"no tokios (database|schema)"):
+        store_backend.open(create=False)
+    if store_backend.kind == "sqlite":
+        assert not Path(store_backend.location).exists()
+    else:
+        assert _stored_tables(store_backend) == []
+    with store_backend.open() as store:
+        store.add_tenant("acme")
+    with store_backend.open(create=False) as again:
+        assert [t.name for t in again.list_tenants()] == ["acme"]
 
 
-def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "d")
+def _stored_tables(backend: StoreBackend) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(backend.location) as conn:
+        return [name for (name,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+
+
+def test_a_closed_store_refuses_calls(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
     store.close()
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.list_tenants()
+    with pytest.raises(StoreError, match="closed"):
+        store.add_tenant("acme")
 
 
-def test_threads_share_one_store(tmp_path: Path) -> None:
-    with _seeded(tmp_path) as store:
+def test_threads_share_one_store(store_backend: StoreBackend) -> None:
+    with _seeded(store_backend) as store:
         _, key = store.add_key("acme")
         errors: list[BaseException] = []
 
@@ -365,12 +409,16 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
         assert len(store.list_deployments("acme")) == 2 + 4 * 15
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_only_the_exact_credential_authenticates(data: st.DataObject) -> None:
-    with tempfile.TemporaryDirectory() as directory, open_store(directory) as store:
-        store.add_tenant("acme")
-        store.add_deployment("acme", "m")
+def test_only_the_exact_credential_authenticates(store_backend: StoreBackend,
+                                                 data: st.DataObject) -> None:
+    # one store for every example: each adds its own key and token beside the earlier ones
+    with store_backend.open() as store:
+        if not store.list_tenants():
+            store.add_tenant("acme")
+            store.add_deployment("acme", "m")
         _, key = store.add_key("acme")
         _, token = store.add_connector_token("acme", ["m"])
         original = data.draw(st.sampled_from([key, token]))

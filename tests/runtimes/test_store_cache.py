@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runtimes.store import AuthCache, ConnectorGrant, KeyGrant, open_store
+from tests.store_backends import StoreBackend
 
 
 class FakeClock:
@@ -34,8 +35,8 @@ class CountingStore:
         return self.inner.authenticate_connector_token(presented)  # type: ignore[attr-defined, no-any-return]
 
 
-def test_revocation_reaches_cached_callers_within_the_ttl(tmp_path: Path) -> None:
-    with open_store(tmp_path / "d") as store, open_store(tmp_path / "d") as cli:
+def test_revocation_reaches_cached_callers_within_the_ttl(store_backend: StoreBackend) -> None:
+    with store_backend.open() as store, store_backend.open() as cli:
         cli.add_tenant("acme")
         cli.add_deployment("acme", "gemma")
         info, key = cli.add_key("acme")

@@ -1,17 +1,14 @@
-"""The store's key lifecycle (expiry, rotation, key set), limits, deployment queues, usage
-counts, and the migration of a data directory made before them."""
+"""The store's key lifecycle (expiry, rotation, key set), limits, deployment queues and usage
+counts, on SQLite and on PostgreSQL (``store_backend``)."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from runtimes.store import KEEP, InvalidName, NotFound, SqliteStore, UsageRow
-from runtimes.store.base import secret_hash
-from runtimes.store.schema import MIGRATIONS, SCHEMA_VERSION
-from runtimes.store.sqlite import DB_FILENAME
+from runtimes.store import KEEP, InvalidName, NotFound, SqlStore, UsageRow
+from tests.store_backends import StoreBackend
 
 NOW = 1_700_000_000.0
 
@@ -30,17 +27,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> SqliteStore:
-    opened = SqliteStore.open(tmp_path / "data", clock=clock)
-    opened.add_tenant("acme")
-    opened.add_deployment("acme", "coder")
-    opened.add_deployment("acme", "embed")
-    opened.add_tenant("globex")
-    opened.add_deployment("globex", "coder")
-    return opened
+def store(store_backend: StoreBackend, clock: Clock) -> Iterator[SqlStore]:
+    with store_backend.open(clock=clock) as opened:
+        opened.add_tenant("acme")
+        opened.add_deployment("acme", "coder")
+        opened.add_deployment("acme", "embed")
+        opened.add_tenant("globex")
+        opened.add_deployment("globex", "coder")
+        yield opened
 
 
-def test_an_expiring_key_works_until_its_time_and_not_after(store: SqliteStore,
+def test_an_expiring_key_works_until_its_time_and_not_after(store: SqlStore,
                                                             clock: Clock) -> None:
     info, secret = store.add_key("acme", expires_at=NOW + 60)
     assert info.expires_at == NOW + 60 and info.status(NOW) == "active"
@@ -55,7 +52,7 @@ def test_an_expiring_key_works_until_its_time_and_not_after(store: SqliteStore,
     assert again is not None and again.valid_until is None
 
 
-def test_rotation_keeps_the_old_secret_for_the_overlap_only(store: SqliteStore,
+def test_rotation_keeps_the_old_secret_for_the_overlap_only(store: SqlStore,
                                                             clock: Clock) -> None:
     info, old = store.add_key("acme", ["coder"], "laptop", rpm=10)
     rotated, new = store.rotate_key(info.id, 3600)
@@ -75,7 +72,7 @@ def test_rotation_keeps_the_old_secret_for_the_overlap_only(store: SqliteStore,
 
 
 def test_a_second_rotation_ends_the_oldest_secret_and_overlap_zero_ends_at_once(
-        store: SqliteStore) -> None:
+        store: SqlStore) -> None:
     info, first = store.add_key("acme")
     _, second = store.rotate_key(info.id, 600)
     _, third = store.rotate_key(info.id, 600)
@@ -88,7 +85,7 @@ def test_a_second_rotation_ends_the_oldest_secret_and_overlap_zero_ends_at_once(
     assert store.authenticate_key(fourth) is not None
 
 
-def test_an_old_secret_never_outlives_the_keys_expiry_or_revocation(store: SqliteStore,
+def test_an_old_secret_never_outlives_the_keys_expiry_or_revocation(store: SqlStore,
                                                                     clock: Clock) -> None:
     info, old = store.add_key("acme", expires_at=NOW + 100)
     _, new = store.rotate_key(info.id, 3600)
@@ -104,7 +101,7 @@ def test_an_old_secret_never_outlives_the_keys_expiry_or_revocation(store: Sqlit
         store.rotate_key(info.id, -1)
 
 
-def test_limits_of_the_key_and_its_tenant_reach_the_grant(store: SqliteStore) -> None:
+def test_limits_of_the_key_and_its_tenant_reach_the_grant(store: SqlStore) -> None:
     info, secret = store.add_key("acme", rpm=60, tpm=10_000)
     tenant = store.set_tenant_limits("acme", rpm=600)
     assert (tenant.rpm, tenant.tpm) == (600, None)
@@ -126,7 +123,7 @@ def test_limits_of_the_key_and_its_tenant_reach_the_grant(store: SqliteStore) ->
         store.set_tenant_limits("nobody", rpm=1)
 
 
-def test_key_set_changes_deployments_within_the_tenant(store: SqliteStore) -> None:
+def test_key_set_changes_deployments_within_the_tenant(store: SqlStore) -> None:
     info, secret = store.add_key("acme")
     assert store.set_key(info.id, deployments=["embed"]).deployments == ("embed",)
     grant = store.authenticate_key(secret)
@@ -140,7 +137,7 @@ def test_key_set_changes_deployments_within_the_tenant(store: SqliteStore) -> No
         store.set_key("sk-tokios-aaaaaaaaaaaa_" + "x" * 43, rpm=1)
 
 
-def test_deployment_cap_and_queue_settings(store: SqliteStore) -> None:
+def test_deployment_cap_and_queue_settings(store: SqlStore) -> None:
     added = store.add_deployment("acme", "small", max_in_flight=1, queue_size=4,
                                  queue_timeout=2.5)
     assert (added.max_in_flight, added.queue_size, added.queue_timeout) == (1, 4, 2.5)
@@ -158,7 +155,7 @@ def test_deployment_cap_and_queue_settings(store: SqliteStore) -> None:
         store.set_deployment("acme", "nope", queue_size=1)
 
 
-def test_usage_adds_up_per_hour_and_sums_by_key_deployment_and_day(store: SqliteStore) -> None:
+def test_usage_adds_up_per_hour_and_sums_by_key_deployment_and_day(store: SqlStore) -> None:
     acme, globex = store.get_tenant("acme").id, store.get_tenant("globex").id
     hour = int(NOW) // 3600 * 3600
     day_two = hour + 86400
@@ -196,33 +193,3 @@ def test_usage_adds_up_per_hour_and_sums_by_key_deployment_and_day(store: Sqlite
         store.usage("acme", by="minute")  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         store.usage("nobody")
-
-
-def test_a_data_directory_from_schema_1_is_migrated_on_open(tmp_path: Path) -> None:
-    data = tmp_path / "old"
-    data.mkdir(mode=0o700)
-    raw = sqlite3.connect(data / DB_FILENAME)
-    for statement in MIGRATIONS[0]:
-        raw.execute(statement)
-    key = "sk-tokios-aaaaaaaaaaaa_" + "A" * 43
-    raw.execute("INSERT INTO tenants VALUES ('ten_aaaaaaaaaaaa', 'acme', 1.0)")
-    raw.execute("INSERT INTO deployments VALUES ('dep_aaaaaaaaaaaa', 'ten_aaaaaaaaaaaa', "
-                "'coder', 1.0)")
-    raw.execute("INSERT INTO api_keys (id, tenant_id, name, secret_sha256, all_deployments, "
-                "created_at) VALUES ('key_aaaaaaaaaaaa', 'ten_aaaaaaaaaaaa', 'old', ?, 1, 1.0)",
-                (secret_hash(key),))
-    raw.execute("PRAGMA user_version = 1")
-    raw.commit()
-    raw.close()
-    with SqliteStore.open(data) as store:
-        grant = store.authenticate_key(key)
-        assert grant is not None and grant.key_id == "key_aaaaaaaaaaaa"
-        assert (grant.valid_until, grant.rpm, grant.tenant_tpm) == (None, None, None)
-        old = store.list_keys("acme")[0]
-        assert (old.name, old.expires_at, old.rotated_at) == ("old", None, None)
-        assert store.list_deployments("acme")[0].queue_size is None
-        rotated, new = store.rotate_key(old.id, 60)
-        assert store.authenticate_key(new) is not None and rotated.rotated_at is not None
-    raw = sqlite3.connect(data / DB_FILENAME)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    raw.close()
