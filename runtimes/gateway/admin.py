@@ -1,4 +1,5 @@
-"""The admin commands of ``tokios-gateway`` (tenants, deployments, keys, tokens, usage): each
+"""The admin commands of ``tokios-gateway`` (tenants, deployments, keys, tokens, usage, the
+schema migration): each
 takes the open store and the parsed arguments and returns a :class:`Result` (one JSON object
 and its text form). ``runtimes.gateway.cli`` parses the command line and prints the result.
 
@@ -21,7 +22,8 @@ from runtimes.store import (
     ApiKeyInfo,
     ConnectorTokenInfo,
     Deployment,
-    SqliteStore,
+    PostgresStore,
+    SqlStore,
     Tenant,
     UsageTotal,
 )
@@ -187,12 +189,12 @@ class Result:
 # --- tenants and deployments -------------------------------------------------------------------
 
 
-def tenant_add(store: SqliteStore, args: argparse.Namespace) -> Result:
+def tenant_add(store: SqlStore, args: argparse.Namespace) -> Result:
     tenant = store.add_tenant(args.name)
     return Result(_tenant_json(tenant), f"Created tenant {tenant.name} ({tenant.id}).")
 
 
-def tenant_list(store: SqliteStore, args: argparse.Namespace) -> Result:
+def tenant_list(store: SqlStore, args: argparse.Namespace) -> Result:
     tenants = store.list_tenants()
     text = table(("NAME", "ID", "CREATED", "RPM", "TPM"),
                  [[t.name, t.id, time_text(t.created_at) or "-", _limit_text(t.rpm),
@@ -200,7 +202,7 @@ def tenant_list(store: SqliteStore, args: argparse.Namespace) -> Result:
     return Result({"tenants": [_tenant_json(t) for t in tenants]}, text)
 
 
-def tenant_set(store: SqliteStore, args: argparse.Namespace) -> Result:
+def tenant_set(store: SqlStore, args: argparse.Namespace) -> Result:
     tenant = store.set_tenant_limits(args.name, rpm=_given(args, "rpm"),
                                      tpm=_given(args, "tpm"))
     return Result(_tenant_json(tenant), f"Tenant {tenant.name}: requests per minute "
@@ -219,7 +221,7 @@ def _deployment_text(deployment: Deployment) -> str:
             f"{_limit_text(deployment.queue_timeout, 's')} (- = default)")
 
 
-def deployment_add(store: SqliteStore, args: argparse.Namespace) -> Result:
+def deployment_add(store: SqlStore, args: argparse.Namespace) -> Result:
     deployment = store.add_deployment(
         args.tenant, args.name, max_in_flight=getattr(args, "max_in_flight", None),
         queue_size=getattr(args, "queue", None),
@@ -229,7 +231,7 @@ def deployment_add(store: SqliteStore, args: argparse.Namespace) -> Result:
                   f"in tenant {args.tenant}: {_deployment_text(deployment)}.")
 
 
-def deployment_set(store: SqliteStore, args: argparse.Namespace) -> Result:
+def deployment_set(store: SqlStore, args: argparse.Namespace) -> Result:
     deployment = store.set_deployment(
         args.tenant, args.name, max_in_flight=_given(args, "max_in_flight"),
         queue_size=_given(args, "queue"), queue_timeout=_given(args, "queue_timeout"))
@@ -238,7 +240,7 @@ def deployment_set(store: SqliteStore, args: argparse.Namespace) -> Result:
                   f"{_deployment_text(deployment)}.")
 
 
-def deployment_list(store: SqliteStore, args: argparse.Namespace) -> Result:
+def deployment_list(store: SqlStore, args: argparse.Namespace) -> Result:
     deployments = store.list_deployments(args.tenant)
     text = table(("NAME", "ID", "CREATED", "MAX IN FLIGHT", "QUEUE", "QUEUE TIMEOUT"),
                  [[d.name, d.id, time_text(d.created_at) or "-", _limit_text(d.max_in_flight),
@@ -272,7 +274,7 @@ def _key_text(info: ApiKeyInfo) -> str:
             f"(- = no limit); {expires}")
 
 
-def key_add(store: SqliteStore, args: argparse.Namespace) -> Result:
+def key_add(store: SqlStore, args: argparse.Namespace) -> Result:
     expires_at = _expiry(args)
     info, secret = store.add_key(args.tenant, args.deployments, args.label,
                                  rpm=getattr(args, "rpm", None), tpm=getattr(args, "tpm", None),
@@ -282,7 +284,7 @@ def key_add(store: SqliteStore, args: argparse.Namespace) -> Result:
                         f"({_key_text(info)}).\n{ONCE_WARNING}\n\n    {secret}\n")
 
 
-def key_list(store: SqliteStore, args: argparse.Namespace) -> Result:
+def key_list(store: SqlStore, args: argparse.Namespace) -> Result:
     keys = store.list_keys(args.tenant)
     rows = _credential_rows(keys)
     for row, info in zip(rows, keys, strict=True):
@@ -293,13 +295,13 @@ def key_list(store: SqliteStore, args: argparse.Namespace) -> Result:
     return Result({"tenant": args.tenant, "keys": [_credential_json(k) for k in keys]}, text)
 
 
-def key_revoke(store: SqliteStore, args: argparse.Namespace) -> Result:
+def key_revoke(store: SqlStore, args: argparse.Namespace) -> Result:
     info = store.revoke_key(args.key_id)
     return Result({**_credential_json(info), "revoked": True},
                   f"Revoked API key {info.id} (at {time_text(info.revoked_at)}).")
 
 
-def key_set(store: SqliteStore, args: argparse.Namespace) -> Result:
+def key_set(store: SqlStore, args: argparse.Namespace) -> Result:
     deployments: Any = KEEP
     if getattr(args, "all_deployments", False):
         deployments = None
@@ -310,7 +312,7 @@ def key_set(store: SqliteStore, args: argparse.Namespace) -> Result:
     return Result(_credential_json(info), f"API key {info.id}: {_key_text(info)}.")
 
 
-def key_rotate(store: SqliteStore, args: argparse.Namespace) -> Result:
+def key_rotate(store: SqlStore, args: argparse.Namespace) -> Result:
     info, secret = store.rotate_key(args.key_id, args.overlap)
     until = time_text(info.previous_valid_until)
     old = f"The old secret works until {until}." if until \
@@ -322,7 +324,7 @@ def key_rotate(store: SqliteStore, args: argparse.Namespace) -> Result:
 # --- connector tokens --------------------------------------------------------------------------
 
 
-def token_add(store: SqliteStore, args: argparse.Namespace) -> Result:
+def token_add(store: SqlStore, args: argparse.Namespace) -> Result:
     info, secret = store.add_connector_token(args.tenant, args.deployments, args.label)
     data = {"id": info.id, "token": secret, "tenant": args.tenant, **_credential_json(info)}
     return Result(data, f"Created connector token {info.id} for tenant {args.tenant} "
@@ -330,7 +332,7 @@ def token_add(store: SqliteStore, args: argparse.Namespace) -> Result:
                         f"{ONCE_WARNING}\n\n    {secret}\n")
 
 
-def token_list(store: SqliteStore, args: argparse.Namespace) -> Result:
+def token_list(store: SqlStore, args: argparse.Namespace) -> Result:
     tokens = store.list_connector_tokens(args.tenant)
     text = table(_CREDENTIAL_HEADERS, _credential_rows(tokens)) if tokens \
         else f"Tenant {args.tenant} has no connector tokens."
@@ -338,7 +340,7 @@ def token_list(store: SqliteStore, args: argparse.Namespace) -> Result:
                    "connector_tokens": [_credential_json(t) for t in tokens]}, text)
 
 
-def token_revoke(store: SqliteStore, args: argparse.Namespace) -> Result:
+def token_revoke(store: SqlStore, args: argparse.Namespace) -> Result:
     info = store.revoke_connector_token(args.token_id)
     return Result({**_credential_json(info), "revoked": True},
                   f"Revoked connector token {info.id} (at {time_text(info.revoked_at)}); "
@@ -358,7 +360,7 @@ def _usage_json(total: UsageTotal, by: str) -> dict[str, Any]:
             "total_tokens": total.input_tokens + total.output_tokens}
 
 
-def usage(store: SqliteStore, args: argparse.Namespace) -> Result:
+def usage(store: SqlStore, args: argparse.Namespace) -> Result:
     by = args.by
     totals = store.usage(args.tenant, key_id=args.key, since=args.since, by=by)
     rows = [_usage_json(t, by) for t in totals]
@@ -380,6 +382,20 @@ def usage(store: SqliteStore, args: argparse.Namespace) -> Result:
     return Result(data, table(headers, lines))
 
 
-AdminHandler = Callable[[SqliteStore, argparse.Namespace], Result]
-#: Commands that may create the data directory and database; the others need them to exist.
-CREATING = frozenset({tenant_add})
+def migrate(store: SqlStore, args: argparse.Namespace) -> Result:
+    """Opening the store migrated it (or found it current, or refused): report what it did."""
+    del args
+    done = store.migration
+    kind = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
+    data = {"store": kind, "location": store.location, "from_version": done.from_version,
+            "to_version": done.to_version, "migrated": done.migrated}
+    text = (f"migrated the schema of {store.location} from version {done.from_version} to "
+            f"{done.to_version}" if done.migrated
+            else f"the schema of {store.location} is current (version {done.to_version})")
+    return Result(data, text)
+
+
+AdminHandler = Callable[[SqlStore, argparse.Namespace], Result]
+#: Commands that may create the store (data directory and database, or a PostgreSQL schema);
+#: the others need it to exist.
+CREATING = frozenset({tenant_add, migrate})

@@ -2,12 +2,12 @@
 
 This is a contract scripts depend on (see docs/operations.md):
 
-- Every admin command takes ``--data DIR`` (default ``$TOKIOS_DATA``) and ``--json``, before or
-  after its arguments.
+- Every admin command takes ``--data DIR`` (default ``$TOKIOS_DATA``) or ``--store URL``
+  (PostgreSQL; default ``$TOKIOS_STORE``), and ``--json``, before or after its arguments.
 - With ``--json`` stdout holds exactly one JSON object: the result, or on failure
   ``{"error": {"code": ..., "message": ...}}``. The message also goes to stderr.
 - Exit codes: 0 success, 1 store or database failure, 2 usage (bad arguments, invalid name, no
-  data directory), 3 not found, 4 already exists.
+  data directory or store), 3 not found, 4 already exists.
 
 ``main(argv)`` returns the exit code; ``serve`` calls ``runtimes.gateway.server.run(options)``.
 """
@@ -54,7 +54,14 @@ from runtimes.gateway.options import (
 )
 from runtimes.gateway.queue import DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
 from runtimes.logs import LEVELS, LOG_FORMATS
-from runtimes.store import AlreadyExists, InvalidName, NotFound, StoreError, open_store
+from runtimes.store import (
+    AlreadyExists,
+    InvalidName,
+    NotFound,
+    StoreError,
+    is_postgres_url,
+    open_store,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -89,8 +96,10 @@ def _resolve_loop(requested: str) -> LoopName:
     return "uvloop" if installed else "asyncio"
 
 
-def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
-    """Validate ``serve``'s arguments into ServeOptions; raise UsageError with the reason."""
+def serve_options(args: argparse.Namespace, data_dir: str | None,
+                  store_url: str | None = None) -> ServeOptions:
+    """Validate ``serve``'s arguments into ServeOptions; raise UsageError with the reason.
+    The store is ``store_url`` (PostgreSQL) if given, else SQLite in ``data_dir``."""
     def address(option: str, text: str) -> ListenAddress:
         try:
             return parse_listen_address(text)
@@ -144,8 +153,13 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
     if not MIN_MAX_BODY_BYTES <= args.max_body_bytes <= MAX_MAX_BODY_BYTES:
         raise UsageError(f"--max-body-bytes must be between {MIN_MAX_BODY_BYTES} and "
                          f"{MAX_MAX_BODY_BYTES}")
+    redis_url = getattr(args, "redis", None) or os.environ.get("TOKIOS_REDIS") or None
+    if redis_url is not None and not redis_url.startswith(REDIS_SCHEMES):
+        raise UsageError("--redis (or TOKIOS_REDIS) must be a redis://, rediss:// or unix:// "
+                         "URL, e.g. redis://redis.internal:6379/0")
     return ServeOptions(
-        data_dir=Path(data_dir).absolute(), listen=listen,
+        data_dir=None if data_dir is None else Path(data_dir).absolute(),
+        store_url=store_url, redis_url=redis_url, listen=listen,
         tls_cert=None if args.tls_cert is None else Path(args.tls_cert).absolute(),
         tls_key=None if args.tls_key is None else Path(args.tls_key).absolute(),
         insecure_http=args.insecure_http,
@@ -157,8 +171,8 @@ def serve_options(args: argparse.Namespace, data_dir: str) -> ServeOptions:
     )
 
 
-def _serve(args: argparse.Namespace, data_dir: str) -> int:
-    options = serve_options(args, data_dir)
+def _serve(args: argparse.Namespace, data_dir: str | None, store_url: str | None) -> int:
+    options = serve_options(args, data_dir, store_url)
     try:
         server = importlib.import_module("runtimes.gateway.server")
     except ModuleNotFoundError as exc:
@@ -175,22 +189,31 @@ def _serve(args: argparse.Namespace, data_dir: str) -> int:
 _DESCRIPTION = """\
 Run the Tokios gateway and manage its tenants, deployments, API keys and connector tokens.
 
-Admin commands read and write the store in DIR/tokios.db (--data DIR, default $TOKIOS_DATA).
-They may run while the gateway serves: a revocation takes effect within about a second.
+Admin commands read and write the store: SQLite in DIR/tokios.db (--data DIR, default
+$TOKIOS_DATA), or PostgreSQL for a gateway of several nodes (--store postgresql://..., default
+$TOKIOS_STORE). They may run while the gateway serves: a revocation takes effect within about a
+second. Every command migrates an older schema first (`migrate` does only that).
 With --json, stdout holds exactly one JSON object (on failure {"error": {"code", "message"}}).
 Exit codes: 0 ok, 1 store failure, 2 usage, 3 not found, 4 already exists."""
 
 #: The environment variable of each ``serve`` option that has one (by ``dest``): it overrides
-#: the config file, and a flag overrides it. (``--data`` is TOKIOS_DATA, for every command.)
-ENVIRONMENT: dict[str, str] = {"metrics_token": "TOKIOS_METRICS_TOKEN"}
+#: the config file, and a flag overrides it. (``--data`` is TOKIOS_DATA and ``--store``
+#: TOKIOS_STORE, for every command: see :func:`store_location`.)
+ENVIRONMENT: dict[str, str] = {"metrics_token": "TOKIOS_METRICS_TOKEN", "redis": "TOKIOS_REDIS"}
 CONFIG_ENV_VAR = "TOKIOS_CONFIG"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _EPILOG = """\
 config file:
   --config FILE (or TOKIOS_CONFIG), anywhere on the command line, reads options from a TOML
-  file: `data` for every command, and serve's options, one key per long option without its
-  dashes (listen = "0.0.0.0:443", tls-cert = "/etc/tokios/fullchain.pem",
+  file: `data` or `store` for every command, and serve's options, one key per long option
+  without its dashes (listen = "0.0.0.0:443", tls-cert = "/etc/tokios/fullchain.pem",
   log-format = "json"). A flag, then an environment variable, win over the file.
+
+store:
+  SQLite in --data DIR by default; --store postgresql://USER@HOST:PORT/DATABASE (or
+  TOKIOS_STORE) for PostgreSQL. Where both are set, the more direct one wins (a flag over an
+  environment variable over the file); at the same level, --store.
 
 examples:
   export TOKIOS_DATA=/var/lib/tokios
@@ -205,13 +228,22 @@ examples:
   tokios-gateway serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"""
 
 
+def _store_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """--data DIR and --store URL, the two places a store can be."""
+    parser.add_argument("--data", metavar="DIR", default=default,
+                        help="data directory holding tokios.db, the SQLite store (default: "
+                             "$TOKIOS_DATA)")
+    parser.add_argument("--store", metavar="URL", default=default,
+                        help="the PostgreSQL store instead: postgresql://USER@HOST:PORT/"
+                             "DATABASE (default: $TOKIOS_STORE; give the password in "
+                             "$PGPASSWORD or ~/.pgpass, not in the URL)")
+
+
 def _common_options(*, top_level: bool) -> _Parser:
-    """--data and --json. Below the top level their defaults are SUPPRESS, so a value given
-    before the subcommand is not overwritten by the subcommand's default."""
+    """--data, --store and --json. Below the top level their defaults are SUPPRESS, so a value
+    given before the subcommand is not overwritten by the subcommand's default."""
     parent = _Parser(add_help=False)
-    parent.add_argument("--data", metavar="DIR",
-                        default=None if top_level else argparse.SUPPRESS,
-                        help="data directory holding tokios.db (default: $TOKIOS_DATA)")
+    _store_options(parent, default=None if top_level else argparse.SUPPRESS)
     parent.add_argument("--json", action="store_true",
                         default=False if top_level else argparse.SUPPRESS,
                         help="print exactly one JSON object on stdout")
@@ -245,8 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                " --tls-cert cert.pem --tls-key key.pem\n"
                "  tokios-gateway serve --data ./data --listen 127.0.0.1:8080 --insecure-http",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
-                       help="data directory holding tokios.db (default: $TOKIOS_DATA)")
+    _store_options(serve, default=argparse.SUPPRESS)
     serve.add_argument("--listen", metavar="HOST:PORT", required=True,
                        help="address for clients (and connectors); [::1]:8443 for IPv6")
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
@@ -284,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_USAGE_FLUSH_INTERVAL,
                        help="how often token usage counted in memory is written to the store "
                             f"(default {DEFAULT_USAGE_FLUSH_INTERVAL:g}; also at shutdown)")
+    serve.add_argument("--redis", metavar="URL",
+                       help="Redis shared by the gateway's nodes (redis://HOST:PORT/DB, "
+                            "rediss:// for TLS; prefer $TOKIOS_REDIS when it holds a "
+                            "password): the per-minute limits of keys and tenants then hold "
+                            "across all nodes together (default: counted in this process)")
     serve.set_defaults(handler=None)
 
     def group(name: str, help_text: str) -> Any:
@@ -431,6 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "(24h, 7d); counted by the hour (default: everything)")
     usage.add_argument("--by", choices=("key", "deployment", "day"), default="key",
                        help="sum by key (default), deployment or UTC day")
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the store's schema up to this version of tokios",
+        description=textwrap.fill(
+            "Create the store's tables, or migrate an older schema to the version this tokios "
+            "uses, and print both versions. Every command (serve too) does this on start, so "
+            "`migrate` is for doing it ahead of time: as the database owner, before the "
+            "gateways start under a role that only reads and writes rows. Safe to run while "
+            "gateways serve, and from several hosts at once (one migrates, the others wait; "
+            "PostgreSQL: up to 30 s, then they refuse). A schema newer than this tokios is "
+            "refused. JSON: {store, location, from_version, to_version, migrated}.", 79),
+        epilog="examples:\n  tokios-gateway migrate --data /var/lib/tokios\n"
+               "  tokios-gateway migrate --store postgresql://tokios_owner@db:5432/tokios "
+               "--json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(top_level=False)])
+    migrate.set_defaults(handler=admin.migrate)
     return parser
 
 
@@ -484,20 +537,44 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     raise LookupError("serve")
 
 
+def store_location(args: argparse.Namespace, config: dict[str, str | None]
+                   ) -> tuple[str | None, str | None]:
+    """(data directory, PostgreSQL URL) for the command: the flag, then the environment
+    (TOKIOS_DATA, TOKIOS_STORE), then the config file, decide; at the first level that names a
+    store, a URL wins over a directory. The data directory found is returned alongside a URL
+    (the gateway may keep other files there). UsageError for a --store that is no URL."""
+    levels = ((getattr(args, "store", None), getattr(args, "data", None)),
+              (os.environ.get("TOKIOS_STORE"), os.environ.get("TOKIOS_DATA")),
+              (config.get("store"), config.get("data")))
+    data_dir = next((data for _, data in levels if data), None)
+    for url, data in levels:
+        if url:
+            if not is_postgres_url(url):
+                raise UsageError("--store (or TOKIOS_STORE, or `store` in the config file) "
+                                 "takes a postgresql://USER@HOST:PORT/DATABASE URL; for "
+                                 "SQLite give --data DIR")
+            return data_dir, url
+        if data:
+            return data, None
+    raise UsageError("no store: pass --data DIR (SQLite) or --store postgresql://... "
+                     "(or set TOKIOS_DATA / TOKIOS_STORE)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tokios-gateway`` with ``argv`` (default sys.argv[1:]); return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in arguments and "serve" not in arguments[:1]
     parser = build_parser()
-    config_data: str | None = None
+    config_store: dict[str, str | None] = {}
     try:
         arguments, config_path = take_config_argument(arguments, env_var=CONFIG_ENV_VAR)
         if config_path is not None:
             table = read_config(config_path)
-            value = table.pop("data", None)
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{config_path}: option `data` must be a string")
-            config_data = value
+            for name in ("data", "store"):  # for every command, not only serve
+                value = table.pop(name, None)
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"{config_path}: option `{name}` must be a string")
+                config_store[name] = value
             apply_config(table, config_path, [_serve_parser(parser)],
                          environment=ENVIRONMENT)
     except ConfigError as exc:
@@ -507,18 +584,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json, usage=exc.usage)
     as_json = bool(getattr(args, "json", False))
-    data_dir = args.data or os.environ.get("TOKIOS_DATA") or config_data or None
-    if data_dir is None:
-        return _fail("usage", "no data directory: pass --data DIR or set TOKIOS_DATA",
-                     EXIT_USAGE, as_json=as_json)
+    try:
+        data_dir, store_url = store_location(args, config_store)
+    except UsageError as exc:
+        return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json)
     if args.handler is None:
         try:
-            return _serve(args, data_dir)
+            return _serve(args, data_dir, store_url)
         except UsageError as exc:
             return _fail("usage", str(exc), EXIT_USAGE, as_json=False)
     handler: AdminHandler = args.handler
     try:
-        with open_store(data_dir, create=handler in CREATING) as store:
+        with open_store(store_url or str(data_dir), create=handler in CREATING) as store:
             result = handler(store, args)
     except StoreError as exc:
         exit_code, code = _EXIT_CODES.get(type(exc), (EXIT_FAILURE, exc.code))

@@ -52,9 +52,11 @@ class ServeOptions:
 
     ``tls_cert``/``tls_key`` are both set unless ``insecure_http`` (then both None).
     ``tunnel_listen`` None: connectors use ``/v1/tunnel`` on ``listen``.
+    The store is PostgreSQL at ``store_url`` if set, else SQLite in ``data_dir`` (one of them
+    is set; ``data_dir`` may be set beside a URL).
     """
 
-    data_dir: Path
+    data_dir: Path | None
     listen: ListenAddress
     tls_cert: Path | None
     tls_key: Path | None
@@ -73,6 +75,19 @@ class ServeOptions:
     metrics_token: str | None = None
     #: Seconds between writes of the buffered token usage to the store.
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
+    #: The PostgreSQL store (``postgresql://...``); None: SQLite in ``data_dir``.
+    store_url: str | None = None
+    #: Redis shared by the nodes (``--redis``): the per-minute limits live there. None: in
+    #: this process.
+    redis_url: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """What :func:`runtimes.store.open_store` takes: the URL, else the data directory."""
+        if self.store_url is not None:
+            return self.store_url
+        assert self.data_dir is not None, "ServeOptions needs a data_dir or a store_url"
+        return str(self.data_dir)
 
 
 def parse_listen_address(text: str) -> ListenAddress:

@@ -29,7 +29,7 @@ from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.usage import Accounting, UsageRecorder
 from runtimes.logs import configure_logging
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
-from runtimes.store import AuthCache, SqliteStore, StoreError, open_store
+from runtimes.store import AuthCache, SqlStore, StoreError, open_store
 
 __all__ = ["Gateway", "run"]
 
@@ -46,7 +46,10 @@ class Gateway:
 
     def __init__(self, options: ServeOptions, *, auth_ttl: float = 1.0) -> None:
         self.options = options
-        self.store: SqliteStore = open_store(options.data_dir, create=True)
+        self.store: SqlStore = open_store(options.store_location, create=True)
+        done = self.store.migration
+        logger.info("store: %s (schema version %d%s)", self.store.location, done.to_version,
+                    f", migrated from {done.from_version}" if done.migrated else "")
         self.auth = AuthCache(self.store, ttl=auth_ttl)
         self.tunnels = TunnelManager(self.auth, self.store)
         limiter = LocalLimiter()

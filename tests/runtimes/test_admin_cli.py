@@ -1,4 +1,5 @@
-"""The tokios-gateway admin commands, run as real subprocesses: the contract scripts rely on."""
+"""The tokios-gateway admin commands, run as real subprocesses: the contract scripts rely on,
+on the SQLite store (``--data``) and, where the store matters, on PostgreSQL (``--store``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runtimes.store import AuthCache, open_store
+from runtimes.store import AuthCache
+from tests.store_backends import StoreBackend
 
 REPO = Path(__file__).resolve().parents[2]
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -20,19 +22,27 @@ KEY = re.compile(r"sk-tokios-[a-z2-7]{12}_[A-Za-z0-9_-]{43}")
 TOKEN = re.compile(r"tkct-[a-z2-7]{12}_[A-Za-z0-9_-]{43}")
 
 
-def run(*args: str, data: Path | None = None, env_data: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TOKIOS_DATA"}
+def run(*args: str, data: Path | StoreBackend | None = None, env_data: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``tokios-gateway ARGS`` on the store ``data`` (a data directory or a backend), without
+    any TOKIOS_DATA / TOKIOS_STORE / TOKIOS_CONFIG of the caller's (``env_data``, ``env``:
+    what to set instead)."""
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("TOKIOS_DATA", "TOKIOS_STORE", "TOKIOS_CONFIG")}, **(env or {})}
     if env_data is not None:
         env["TOKIOS_DATA"] = str(env_data)
-    argv = [*args, "--data", str(data)] if data is not None else list(args)
+    if isinstance(data, StoreBackend):
+        argv = [*args, *data.cli_args]
+    else:
+        argv = [*args, "--data", str(data)] if data is not None else list(args)
     return subprocess.run([sys.executable, "-m", "runtimes.gateway.cli", *argv], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def run_json(*args: str, data: Path | None = None, env_data: Path | None = None,
-             code: int = 0) -> dict[str, object]:
-    done = run(*args, "--json", data=data, env_data=env_data)
+def run_json(*args: str, data: Path | StoreBackend | None = None,
+             env_data: Path | None = None, code: int = 0,
+             env: dict[str, str] | None = None) -> dict[str, object]:
+    done = run(*args, "--json", data=data, env_data=env_data, env=env)
     assert done.returncode == code, done.stderr
     assert done.stdout.endswith("\n") and done.stdout.count("\n") == 1, done.stdout
     value = orjson.loads(done.stdout)
@@ -45,8 +55,8 @@ def run_json(*args: str, data: Path | None = None, env_data: Path | None = None,
     return value
 
 
-def test_the_whole_contract_in_json(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_the_whole_contract_in_json(store_backend: StoreBackend) -> None:
+    data = store_backend
     tenant = run_json("tenant", "add", "acme", data=data)
     assert set(tenant) == {"id", "name", "created_at", "rpm", "tpm"}
     assert tenant["rpm"] is None and tenant["tpm"] is None
@@ -76,7 +86,7 @@ def test_the_whole_contract_in_json(tmp_path: Path) -> None:
                       data=data)
     assert scoped["deployments"] == ["qwen:7b"] and scoped["name"] == "ci bot"
 
-    with open_store(data) as store:  # what the CLI made works against the store
+    with store_backend.open() as store:  # what the CLI made works against the store
         grant = store.authenticate_key(str(key["key"]))
         assert grant is not None and grant.deployments is None and grant.tenant_name == "acme"
         connector = store.authenticate_connector_token(str(token["token"]))
@@ -102,7 +112,7 @@ def test_the_whole_contract_in_json(tmp_path: Path) -> None:
         revoked["revoked_at"]  # idempotent
     revoked_token = run_json("connector-token", "revoke", str(token["id"]), data=data)
     assert revoked_token["id"] == token["id"] and revoked_token["revoked"] is True
-    with open_store(data) as store:
+    with store_backend.open() as store:
         assert store.authenticate_key(str(key["key"])) is None
         assert store.authenticate_key(str(scoped["key"])) is not None
         assert not store.is_connector_token_active(str(token["id"]))
@@ -129,7 +139,8 @@ def test_options_go_before_or_after_and_data_defaults_to_the_environment(
 def test_no_data_directory_is_a_clear_usage_error(tmp_path: Path) -> None:
     done = run("tenant", "list")
     assert done.returncode == 2 and done.stdout == ""
-    assert "--data DIR or set TOKIOS_DATA" in done.stderr
+    assert "--data DIR (SQLite) or --store postgresql://" in done.stderr
+    assert "TOKIOS_DATA / TOKIOS_STORE" in done.stderr
     error = run_json("tenant", "list", code=2)
     assert error["error"]["code"] == "usage"  # type: ignore[index]
 
@@ -149,9 +160,10 @@ def test_no_data_directory_is_a_clear_usage_error(tmp_path: Path) -> None:
     (["key"], 2, "usage", "required"),
 ])
 def test_errors_have_exit_codes_and_one_json_object(
-        tmp_path: Path, argv: list[str], code: int, error_code: str, message: str) -> None:
-    data = tmp_path / "data"
-    with open_store(data) as store:
+        store_backend: StoreBackend, argv: list[str], code: int, error_code: str,
+        message: str) -> None:
+    data = store_backend
+    with store_backend.open() as store:
         store.add_tenant("acme")
         store.add_deployment("acme", "m")
     error = run_json(*argv, data=data, code=code)
@@ -166,6 +178,14 @@ def test_read_commands_do_not_create_a_database(tmp_path: Path) -> None:
     error = run_json("key", "list", "acme", data=tmp_path / "typo", code=3)
     assert "no tokios database" in error["error"]["message"]  # type: ignore[index]
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("store_backend", ["postgresql"], indirect=True)
+def test_read_commands_do_not_create_a_schema(store_backend: StoreBackend) -> None:
+    error = run_json("key", "list", "acme", data=store_backend, code=3)
+    assert "no tokios schema" in error["error"]["message"]  # type: ignore[index]
+    assert "tokios-gateway migrate" in error["error"]["message"]  # type: ignore[index]
+    assert run_json("tenant", "add", "acme", data=store_backend)["name"] == "acme"
 
 
 def test_human_output_shows_a_secret_once_with_a_warning(tmp_path: Path) -> None:
@@ -196,10 +216,11 @@ def test_help_explains_each_command() -> None:
     assert "--deployment" in key_add.stdout and "example" in key_add.stdout
 
 
-def test_a_key_revoked_from_the_cli_is_refused_within_a_second(tmp_path: Path) -> None:
+def test_a_key_revoked_from_the_cli_is_refused_within_a_second(
+        store_backend: StoreBackend) -> None:
     """The gateway's view (store + AuthCache with the default 1 s TTL, in this process)."""
-    data = tmp_path / "data"
-    with open_store(data) as store:
+    data = store_backend
+    with store_backend.open() as store:
         store.add_tenant("acme")
         info, key = store.add_key("acme")
         cache = AuthCache(store)

@@ -5,28 +5,29 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from runtimes.store import UsageRow, open_store
+from runtimes.store import UsageRow
 from tests.runtimes.test_admin_cli import KEY, run, run_json
+from tests.store_backends import StoreBackend
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-    run_json("tenant", "add", "acme", data=directory)
-    run_json("deployment", "add", "acme", "coder", data=directory)
-    run_json("deployment", "add", "acme", "embed", data=directory)
-    return directory
+def data(store_backend: StoreBackend) -> StoreBackend:
+    """A store with tenant acme and its deployments coder and embed, on SQLite and on
+    PostgreSQL."""
+    run_json("tenant", "add", "acme", data=store_backend)
+    run_json("deployment", "add", "acme", "coder", data=store_backend)
+    run_json("deployment", "add", "acme", "embed", data=store_backend)
+    return store_backend
 
 
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_tenant_limits(data: Path) -> None:
+def test_tenant_limits(data: StoreBackend) -> None:
     tenant = run_json("tenant", "set", "acme", "--rpm", "600", "--tpm", "100000", data=data)
     assert (tenant["rpm"], tenant["tpm"]) == (600, 100000)
     tenant = run_json("tenant", "set", "acme", "--rpm", "none", data=data)  # tpm stays
@@ -41,7 +42,7 @@ def test_tenant_limits(data: Path) -> None:
     run_json("tenant", "set", "nobody", "--rpm", "1", data=data, code=3)
 
 
-def test_deployment_cap_and_queue(data: Path) -> None:
+def test_deployment_cap_and_queue(data: StoreBackend) -> None:
     added = run_json("deployment", "add", "acme", "small", "--max-in-flight", "1", "--queue",
                      "4", "--queue-timeout", "2m", data=data)
     assert (added["max_in_flight"], added["queue"], added["queue_timeout"]) == (1, 4, 120.0)
@@ -58,7 +59,7 @@ def test_deployment_cap_and_queue(data: Path) -> None:
     run_json("deployment", "set", "acme", "nope", "--queue", "1", data=data, code=3)
 
 
-def test_key_limits_expiry_and_set(data: Path) -> None:
+def test_key_limits_expiry_and_set(data: StoreBackend) -> None:
     before = time.time()
     key = run_json("key", "add", "acme", "--rpm", "60", "--tpm", "5000", "--expires-in", "30d",
                    data=data)
@@ -89,13 +90,13 @@ def test_key_limits_expiry_and_set(data: Path) -> None:
     run_json("key", "set", "key_aaaaaaaaaaaa", "--rpm", "1", data=data, code=3)
 
 
-def test_key_rotate_prints_a_new_secret_once(data: Path) -> None:
+def test_key_rotate_prints_a_new_secret_once(data: StoreBackend) -> None:
     key = run_json("key", "add", "acme", "--name", "laptop", data=data)
     rotated = run_json("key", "rotate", str(key["id"]), "--overlap", "1h", data=data)
     assert KEY.fullmatch(str(rotated["key"])) and rotated["key"] != key["key"]
     assert rotated["id"] == key["id"] and rotated["name"] == "laptop"
     assert rotated["previous_secret_valid_until"] and rotated["rotated_at"]
-    with open_store(data) as store:
+    with data.open() as store:
         old, new = store.authenticate_key(str(key["key"])), \
             store.authenticate_key(str(rotated["key"]))
         assert old is not None and new is not None and old.valid_until is not None
@@ -110,8 +111,8 @@ def test_key_rotate_prints_a_new_secret_once(data: Path) -> None:
     run_json("key", "rotate", "key_aaaaaaaaaaaa", data=data, code=3)
 
 
-def test_usage_by_key_deployment_and_day_since(data: Path) -> None:
-    with open_store(data) as store:
+def test_usage_by_key_deployment_and_day_since(data: StoreBackend) -> None:
+    with data.open() as store:
         tenant_id = store.get_tenant("acme").id
         hour = int(time.time()) // 3600 * 3600
         store.record_usage([
