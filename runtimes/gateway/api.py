@@ -41,7 +41,7 @@ from runtimes.gateway.routing import (
 from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, TunnelManager
 from runtimes.gateway.usage import Account
 from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
-from runtimes.store import AuthCache, KeyGrant, Store, TenantDeployments
+from runtimes.store import AuthCache, KeyGrant, Store, StoreError, TenantDeployments
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
 from tokios_translate.clients import ollama_client
@@ -176,6 +176,14 @@ class GatewayApi:
         info: dict[str, object] = {"status": 0, "deployment": NONE, "tenant": NONE, "sent": 0}
         try:
             await self._handle(request, response, request_id, info)
+        except StoreError as exc:  # the database is down (PostgreSQL) or locked past its wait
+            if response.started:
+                raise
+            logger.warning("store unavailable: %s", exc)  # store messages hold no secret
+            info["status"] = await self._error(
+                response, error_format_for(request.path, request.headers), ErrorKind.OVERLOADED,
+                "the gateway cannot reach its key store; retry shortly", request_id,
+                status=503, retry_after="1")
         finally:
             self.in_flight -= 1
             ended = time.monotonic()

@@ -57,10 +57,12 @@ class BackgroundLoop:
         self.thread.join(5)
 
 
-def admin(data: Path, *args: str) -> dict[str, Any]:
-    """Run ``tokios-gateway <args> --json --data DATA`` in its own process; return its JSON."""
+def admin(data: Path | str, *args: str) -> dict[str, Any]:
+    """Run ``tokios-gateway <args> --json --data DATA`` (``--store DATA`` for a PostgreSQL
+    URL) in its own process; return its JSON."""
+    where = "--store" if str(data).startswith("postgresql://") else "--data"
     result = subprocess.run(
-        [sys.executable, "-m", "runtimes.gateway.cli", *args, "--json", "--data", str(data)],
+        [sys.executable, "-m", "runtimes.gateway.cli", *args, "--json", where, str(data)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -145,6 +147,8 @@ class Stack:
     #: Extra ``tokios-gateway serve`` arguments and environment (e.g. ``--metrics-listen``).
     gateway_args: list[str] = field(default_factory=list)
     gateway_env: dict[str, str] = field(default_factory=dict)
+    #: The PostgreSQL store (``--store URL``) instead of SQLite in ``data``.
+    store_url: str | None = None
     #: The port of ``/metrics`` (the API port unless ``--metrics-listen`` is given).
     metrics_port: int = 0
     ca: trustme.CA = field(default_factory=trustme.CA)
@@ -162,6 +166,11 @@ class Stack:
     @property
     def data(self) -> Path:
         return self.workdir / "data"
+
+    @property
+    def store(self) -> Path | str:
+        """What :func:`admin` takes: the PostgreSQL URL, else the data directory."""
+        return self.store_url or self.data
 
     @property
     def base_url(self) -> str:
@@ -217,16 +226,16 @@ class Stack:
         self.upstream = server_cls(model_names=(self.upstream_model,))
         self.bg.run(self.upstream.__aenter__())
 
-        admin(self.data, "tenant", "add", "acme")
-        admin(self.data, "deployment", "add", "acme", self.deployment)
-        admin(self.data, "deployment", "add", "acme", "unserved")
-        key = admin(self.data, "key", "add", "acme", "--name", "e2e")
+        admin(self.store, "tenant", "add", "acme")
+        admin(self.store, "deployment", "add", "acme", self.deployment)
+        admin(self.store, "deployment", "add", "acme", "unserved")
+        key = admin(self.store, "key", "add", "acme", "--name", "e2e")
         self.key, self.key_id = key["key"], key["id"]
-        token = admin(self.data, "connector-token", "add", "acme", "--deployment", self.deployment)
+        token = admin(self.store, "connector-token", "add", "acme", "--deployment", self.deployment)
         self.token, self.token_id = token["token"], token["id"]
-        admin(self.data, "tenant", "add", "globex")
-        admin(self.data, "deployment", "add", "globex", "secret-model")
-        self.other_key = admin(self.data, "key", "add", "globex")["key"]
+        admin(self.store, "tenant", "add", "globex")
+        admin(self.store, "deployment", "add", "globex", "secret-model")
+        self.other_key = admin(self.store, "key", "add", "globex")["key"]
 
         self.start_gateway()
         self.start_connector()
@@ -242,8 +251,8 @@ class Stack:
                 "-m",
                 "runtimes.gateway.cli",
                 "serve",
-                "--data",
-                str(self.data),
+                "--store" if self.store_url else "--data",
+                str(self.store),
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--tls-cert",
