@@ -157,6 +157,8 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
     if redis_url is not None and not redis_url.startswith(REDIS_SCHEMES):
         raise UsageError("--redis (or TOKIOS_REDIS) must be a redis://, rediss:// or unix:// "
                          "URL, e.g. redis://redis.internal:6379/0")
+    if redis_url is not None and importlib.util.find_spec("redis") is None:
+        raise UsageError("--redis needs the redis package (pip install 'tokios[redis]')")
     return ServeOptions(
         data_dir=None if data_dir is None else Path(data_dir).absolute(),
         store_url=store_url, redis_url=redis_url, listen=listen,

@@ -1,6 +1,6 @@
 """Requests and tokens per minute, per key and per tenant, behind the :class:`Limiter` interface.
 
-    limiter = LocalLimiter()                   # this process; a shared (Redis) one can replace it
+    limiter = LocalLimiter()                   # this process; RedisLimiter: all the nodes
     limits = limits_of(grant)                  # the key's and its tenant's limits, () if none
     refused = await limiter.admit(limits)      # None: go on; RateLimited: answer 429
     ...                                        # the request runs; its usage report arrives
@@ -13,9 +13,10 @@ debt: the tokens a request uses are known only from its usage report, so they ar
 afterwards and may take a bucket below zero; the key then waits until it is paid back. The
 wait is what ``RateLimited.retry_after`` says (whole seconds for ``Retry-After``).
 
-A multi-node gateway shares the buckets between nodes: a Redis implementation of
-:class:`Limiter` keeps the same bucket per ``Limit.scope`` (one Lua script for admit: check
-every bucket, then take from all; an INCRBY-style script for charge_tokens).
+A gateway of several nodes shares the buckets between them:
+:class:`runtimes.gateway.redis_limits.RedisLimiter` (``serve --redis URL``) keeps the same
+buckets per ``Limit.scope`` in Redis (one Lua script for admit: check every bucket, then take
+from all; one for charge_tokens, sent in the background).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = ["Limit", "LimitKind", "Limiter", "LocalLimiter", "RateLimited", "limi
            "tokens_limits"]
 
 #: How far below zero tokens may take a bucket: one hour of its allowance.
-_MAX_DEBT_MINUTES = 60
+MAX_DEBT_MINUTES = 60
 #: Seconds between sweeps that drop full buckets (a full bucket is the same as none).
 _SWEEP_INTERVAL = 60.0
 
@@ -165,7 +166,7 @@ class LocalLimiter:
             if limit.kind is LimitKind.TOKENS:
                 bucket = self._level(limit, now)
                 bucket[0] = max(bucket[0] - tokens,
-                                -float(limit.per_minute) * _MAX_DEBT_MINUTES)
+                                -float(limit.per_minute) * MAX_DEBT_MINUTES)
 
     def _sweep(self, now: float) -> None:
         """Drop the buckets that are full again (a bucket not in debt refills completely

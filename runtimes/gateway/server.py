@@ -22,14 +22,15 @@ import ssl
 import sys
 
 from runtimes.gateway.api import GatewayApi
-from runtimes.gateway.limits import LocalLimiter
+from runtimes.gateway.limits import Limiter, LocalLimiter
 from runtimes.gateway.metrics import GatewayMetrics
 from runtimes.gateway.options import ListenAddress, ServeOptions
+from runtimes.gateway.redis_limits import RedisLimiter
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.usage import Accounting, UsageRecorder
 from runtimes.logs import configure_logging
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
-from runtimes.store import AuthCache, SqlStore, StoreError, open_store
+from runtimes.store import AuthCache, SqlStore, StoreError, open_store, redact_url
 
 __all__ = ["Gateway", "run"]
 
@@ -52,7 +53,10 @@ class Gateway:
                     f", migrated from {done.from_version}" if done.migrated else "")
         self.auth = AuthCache(self.store, ttl=auth_ttl)
         self.tunnels = TunnelManager(self.auth, self.store)
-        limiter = LocalLimiter()
+        #: With --redis the per-minute limits are shared by every node (else counted here).
+        self.redis_limiter = None if options.redis_url is None \
+            else RedisLimiter(options.redis_url)
+        limiter: Limiter = self.redis_limiter or LocalLimiter()
         self.metrics = GatewayMetrics()
         self.api = GatewayApi(self.store, self.auth, self.tunnels,
                               max_body_bytes=options.max_body_bytes, auth_ttl=auth_ttl,
@@ -80,6 +84,13 @@ class Gateway:
                                              config=config)
 
     async def start(self) -> None:
+        if self.redis_limiter is not None and self.options.redis_url is not None:
+            where = redact_url(self.options.redis_url)
+            if await self.redis_limiter.ping():
+                logger.info("limits: shared in %s", where)
+            else:
+                logger.warning("limits: %s does not answer; counting in this process until it "
+                               "does", where)
         self.tunnels.start()
         self.usage.start()
         listen = self.options.listen
@@ -137,6 +148,8 @@ class Gateway:
         servers = [s for s in (self.server, self.tunnel_server, self.metrics_server) if s]
         await asyncio.gather(*(server.shutdown(left) for server in servers))
         await self.usage.close()
+        if self.redis_limiter is not None:
+            await self.redis_limiter.aclose()
         self.store.close()
 
 

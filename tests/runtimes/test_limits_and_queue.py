@@ -1,16 +1,26 @@
-"""The per-minute limiter (token buckets on an injected clock) and the deployment queue: order,
+"""The per-minute limiters (token buckets on an injected clock; the in-process LocalLimiter and
+the RedisLimiter on a real Redis run the same test bodies) and the deployment queue: order,
 fairness between keys, bounds, timeouts and clients that leave."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from runtimes.gateway.limits import Limit, LimitKind, LocalLimiter, RateLimited, limits_of
+from runtimes.gateway.limits import (
+    Limit,
+    Limiter,
+    LimitKind,
+    LocalLimiter,
+    RateLimited,
+    limits_of,
+)
 from runtimes.gateway.queue import Admission, FairQueue, QueuePolicy, QueueRefused, Ticket
+from runtimes.gateway.redis_limits import RedisLimiter
 from runtimes.store import KeyGrant
 
 
@@ -20,6 +30,40 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Limiters:
+    """Builds the limiter under test on an injected clock: LocalLimiter (``url`` None) or
+    RedisLimiter on ``url`` with a key prefix of its own."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.prefix = f"test-{uuid.uuid4().hex[:12]}"
+
+    def make(self, clock: Callable[[], float]) -> LocalLimiter | RedisLimiter:
+        if self.url is None:
+            return LocalLimiter(clock)
+        return RedisLimiter(self.url, clock=clock, prefix=self.prefix)
+
+    @staticmethod
+    async def settle(limiter: Limiter) -> None:
+        """Wait for tokens charged in the background to arrive."""
+        if isinstance(limiter, RedisLimiter):
+            await limiter.flush()
+
+    def run(self, body: Callable[[Limiter, Clock], Awaitable[None]]) -> None:
+        async def main() -> None:
+            clock = Clock()
+            limiter = self.make(clock)
+            try:
+                await body(limiter, clock)
+                if isinstance(limiter, RedisLimiter):
+                    assert limiter.available, "the test fell back to counting locally"
+            finally:
+                if isinstance(limiter, RedisLimiter):
+                    await limiter.aclose()
+
+        asyncio.run(main())
 
 
 KEY_RPM = Limit("key:key_a", "key", LimitKind.REQUESTS, 60)
@@ -38,62 +82,80 @@ def test_limits_of_a_grant_are_its_keys_and_its_tenants() -> None:
     assert [limit.reason for limit in limits_of(limited)] == ["key_rpm", "tenant_tpm"]
 
 
-def test_requests_per_minute_burst_then_refill_evenly() -> None:
-    clock = Clock()
-    limiter = LocalLimiter(clock)
-    for _ in range(60):
-        assert limiter.check([KEY_RPM, TENANT_RPM]) is None
-    refused = limiter.check([KEY_RPM, TENANT_RPM])
-    assert isinstance(refused, RateLimited) and refused.limit == KEY_RPM
-    assert refused.retry_after == pytest.approx(1.0) and refused.retry_after_header == "1"
-    clock.now += 0.5
-    refused = limiter.check([KEY_RPM])
-    assert refused is not None and refused.retry_after == pytest.approx(0.5)
-    assert refused.retry_after_header == "1"  # whole seconds, rounded up, at least 1
-    clock.now += 0.5
-    assert limiter.check([KEY_RPM]) is None
-    assert limiter.check([KEY_RPM]) is not None
+@pytest.fixture(params=["local", "redis"])
+def limiters(request: pytest.FixtureRequest) -> Limiters:
+    """The limiter under test: in this process, and in the session's real Redis (a fresh key
+    prefix per test); the same test body checks both."""
+    if request.param == "local":
+        return Limiters(None)
+    server = request.getfixturevalue("redis_server")
+    return Limiters(server.url)
 
 
-def test_a_refusal_takes_nothing_from_the_other_limits() -> None:
-    clock = Clock()
-    limiter = LocalLimiter(clock)
-    tight = Limit("tenant:ten_a", "tenant", LimitKind.REQUESTS, 1)
-    assert limiter.check([KEY_RPM, tight]) is None
-    for _ in range(5):
-        refused = limiter.check([KEY_RPM, tight])
-        assert refused is not None and refused.limit == tight
-    # the key's bucket paid only for the one admitted request: 59 left
-    for _ in range(59):
-        assert limiter.check([KEY_RPM]) is None
-    assert limiter.check([KEY_RPM]) is not None
+def test_requests_per_minute_burst_then_refill_evenly(limiters: Limiters) -> None:
+    async def body(limiter: Limiter, clock: Clock) -> None:
+        for _ in range(60):
+            assert await limiter.admit([KEY_RPM, TENANT_RPM]) is None
+        refused = await limiter.admit([KEY_RPM, TENANT_RPM])
+        assert isinstance(refused, RateLimited) and refused.limit == KEY_RPM
+        assert refused.retry_after == pytest.approx(1.0) and refused.retry_after_header == "1"
+        clock.now += 0.5
+        refused = await limiter.admit([KEY_RPM])
+        assert refused is not None and refused.retry_after == pytest.approx(0.5)
+        assert refused.retry_after_header == "1"  # whole seconds, rounded up, at least 1
+        clock.now += 0.5
+        assert await limiter.admit([KEY_RPM]) is None
+        assert await limiter.admit([KEY_RPM]) is not None
+
+    limiters.run(body)
 
 
-def test_tokens_are_charged_after_the_fact_and_a_debt_is_waited_out() -> None:
-    clock = Clock()
-    limiter = LocalLimiter(clock)
-    assert limiter.check([KEY_TPM]) is None  # a tokens limit takes nothing at admission
-    limiter.charge_tokens([KEY_RPM, KEY_TPM], 1000)  # 600 per minute: 400 in debt
-    refused = limiter.check([KEY_RPM, KEY_TPM])
-    assert refused is not None and refused.limit == KEY_TPM
-    assert refused.retry_after == pytest.approx(40.0, rel=1e-6)  # 400 tokens at 10 a second
-    clock.now += 39.9
-    assert limiter.check([KEY_TPM]) is not None
-    clock.now += 0.2
-    assert limiter.check([KEY_RPM, KEY_TPM]) is None
-    limiter.charge_tokens([KEY_TPM], 10**12)  # a debt is bounded (an hour of allowance)
-    refused = limiter.check([KEY_TPM])
-    assert refused is not None and refused.retry_after <= 3600 + 1
+def test_a_refusal_takes_nothing_from_the_other_limits(limiters: Limiters) -> None:
+    async def body(limiter: Limiter, clock: Clock) -> None:
+        tight = Limit("tenant:ten_a", "tenant", LimitKind.REQUESTS, 1)
+        assert await limiter.admit([KEY_RPM, tight]) is None
+        for _ in range(5):
+            refused = await limiter.admit([KEY_RPM, tight])
+            assert refused is not None and refused.limit == tight
+        # the key's bucket paid only for the one admitted request: 59 left
+        for _ in range(59):
+            assert await limiter.admit([KEY_RPM]) is None
+        assert await limiter.admit([KEY_RPM]) is not None
+
+    limiters.run(body)
 
 
-def test_async_admit_matches_check_and_lowered_limits_apply_at_once() -> None:
-    clock = Clock()
-    limiter = LocalLimiter(clock)
-    assert asyncio.run(limiter.admit([KEY_RPM])) is None
-    lowered = Limit("key:key_a", "key", LimitKind.REQUESTS, 2)
-    assert limiter.check([lowered]) is None  # 59 left, clamped to 2, one taken
-    assert limiter.check([lowered]) is None
-    assert limiter.check([lowered]) is not None
+def test_tokens_are_charged_after_the_fact_and_a_debt_is_waited_out(
+        limiters: Limiters) -> None:
+    async def body(limiter: Limiter, clock: Clock) -> None:
+        assert await limiter.admit([KEY_TPM]) is None  # a tokens limit takes nothing to admit
+        limiter.charge_tokens([KEY_RPM, KEY_TPM], 1000)  # 600 per minute: 400 in debt
+        await limiters.settle(limiter)
+        refused = await limiter.admit([KEY_RPM, KEY_TPM])
+        assert refused is not None and refused.limit == KEY_TPM
+        assert refused.retry_after == pytest.approx(40.0, rel=1e-6)  # 400 tokens at 10 a second
+        clock.now += 39.9
+        assert await limiter.admit([KEY_TPM]) is not None
+        clock.now += 0.2
+        assert await limiter.admit([KEY_RPM, KEY_TPM]) is None
+        limiter.charge_tokens([KEY_TPM], 10**12)  # a debt is bounded (an hour of allowance)
+        await limiters.settle(limiter)
+        refused = await limiter.admit([KEY_TPM])
+        assert refused is not None and 3590 <= refused.retry_after <= 3600 + 1
+
+    limiters.run(body)
+
+
+def test_lowered_limits_apply_at_once_and_no_limits_admit(limiters: Limiters) -> None:
+    async def body(limiter: Limiter, clock: Clock) -> None:
+        assert await limiter.admit([KEY_RPM]) is None
+        lowered = Limit("key:key_a", "key", LimitKind.REQUESTS, 2)
+        assert await limiter.admit([lowered]) is None  # 59 left, clamped to 2, one taken
+        assert await limiter.admit([lowered]) is None
+        assert await limiter.admit([lowered]) is not None
+        assert await limiter.admit([]) is None
+
+    limiters.run(body)
 
 
 def test_idle_full_buckets_are_dropped_and_debts_kept() -> None:

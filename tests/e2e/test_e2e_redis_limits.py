@@ -1,0 +1,59 @@
+"""Two real gateway processes on one store and one Redis (``serve --redis URL``): a key's
+requests-per-minute budget is one budget whichever gateway its requests reach, answered with 429
+and Retry-After in the client's format; without Redis each gateway would count on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.stack import Stack, admin
+from tests.services import RedisServer
+
+CHAT = {"model": "coder", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+def _post(stack: Stack, port: int, key: str) -> httpx.Response:
+    with stack.http(timeout=10) as client:
+        return client.post(f"https://127.0.0.1:{port}/v1/chat/completions",
+                           headers={"authorization": f"Bearer {key}"}, json=CHAT)
+
+
+def test_two_gateways_share_one_budget_through_redis(redis_server: RedisServer,
+                                                     tmp_path: Path) -> None:
+    stack = Stack(workdir=tmp_path, backend="llamacpp",
+                  gateway_args=["--redis", redis_server.url])
+    with stack.running():
+        first, first_port = stack.gateway, stack.port
+        assert first is not None
+        try:
+            log = first.log()
+            assert f"limits: shared in redis://127.0.0.1:{redis_server.port}/0" in log
+            limited = admin(stack.store, "key", "add", "acme", "--rpm", "3")
+            stack.start_gateway()  # a second node: same store, same Redis, no connector
+            second_port = stack.port
+            assert second_port != first_port
+            with stack.openai(api_key=limited["key"]) as client:
+                client.base_url = f"https://127.0.0.1:{first_port}/v1"
+                for _ in range(2):
+                    assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+            # the third request of the minute goes to the other node: admitted there (503:
+            # no connector on that node), so the budget is spent
+            assert _post(stack, second_port, limited["key"]).status_code == 503
+            for port in (first_port, second_port):
+                refused = _post(stack, port, limited["key"])
+                assert refused.status_code == 429, refused.text
+                assert refused.json()["error"]["type"] == "rate_limit_error"
+                assert "3 requests per minute for this key" in refused.json()["error"]["message"]
+                assert 1 <= int(refused.headers["retry-after"]) <= 20
+            with stack.openai(api_key=limited["key"]) as client, \
+                    pytest.raises(openai.RateLimitError):
+                client.base_url = f"https://127.0.0.1:{first_port}/v1"
+                client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+            # another key is not affected
+            assert _post(stack, first_port, stack.key).status_code == 200
+        finally:
+            first.stop()
