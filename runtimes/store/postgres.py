@@ -5,8 +5,9 @@ database. The store's methods are :class:`runtimes.store.sql.SqlStore`'s (the st
 runs); this module connects, migrates and runs the transactions:
 
 - A pool of connections (psycopg 3, ``psycopg-pool``), shared by the threads of one process.
-  A connection found dead when a transaction begins is replaced once, so a database restart
-  costs no failed call once it is back.
+  When a transaction finds its connection dead as it begins, the pool's idle connections are
+  checked (the dead dropped) and the transaction begins once more, so a database restart costs
+  no failed call once the database is back.
 - A write transaction (READ COMMITTED) first takes a transaction-level advisory lock, so writes
   from every process run one at a time, as SQLite's ``BEGIN IMMEDIATE`` makes them: "check,
   then insert" cannot race, a unique constraint is the last line of defence (AlreadyExists),
@@ -244,8 +245,8 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _begun(self, *, write: bool) -> Iterator[Any]:
-        """A pooled connection inside BEGIN (and, to write, the write lock); a connection
-        that turns out dead is dropped and replaced once."""
+        """A pooled connection inside BEGIN (and, to write, the write lock); when the first
+        one turns out dead, the pool drops its dead connections and a second one is tried."""
         import psycopg  # noqa: PLC0415
 
         pool = self._pool
@@ -262,9 +263,12 @@ class PostgresStore(SqlStore):
                 except psycopg.OperationalError:
                     if attempt == 2 or not conn.broken:
                         raise
-                    continue  # leaving the block hands the dead connection back to be dropped
-                yield conn
-                return
+                else:
+                    yield conn
+                    return
+            # the dead connection went back to the pool, which drops it; its idle siblings
+            # died the same way (a database restart): drop those too, then try once more
+            pool.check()
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[_Adapter]:

@@ -431,3 +431,22 @@ def test_only_the_exact_credential_authenticates(store_backend: StoreBackend,
             assert (store.authenticate_key(candidate) is not None) == expected
             expected = candidate == token
             assert (store.authenticate_connector_token(candidate) is not None) == expected
+
+
+@pytest.mark.parametrize("store_backend", ["postgresql"], indirect=True)
+def test_a_dead_pooled_connection_is_replaced_without_failing_a_call(
+        store_backend: StoreBackend) -> None:
+    import psycopg
+
+    with _seeded(store_backend) as store:
+        _, key = store.add_key("acme")
+        database = store_backend.location.rsplit("/", 1)[1]
+        for _ in range(2):  # twice: the replacement connection may die too
+            with psycopg.connect(store_backend.location, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+                assert ended is not None and ended[0] >= 1  # the store's pooled connection
+            assert [t.name for t in store.list_tenants()] == ["acme", "globex"]
+            assert store.authenticate_key(key) is not None
+            store.add_deployment("acme", f"after-{_}")
