@@ -34,6 +34,8 @@ logger = logging.getLogger("tokios.cluster")
 HEARTBEAT = 1.0
 #: Seconds a record lives without being published again: a dead node is forgotten by then.
 RECORD_TTL = 5.0
+#: A request that finds no peer re-reads the records if they are older than this.
+MISS_REFRESH = 0.1
 
 #: What this node's tunnels serve now: tenant id -> deployment -> free stream slots.
 Serves = Callable[[], Mapping[str, Mapping[str, int]]]
@@ -60,6 +62,11 @@ class NodeDirectory:
         self._rotation = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self.peers: list[NodeRecord] = []
+        #: Peers that refused a connection, left out until then (their record may outlive
+        #: them by up to the TTL).
+        self._suspects: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -67,9 +74,34 @@ class NodeDirectory:
         self._task = asyncio.create_task(self._run(), name="node-directory")
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await self.beat()
-            await asyncio.sleep(self._heartbeat)
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that lands as the wake-up does (a tunnel closing during shutdown), and the
+            # directory would never stop
+            try:
+                async with asyncio.timeout(self._heartbeat):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def changed(self) -> None:
+        """What this node serves changed (a tunnel came or went): publish now, not at the
+        next heartbeat, so peers that look it up on a miss see it at once."""
+        self._wake.set()
+
+    async def refresh(self, max_age: float = MISS_REFRESH) -> None:
+        """Read the peers' records now unless the copy is younger than ``max_age`` (a request
+        found no peer: perhaps a tunnel just came up elsewhere)."""
+        if self._read_at >= 0 and self._clock() - self._read_at < max_age:
+            return
+        try:
+            records = await self.state.live_nodes()
+        except Exception as exc:
+            logger.warning("cluster state unavailable: %s", type(exc).__name__)
+            return
+        self._use(records)
 
     async def beat(self) -> None:
         """Publish this node's record and read the others' (one heartbeat; the loop calls
@@ -111,6 +143,13 @@ class NodeDirectory:
         peers that serve it and are not in ``exclude`` (node ids), the one with the most free
         slots (ties rotate); None when there is none."""
         excluded = set(exclude)
+        if self._suspects:
+            now = self._clock()
+            for node_id, until in list(self._suspects.items()):
+                if until <= now:
+                    del self._suspects[node_id]
+                else:
+                    excluded.add(node_id)
         candidates = [r for r in self._by_deployment.get((tenant_id, deployment), ())
                       if r.node_id not in excluded]
         if not candidates:
@@ -118,6 +157,11 @@ class NodeDirectory:
         most = max(r.serves[tenant_id][deployment] for r in candidates)
         tied = [r for r in candidates if r.serves[tenant_id][deployment] == most]
         return tied[next(self._rotation) % len(tied)]
+
+    def suspect(self, node_id: str) -> None:
+        """``node_id`` refused a connection: route around it until its record would have
+        expired (a node that is back publishes again and is picked after that)."""
+        self._suspects[node_id] = self._clock() + self._ttl
 
     def served_elsewhere(self, tenant_id: str) -> set[str]:
         """Deployments of this tenant that some peer serves."""
@@ -132,6 +176,7 @@ class NodeDirectory:
             await self.state.publish(self.record(), self._ttl)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

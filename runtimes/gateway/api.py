@@ -27,9 +27,16 @@ from typing import TypeVar, cast
 
 import orjson
 
+from runtimes.cluster.forward import (
+    INTERNAL_HEADERS,
+    RETRYABLE_HEADER,
+    ForwardedStream,
+    ForwardFailed,
+    RemoteRouting,
+)
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
-from runtimes.gateway.queue import Admission, QueueRefused, policy_of
+from runtimes.gateway.queue import Admission, QueuePolicy, QueueRefused, policy_of
 from runtimes.gateway.routing import (
     KNOWN_PATHS,
     EndpointKind,
@@ -41,7 +48,7 @@ from runtimes.gateway.routing import (
 from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, TunnelManager
 from runtimes.gateway.usage import Account
 from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
-from runtimes.store import AuthCache, KeyGrant, Store, StoreError, TenantDeployments
+from runtimes.store import AuthCache, Store, StoreError, TenantDeployments
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
 from tokios_translate.clients import ollama_client
@@ -60,12 +67,14 @@ DROPPED_HEADERS = frozenset({
     "authorization", "x-api-key", "cookie", "host", "connection", "keep-alive",
     "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length",
     "proxy-authorization", ":authority", ":method", ":path", ":scheme",
+    *INTERNAL_HEADERS,
 })
 #: The body of ``GET /`` (the base-URL probe).
 ROOT_BODY = b"Tokios gateway is running\n"
 #: Response headers from the connector that the HTTP layer sets itself.
 DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
+    *INTERNAL_HEADERS,
 })
 _MAX_FORWARDED_HEADERS = 64
 #: Credentials (by digest) and tenants remembered as "just looked up": at most this many.
@@ -86,8 +95,10 @@ class GatewayApi:
                  max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY,
                  auth_ttl: float = 1.0, limiter: Limiter | None = None,
                  metrics: GatewayMetrics | None = None, metrics_token: str | None = None,
-                 metrics_here: bool = True) -> None:
+                 metrics_here: bool = True, remote: RemoteRouting | None = None) -> None:
         self.store = store
+        #: The other nodes of this gateway (None: a gateway of one process).
+        self.remote = remote
         self.auth = auth
         # A lookup the AuthCache answers from memory takes microseconds: run it inline. Only a
         # lookup that may reach the store (nothing asked for that credential or tenant within
@@ -119,11 +130,12 @@ class GatewayApi:
     @staticmethod
     async def _error(response: HttpResponse, client: ClientFormat, kind: ErrorKind,
                      message: str, request_id: str, *, status: int | None = None,
-                     retry_after: str | None = None) -> int:
+                     retry_after: str | None = None,
+                     extra: tuple[tuple[str, str], ...] = ()) -> int:
         """Answer ``kind`` in ``client``'s envelope. ``status`` wins over the codec's choice
         (Anthropic's codec sends overloaded as 529; the gateway's contract says 503)."""
         answer = error_response(client, TranslationError(kind, message, status=status))
-        headers = [*answer.headers, ("x-request-id", request_id)]
+        headers = [*answer.headers, ("x-request-id", request_id), *extra]
         if retry_after is not None and not any(n == "retry-after" for n, _ in headers):
             headers.append(("retry-after", retry_after))
         final = status if status is not None else answer.status
@@ -227,6 +239,57 @@ class GatewayApi:
         else:
             await response.respond(404, [("content-type", "text/plain")],
                                    b"this port serves only /v1/tunnel\n")
+
+    async def handle_forwarded(self, request: HttpRequest, response: HttpResponse) -> None:
+        """The handler of the node listener: a request another node of this gateway forwarded
+        (runtimes/cluster/forward.py), served from this node's own tunnels only, after its
+        queue. Anything not signed with the cluster secret gets 401 before its body is read."""
+        context = self.remote.verify(request.header_list) if self.remote is not None else None
+        endpoint = find_endpoint(request.method, request.path)
+        if context is None or endpoint is None or endpoint.kind is not EndpointKind.FORWARD:
+            status = 401 if context is None else 404
+            await response.respond(status, [("content-type", "application/json")],
+                                   b'{"error":"not a forwarded request of this gateway"}')
+            return
+        account, request_id = context.account, context.request_id
+        client, started = endpoint.client, time.monotonic()
+        info: dict[str, object] = {"status": 0, "deployment": account.deployment,
+                                   "tenant": account.tenant_name, "sent": 0}
+        self.in_flight += 1
+        try:
+            body = await request.body(limit=self.max_body_bytes)
+            ticket = await self._wait_with_client(response, self.admission.enter(
+                account.tenant_id, account.deployment, account.key_id,
+                await self._policy(account.tenant_name, account.deployment)))
+            try:
+                await self._forward(request, response, request_id=request_id, info=info,
+                                    client=client, tenant_id=account.tenant_id,
+                                    deployment=account.deployment, body=body,
+                                    path=endpoint.path, account=account, local_only=True)
+            finally:
+                self.admission.leave(ticket)
+        except BodyTooLarge:
+            info["status"] = await self._error(
+                response, client, ErrorKind.REQUEST_TOO_LARGE,
+                f"request body exceeds {self.max_body_bytes} bytes", request_id)
+        except QueueRefused as refused:
+            info["status"] = await self._error(
+                response, client, ErrorKind.RATE_LIMITED if refused.status == 429
+                else ErrorKind.OVERLOADED, str(refused), request_id, status=refused.status,
+                retry_after=refused.retry_after)
+        except ClientDisconnected:
+            pass
+        finally:
+            self.in_flight -= 1
+            logger.info("%s %s %s (forwarded) deployment=%s bytes_out=%s %.3fs %s",
+                        request.method, request.path, info["status"] or response.status,
+                        account.deployment, info["sent"], time.monotonic() - started,
+                        request_id, extra={"request_id": request_id})
+
+    async def _policy(self, tenant_name: str, deployment: str) -> QueuePolicy:
+        found: TenantDeployments = await self._lookup(
+            ("tenant", tenant_name), self.auth.tenant_deployments, tenant_name)
+        return policy_of(found.by_name.get(deployment))
 
     async def _tunnel(self, request: HttpRequest, response: HttpResponse) -> None:
         if not self.accepting:
@@ -365,7 +428,8 @@ class GatewayApi:
                 return
             try:  # nothing awaited before _forward opens its stream: the slot is held for it
                 await self._forward(request, response, request_id=request_id, info=info,
-                                    client=client, grant=grant, deployment=model, body=body,
+                                    client=client, tenant_id=grant.tenant_id,
+                                    deployment=model, body=body,
                                     path=endpoint.path,
                                     account=Account(grant.tenant_id, grant.tenant_name,
                                                     key_id, model, tokens_limits(limits)))
@@ -407,10 +471,10 @@ class GatewayApi:
         return RequestHead(method=request.method, path=path, query=request.query[:4096],
                            headers=headers, deployment=deployment, request_id=request_id)
 
-    async def _open(self, grant: KeyGrant, deployment: str, head: RequestHead, body: bytes,
+    async def _open(self, tenant_id: str, deployment: str, head: RequestHead, body: bytes,
                     tried: list[Tunnel], *, account: Account | None = None,
                     ) -> tuple[GatewayStream, int, tuple[tuple[str, str], ...]]:
-        tunnel = self.tunnels.registry.pick(grant.tenant_id, deployment, exclude=tried)
+        tunnel = self.tunnels.registry.pick(tenant_id, deployment, exclude=tried)
         if tunnel is None:
             raise LookupError
         tried.append(tunnel)
@@ -428,21 +492,25 @@ class GatewayApi:
         return stream, status, headers
 
     async def _forward(self, request: HttpRequest, response: HttpResponse, *, request_id: str,
-                       info: dict[str, object], client: ClientFormat, grant: KeyGrant,
+                       info: dict[str, object], client: ClientFormat, tenant_id: str,
                        deployment: str, body: bytes, path: str,
-                       account: Account | None = None) -> None:
+                       account: Account | None = None, local_only: bool = False) -> None:
+        """Send the request down a local tunnel (the least busy; once more on another if the
+        first refused it before answering), else, unless ``local_only`` (a request another
+        node forwarded here), to the peer node that serves the deployment."""
         head = self._request_head(request, path, deployment, request_id)
         tried: list[Tunnel] = []
-        opened = None
+        opened: tuple[GatewayStream | ForwardedStream, int,
+                      tuple[tuple[str, str], ...]] | None = None
         for attempt in range(2):
             try:
                 opened = await self._wait_with_client(response, self._open(
-                    grant, deployment, head, body, tried, account=account))
+                    tenant_id, deployment, head, body, tried, account=account))
                 break
             except LookupError:
                 if attempt == 0 and not tried:
-                    served = deployment in self.tunnels.registry.served(grant.tenant_id)
-                    if served and self._all_full(grant.tenant_id, deployment):
+                    served = deployment in self.tunnels.registry.served(tenant_id)
+                    if served and self._all_full(tenant_id, deployment):
                         info["status"] = await self._error(
                             response, client, ErrorKind.RATE_LIMITED,
                             f"every connector serving {deployment} is at its limit",
@@ -456,11 +524,23 @@ class GatewayApi:
                 return
             except ClientDisconnected:
                 return
+        if opened is None and not tried and not local_only and self.remote is not None \
+                and account is not None:
+            try:
+                remote = await self._wait_with_client(response, self.remote.open(
+                    head, body, account=account))
+            except ForwardFailed as failure:
+                info["status"] = await self._failed(response, client, failure, request_id)
+                return
+            except ClientDisconnected:
+                return
+            if remote is not None:
+                opened = remote, remote.status, remote.headers
         if opened is None:
             info["status"] = await self._error(
                 response, client, ErrorKind.OVERLOADED,
                 f"no connector is serving deployment {deployment}", request_id, status=503,
-                retry_after="1")
+                retry_after="1", extra=((RETRYABLE_HEADER, "1"),) if local_only else ())
             return
         stream, status, headers = opened
         info["status"] = status
@@ -509,7 +589,7 @@ class GatewayApi:
         finally:
             stop_watching()
 
-    async def _relay(self, response: HttpResponse, stream: GatewayStream, *,
+    async def _relay(self, response: HttpResponse, stream: GatewayStream | ForwardedStream, *,
                      client: ClientFormat, status: int, headers: tuple[tuple[str, str], ...],
                      request_id: str, info: dict[str, object]) -> None:
         """Pass the answer on as it arrives. The head goes out with the first bytes of the body
@@ -581,6 +661,8 @@ def failure_error(failure: StreamFailed, *, shutting_down: bool) -> tuple[ErrorK
     is shutting down, an upstream error when the connector went away or reset the stream."""
     if failure.shutting_down or shutting_down:
         return ErrorKind.OVERLOADED, "the gateway is shutting down; retry the request"
+    if isinstance(failure, ForwardFailed):  # retryable: nothing started anywhere
+        return (ErrorKind.OVERLOADED if failure.retryable else ErrorKind.UPSTREAM), str(failure)
     if failure.code is None:
         return (ErrorKind.UPSTREAM,
                 "the connector serving this deployment disconnected before the answer ended")

@@ -53,6 +53,7 @@ from runtimes.gateway.options import (
     parse_listen_address,
 )
 from runtimes.gateway.queue import DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
+from runtimes.gateway.workers import MAX_WORKERS, run_workers, worker_context
 from runtimes.logs import LEVELS, LOG_FORMATS
 from runtimes.store import (
     AlreadyExists,
@@ -150,6 +151,30 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
             raise UsageError(f"{option}: no such file: {path}")
     if not (math.isfinite(args.grace_period) and 0 <= args.grace_period <= MAX_GRACE_PERIOD):
         raise UsageError(f"--grace-period must be between 0 and {MAX_GRACE_PERIOD:g} seconds")
+    node_listen = None if args.node_listen is None \
+        else address("--node-listen", args.node_listen)
+    cluster_secret = _cluster_secret(args)
+    if node_listen is not None:
+        if data_dir is None and not (getattr(args, "redis", None)
+                                     or os.environ.get("TOKIOS_REDIS")):
+            raise UsageError("--node-listen needs --redis (or a data directory for the "
+                             "cluster file of one machine)")
+        if cluster_secret is None:
+            raise UsageError("--node-listen needs the cluster secret: --cluster-secret-file "
+                             "FILE or TOKIOS_CLUSTER_SECRET")
+        if args.node_url is None and node_listen.host in ("0.0.0.0", "::"):  # noqa: S104
+            raise UsageError("--node-listen on a wildcard address needs --node-url, the URL "
+                             "other nodes reach this one at")
+    if args.node_url is not None and (not args.node_url.startswith(("http://", "https://"))
+                                      or len(args.node_url) > 1000):
+        raise UsageError("--node-url must start with http:// or https://")
+    if args.node_ca is not None and not Path(args.node_ca).is_file():
+        raise UsageError(f"--node-ca: no such file: {args.node_ca}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}")
+    if args.workers > 1 and metrics_listen is not None and metrics_listen.port == 0:
+        raise UsageError("with --workers, give --metrics-listen a port: worker i serves "
+                         "/metrics on that port + i")
     if not MIN_MAX_BODY_BYTES <= args.max_body_bytes <= MAX_MAX_BODY_BYTES:
         raise UsageError(f"--max-body-bytes must be between {MIN_MAX_BODY_BYTES} and "
                          f"{MAX_MAX_BODY_BYTES}")
@@ -170,11 +195,34 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
         grace_period=float(args.grace_period), max_body_bytes=args.max_body_bytes,
         log_level=args.log_level, log_format=args.log_format, metrics_listen=metrics_listen,
         metrics_token=metrics_token, usage_flush_interval=float(args.usage_flush_interval),
+        workers=args.workers, node_listen=node_listen,
+        node_url=args.node_url,
+        node_ca=None if args.node_ca is None else Path(args.node_ca).absolute(),
+        cluster_secret=cluster_secret,
     )
 
 
-def _serve(args: argparse.Namespace, data_dir: str | None, store_url: str | None) -> int:
+def _cluster_secret(args: argparse.Namespace) -> bytes | None:
+    """The cluster secret from --cluster-secret-file or TOKIOS_CLUSTER_SECRET (None: none)."""
+    if args.cluster_secret_file is not None:
+        try:
+            text = Path(args.cluster_secret_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--cluster-secret-file: cannot read it: {exc}") from None
+    else:
+        text = os.environ.get("TOKIOS_CLUSTER_SECRET", "").strip()
+        if not text:
+            return None
+    if not 32 <= len(text) <= 1024 or not text.isascii() or not text.isprintable():
+        raise UsageError("the cluster secret must be 32-1024 printable ASCII characters")
+    return text.encode()
+
+
+def _serve(args: argparse.Namespace, data_dir: str | None, store_url: str | None,
+           argv: list[str]) -> int:
     options = serve_options(args, data_dir, store_url)
+    if options.workers > 1 and worker_context() is None:
+        return run_workers(options, argv, options.workers)
     try:
         server = importlib.import_module("runtimes.gateway.server")
     except ModuleNotFoundError as exc:
@@ -313,6 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-token", metavar="TOKEN",
                        help="/metrics asks for 'Authorization: Bearer TOKEN' (16-256 "
                             "characters; prefer $TOKIOS_METRICS_TOKEN: arguments show in ps)")
+    serve.add_argument("--workers", metavar="N", type=int, default=1,
+                       help="run N gateway processes on the same ports (SO_REUSEPORT), "
+                            "cooperating as the nodes of one gateway (default 1; "
+                            f"at most {MAX_WORKERS}); see docs/scaling.md")
+    serve.add_argument("--node-listen", metavar="HOST:PORT",
+                       help="make this process a node of a gateway of several: take the "
+                            "requests other nodes forward here (TLS as --listen; needs "
+                            "--cluster-secret-file or TOKIOS_CLUSTER_SECRET)")
+    serve.add_argument("--node-url", metavar="URL",
+                       help="the URL other nodes reach --node-listen at (default: its "
+                            "address; needed when that is 0.0.0.0 or ::)")
+    serve.add_argument("--node-ca", metavar="FILE",
+                       help="trust this CA for the other nodes' certificates (default: the "
+                            "system roots)")
+    serve.add_argument("--cluster-secret-file", metavar="FILE",
+                       help="the secret every node of this gateway shows the others (at "
+                            "least 32 characters; or TOKIOS_CLUSTER_SECRET)")
     serve.add_argument("--usage-flush-interval", metavar="SECONDS", type=float,
                        default=DEFAULT_USAGE_FLUSH_INTERVAL,
                        help="how often token usage counted in memory is written to the store "
@@ -320,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", metavar="URL",
                        help="Redis shared by the gateway's nodes (redis://HOST:PORT/DB, "
                             "rediss:// for TLS; prefer $TOKIOS_REDIS when it holds a "
-                            "password): the per-minute limits of keys and tenants then hold "
-                            "across all nodes together (default: counted in this process)")
+                            "password): which node serves what, and the per-minute limits of "
+                            "keys and tenants across all nodes together (default: a file in "
+                            "the data dir for the workers of one machine; limits counted in "
+                            "each process)")
     serve.set_defaults(handler=None)
 
     def group(name: str, help_text: str) -> Any:
@@ -565,6 +632,7 @@ def store_location(args: argparse.Namespace, config: dict[str, str | None]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tokios-gateway`` with ``argv`` (default sys.argv[1:]); return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    original = list(arguments)  # what worker processes are started with
     as_json = "--json" in arguments and "serve" not in arguments[:1]
     parser = build_parser()
     config_store: dict[str, str | None] = {}
@@ -592,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json)
     if args.handler is None:
         try:
-            return _serve(args, data_dir, store_url)
+            return _serve(args, data_dir, store_url, original)
         except UsageError as exc:
             return _fail("usage", str(exc), EXIT_USAGE, as_json=False)
     handler: AdminHandler = args.handler

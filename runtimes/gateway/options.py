@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -77,9 +77,18 @@ class ServeOptions:
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
     #: The PostgreSQL store (``postgresql://...``); None: SQLite in ``data_dir``.
     store_url: str | None = None
-    #: Redis shared by the nodes (``--redis``): the per-minute limits live there. None: in
-    #: this process.
+    #: Redis shared by the nodes (``--redis``): the per-minute limits and the cluster state
+    #: live there. None: limits in this process, the cluster state in a local file.
     redis_url: str | None = None
+    #: Gateway processes on the same ports (runtimes/gateway/workers.py).
+    workers: int = 1
+    #: Where this node takes requests other nodes forward (None: not a node, or a worker on
+    #: loopback), the URL peers use for it, the CA that signs the nodes' certificates, and
+    #: the secret the nodes show each other.
+    node_listen: ListenAddress | None = None
+    node_url: str | None = None
+    node_ca: Path | None = None
+    cluster_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def store_location(self) -> str:

@@ -21,6 +21,7 @@ import signal
 import ssl
 import sys
 
+from runtimes.cluster.node import Cluster, cluster_for
 from runtimes.gateway.api import GatewayApi
 from runtimes.gateway.limits import Limiter, LocalLimiter
 from runtimes.gateway.metrics import GatewayMetrics
@@ -28,6 +29,7 @@ from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.redis_limits import RedisLimiter
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.usage import Accounting, UsageRecorder
+from runtimes.gateway.workers import reuse_port_socket, worker_context
 from runtimes.logs import configure_logging
 from runtimes.netio import HttpServer, ServerConfig, install_loop, server_context
 from runtimes.store import AuthCache, SqlStore, StoreError, open_store, redact_url
@@ -47,6 +49,8 @@ class Gateway:
 
     def __init__(self, options: ServeOptions, *, auth_ttl: float = 1.0) -> None:
         self.options = options
+        #: Set when this process is one of ``serve --workers N`` (runtimes/gateway/workers.py).
+        self.worker = worker_context()
         self.store: SqlStore = open_store(options.store_location, create=True)
         done = self.store.migration
         logger.info("store: %s (schema version %d%s)", self.store.location, done.to_version,
@@ -58,11 +62,14 @@ class Gateway:
             else RedisLimiter(options.redis_url)
         limiter: Limiter = self.redis_limiter or LocalLimiter()
         self.metrics = GatewayMetrics()
+        self.cluster: Cluster | None = cluster_for(options, self.worker, self.tunnels)
         self.api = GatewayApi(self.store, self.auth, self.tunnels,
                               max_body_bytes=options.max_body_bytes, auth_ttl=auth_ttl,
                               limiter=limiter, metrics=self.metrics,
                               metrics_token=options.metrics_token,
-                              metrics_here=options.metrics_listen is None)
+                              metrics_here=options.metrics_listen is None
+                              and self.worker is None,
+                              remote=self.cluster.remote if self.cluster else None)
         self.metrics.watch(self.tunnels, self.api.admission)
         self.usage = UsageRecorder(self.store, flush_interval=options.usage_flush_interval)
         self.accounting = Accounting(self.usage, self.metrics, limiter)
@@ -78,6 +85,11 @@ class Gateway:
         if options.tunnel_listen is not None:
             self.tunnel_server = HttpServer(self.api.handle_tunnel_only, ssl_context=ssl_context,
                                             config=config)
+        self.node_server: HttpServer | None = None
+        if self.cluster is not None:
+            self.node_server = HttpServer(self.api.handle_forwarded,
+                                          ssl_context=None if self.cluster.plain
+                                          else ssl_context, config=config)
         self.metrics_server: HttpServer | None = None
         if options.metrics_listen is not None:
             self.metrics_server = HttpServer(self.api.serve_metrics, ssl_context=ssl_context,
@@ -93,13 +105,23 @@ class Gateway:
                                "does", where)
         self.tunnels.start()
         self.usage.start()
-        listen = self.options.listen
-        await self.server.start(listen.host, listen.port)
-        for server, address in ((self.tunnel_server, self.options.tunnel_listen),
-                                (self.metrics_server, self.options.metrics_listen)):
-            if server is not None:
-                assert address is not None
+        for server, address, name in (
+                (self.server, self.options.listen, "listen"),
+                (self.tunnel_server, self.options.tunnel_listen, "tunnel_listen"),
+                (self.metrics_server, self.options.metrics_listen, "metrics_listen")):
+            if server is None:
+                continue
+            assert address is not None
+            if self.worker is None:
                 await server.start(address.host, address.port)
+            elif name == "metrics_listen":  # each worker's own metrics: port + index
+                await server.start(address.host, address.port + self.worker.index)
+            else:  # the ports every worker shares
+                shared = ListenAddress(host=address.host, port=self.worker.ports[name])
+                await server.start(sock=reuse_port_socket(shared))
+        if self.cluster is not None:
+            assert self.node_server is not None
+            await self.cluster.start(self.node_server)
 
     @property
     def metrics_port(self) -> int:
@@ -132,6 +154,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self.api.accepting = False
+        if self.cluster is not None:
+            await self.cluster.directory.begin_drain()
         self.api.admission.close("the gateway is shutting down")
         self.tunnels.begin_drain()
         while (self.api.in_flight or self.tunnels.in_flight) and loop.time() < deadline:
@@ -145,8 +169,11 @@ class Gateway:
                 await asyncio.sleep(0.02)
         left = max(0.1, min(1.0, deadline - loop.time()))
         await self.tunnels.close()
-        servers = [s for s in (self.server, self.tunnel_server, self.metrics_server) if s]
+        servers = [s for s in (self.server, self.tunnel_server, self.metrics_server,
+                               self.node_server) if s]
         await asyncio.gather(*(server.shutdown(left) for server in servers))
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.usage.close()
         if self.redis_limiter is not None:
             await self.redis_limiter.aclose()
@@ -166,8 +193,12 @@ async def _serve(options: ServeOptions) -> int:
         sys.stderr.write(f"tokios-gateway: cannot listen: {exc.strerror or exc}\n")
         gateway.store.close()
         return 1
-    sys.stderr.write(gateway.banner() + "\n")
-    sys.stderr.flush()
+    if gateway.worker is None:
+        sys.stderr.write(gateway.banner() + "\n")
+        sys.stderr.flush()
+    else:
+        logger.info("worker %d of %d serving", gateway.worker.index, gateway.worker.count)
+        gateway.worker.signal_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

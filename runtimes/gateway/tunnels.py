@@ -264,6 +264,7 @@ class Tunnel:
 
     def _lost(self) -> None:
         self.manager.registry.remove(self)
+        self.manager._served_changed()
         for stream in list(self.streams.values()):
             stream._fail(StreamFailed("tunnel lost", retryable=stream.head is None))
         self.streams.clear()
@@ -291,9 +292,15 @@ class TunnelManager:
         #: Called with a tenant id when its tunnels may take more streams (the queue's
         #: :meth:`~runtimes.gateway.queue.Admission.capacity_changed`).
         self.on_capacity: Callable[[str], None] | None = None
+        #: Called when a tunnel starts or stops serving (the node directory republishes).
+        self.on_served_changed: Callable[[], None] | None = None
         #: Called with a stream's account and its usage report (input tokens, output tokens,
         #: estimated) - :meth:`runtimes.gateway.usage.Accounting.usage_reported`.
         self.on_usage: Callable[[Account, int, int, bool], None] | None = None
+
+    def _served_changed(self) -> None:
+        if self.on_served_changed is not None:
+            self.on_served_changed()
 
     def start(self) -> None:
         self._watcher = asyncio.create_task(self._watch_revocations())
@@ -344,6 +351,7 @@ class TunnelManager:
                     tunnel.grant = grant
                     tunnel.deployments = granted
                     self.registry.add(tunnel, grant.tenant_id, granted)
+                    self._served_changed()
                     tunnel._capacity_changed()
                     logger.info("tunnel open: session %s, tenant %s, serving %s",
                                 tunnel.session_id, grant.tenant_name, ", ".join(granted))

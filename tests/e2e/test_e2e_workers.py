@@ -1,0 +1,62 @@
+"""``tokios-gateway serve --workers N``: N processes on one port that cooperate as nodes do. The
+connector's tunnel lands on one worker; requests land on any (a new connection each, so the
+kernel spreads them) and every one is answered, forwarded where needed. A worker that dies is
+started again; SIGTERM drains every worker and the parent exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.stack import Stack, wait_for
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_workers_share_the_port_and_forward_to_the_tunnel(tmp_path: Path) -> None:
+    stack = Stack(workdir=tmp_path, backend="ollama", gateway_args=["--workers", "3"])
+    with stack.running():
+        assert stack.gateway is not None
+        assert "(3 workers)" in stack.gateway.log()
+        workers = _children(stack.gateway.pid)
+        assert len(workers) == 3
+        answers = []
+        for i in range(24):  # a new connection each time: spread over the workers
+            with httpx.Client(verify=stack.ssl_context(), timeout=30) as http:
+                resp = http.post(f"{stack.base_url}/v1/chat/completions",
+                                 headers={"authorization": f"Bearer {stack.key}"},
+                                 json={"model": stack.deployment,
+                                       "messages": [{"role": "user", "content": f"n{i}"}]})
+            assert resp.status_code == 200, resp.text
+            answers.append(resp.json()["choices"][0]["message"]["content"])
+        assert answers == [f"Echo: n{i}" for i in range(24)]
+        log = stack.gateway.log()
+        assert "(forwarded)" in log  # some requests reached a worker without the tunnel
+        assert stack.upstream is not None and len(stack.upstream.requests) >= 24
+
+        # a worker that dies is replaced, and the gateway keeps serving
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(_children(stack.gateway.pid)) == 3  # type: ignore[union-attr]
+                 and workers[0] not in _children(stack.gateway.pid),  # type: ignore[union-attr]
+                 15, "the worker to be started again")
+        stack.wait_served(30)
+
+        started = time.monotonic()
+        assert stack.gateway.stop(signal.SIGTERM, timeout=30) == 0
+        assert time.monotonic() - started < 15
+        assert all(not Path(f"/proc/{pid}").exists() for pid in _children(stack.gateway.pid))
