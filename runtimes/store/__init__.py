@@ -1,4 +1,4 @@
-"""The tenant store: tenants, deployments, API keys and connector tokens.
+"""The tenant store: tenants, deployments, API keys, connector tokens and admin keys.
 
 ``open_store(location)`` returns the embedded SQLite store for a data directory, or the
 PostgreSQL store for a ``postgresql://`` URL (a gateway of several nodes); both migrate the
@@ -13,6 +13,8 @@ import os
 from runtimes.store.base import (
     KEEP,
     USAGE_BUCKET_SECONDS,
+    AdminGrant,
+    AdminKeyInfo,
     AlreadyExists,
     ApiKeyInfo,
     ConnectorGrant,
@@ -52,6 +54,8 @@ __all__ = [
     "KEEP",
     "SCHEMA_VERSION",
     "USAGE_BUCKET_SECONDS",
+    "AdminGrant",
+    "AdminKeyInfo",
     "AlreadyExists",
     "ApiKeyInfo",
     "AuthCache",

@@ -9,11 +9,14 @@ Secrets, shown once and stored only as a SHA-256 hash (see docs/operations.md):
 
 - API key:         ``sk-tokios-<public id>_<secret>``
 - connector token: ``tkct-<public id>_<secret>``
+- admin key:       ``tkadm-<public id>_<secret>`` (the admin HTTP API; operator or one tenant)
 
 ``<public id>`` is 12 characters of lowercase base32 (``a-z2-7``, 60 random bits) and is not
 secret: it finds the row, and ``sk-tokios-<public id>`` / ``tkct-<public id>`` is the prefix that
 listings show. ``<secret>`` is ``secrets.token_urlsafe(32)`` (256 random bits, 43 characters of
-``A-Za-z0-9_-``). The record ids are ``key_<public id>`` and ``tct_<public id>``.
+``A-Za-z0-9_-``). The record ids are ``key_<public id>``, ``tct_<public id>`` and
+``adm_<public id>``. :func:`new_public_id`, :func:`new_secret` and :func:`secret_hash` make and
+hash them, the same for every store implementation.
 
 All methods are synchronous and thread-safe; the asyncio gateway calls them from a worker thread
 or through :class:`runtimes.store.cache.AuthCache`. Timestamps are Unix seconds (float, UTC).
@@ -25,6 +28,7 @@ import enum
 import hashlib
 import math
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -33,8 +37,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 API_KEY_PREFIX = "sk-tokios-"
 CONNECTOR_TOKEN_PREFIX = "tkct-"  # noqa: S105 (a format prefix, not a secret)
+ADMIN_KEY_PREFIX = "tkadm-"
 KEY_ID_PREFIX = "key_"
 CONNECTOR_TOKEN_ID_PREFIX = "tct_"  # noqa: S105
+ADMIN_KEY_ID_PREFIX = "adm_"
 PUBLIC_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 PUBLIC_ID_LENGTH = 12
 SECRET_BYTES = 32
@@ -45,11 +51,30 @@ _PUBLIC_ID = f"[a-z2-7]{{{PUBLIC_ID_LENGTH}}}"
 _SECRET = "[A-Za-z0-9_-]{43}"  # noqa: S105 (a pattern)
 API_KEY_PATTERN = re.compile(rf"sk-tokios-(?P<public_id>{_PUBLIC_ID})_(?P<secret>{_SECRET})")
 CONNECTOR_TOKEN_PATTERN = re.compile(rf"tkct-(?P<public_id>{_PUBLIC_ID})_(?P<secret>{_SECRET})")
+ADMIN_KEY_PATTERN = re.compile(rf"tkadm-(?P<public_id>{_PUBLIC_ID})_(?P<secret>{_SECRET})")
 
 
 def secret_hash(presented: str) -> bytes:
     """Return the SHA-256 digest stored for a whole presented credential (prefix and id too)."""
     return hashlib.sha256(presented.encode("ascii")).digest()
+
+
+def new_public_id() -> str:
+    """A fresh ``<public id>``: 12 characters of ``a-z2-7`` (60 random bits)."""
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+def new_secret(prefix: str, public_id: str) -> str:
+    """A whole new credential: ``prefix + public_id + "_" + 43 random characters``."""
+    return f"{prefix}{public_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def record_id_shown(record_id: object, prefix: str) -> str:
+    """Echo an id in an error only if it looks like one: a pasted secret is never repeated."""
+    if isinstance(record_id, str) and len(record_id) == len(prefix) + PUBLIC_ID_LENGTH \
+            and record_id.startswith(prefix) and record_id[len(prefix):].isalnum():
+        return repr(record_id)
+    return f"(expected {prefix} followed by {PUBLIC_ID_LENGTH} characters)"
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -62,6 +87,10 @@ LABEL_MAX_LENGTH = 100
 MAX_DEPLOYMENTS_PER_TENANT = 1000
 MAX_DEPLOYMENTS_PER_CREDENTIAL = 1000
 MAX_TENANTS = 100_000
+#: A credential's last_used_at is written at most once per this many seconds.
+LAST_USED_INTERVAL = 60.0
+#: Admin keys not revoked, per scope (the operator's, or one tenant's).
+MAX_ADMIN_KEYS_PER_SCOPE = 100
 
 
 def validate_tenant_name(name: str) -> str:
@@ -287,6 +316,43 @@ class ConnectorGrant:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdminKeyInfo:
+    """An admin key as listed: never the secret. ``tenant_id``/``tenant_name`` None: an
+    operator key (everything); else a tenant admin key (that tenant only)."""
+
+    id: str
+    tenant_id: str | None
+    tenant_name: str | None
+    name: str | None
+    prefix: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def scope(self) -> Literal["operator", "tenant"]:
+        return "operator" if self.tenant_id is None else "tenant"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminGrant:
+    """What a valid admin key allows: everything (``tenant_id is None``, an operator key) or
+    one tenant's objects (a tenant admin key)."""
+
+    admin_key_id: str
+    tenant_id: str | None
+    tenant_name: str | None
+
+    @property
+    def operator(self) -> bool:
+        return self.tenant_id is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UsageRow:
     """Token counts of one key on one deployment in one hour (``bucket``: the hour's start,
     Unix seconds). Counts only: never any content. ``estimated_*``: the part of the totals
@@ -399,6 +465,10 @@ class Store(Protocol):
 
     def revoke_connector_token(self, token_id: str) -> ConnectorTokenInfo: ...
 
+    def get_connector_token(self, token_id: str) -> ConnectorTokenInfo:
+        """The token's record (NotFound if no such id; a pasted secret is not echoed)."""
+        ...
+
     def authenticate_connector_token(self, presented: str) -> ConnectorGrant | None: ...
 
     def is_connector_token_active(self, token_id: str) -> bool:
@@ -414,6 +484,31 @@ class Store(Protocol):
               since: float | None = None, by: UsageGrouping = "key") -> list[UsageTotal]:
         """Stored usage from the hour holding ``since`` on (counts are kept per hour), summed
         by key, deployment or UTC day."""
+        ...
+
+    # Admin keys (schema 3): the credentials of the admin HTTP API. A kind of their own,
+    # ``tkadm-<public id>_<secret>`` with id ``adm_<public id>``, stored as secret_hash() like
+    # the others: an API key is never an admin key, nor the reverse.
+
+    def add_admin_key(self, tenant: str | None, name: str | None = None,
+                      ) -> tuple[AdminKeyInfo, str]:
+        """Create an admin key: an operator key (``tenant`` None) or one for that tenant
+        (NotFound if it does not exist). Return its info and the secret, shown once.
+        LimitExceeded beyond MAX_ADMIN_KEYS_PER_SCOPE keys not revoked in that scope."""
+        ...
+
+    def list_admin_keys(self, tenant: str | None = None) -> list[AdminKeyInfo]:
+        """Admin keys, revoked ones included, oldest first: every one (``tenant`` None,
+        operator keys first) or that tenant's."""
+        ...
+
+    def revoke_admin_key(self, admin_key_id: str) -> AdminKeyInfo:
+        """Revoke (idempotent, keeps the first revoked_at); NotFound for an unknown id."""
+        ...
+
+    def authenticate_admin_key(self, presented: str) -> AdminGrant | None:
+        """The grant of an active admin key; None for unknown, malformed or revoked (an API
+        key or a connector token included). Updates last_used_at at most once a minute."""
         ...
 
     def close(self) -> None: ...

@@ -6,7 +6,8 @@ within that time, and a flood of bad keys costs one database read per distinct k
 Entries are keyed by the SHA-256 of the presented credential, never the credential itself, and
 at most ``max_entries`` are kept (least recently used evicted first).
 
-Call :meth:`AuthCache.get_key_grant` / :meth:`AuthCache.get_connector_grant` from any thread
+Call :meth:`AuthCache.get_key_grant` / :meth:`AuthCache.get_connector_grant` /
+:meth:`AuthCache.get_admin_grant` from any thread
 (they block on the store on a miss: from asyncio, call them via ``asyncio.to_thread`` or accept
 the short read); then :meth:`AuthCache.deployments_for` gives the deployments a key grant may use
 now (for routing and ``/v1/models``), :meth:`AuthCache.tenant_deployments` their settings;
@@ -23,12 +24,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runtimes.store.base import ConnectorGrant, Deployment, KeyGrant, NotFound, Store
+from runtimes.store.base import (
+    AdminGrant,
+    ConnectorGrant,
+    Deployment,
+    KeyGrant,
+    NotFound,
+    Store,
+)
 
 DEFAULT_TTL = 1.0
 DEFAULT_MAX_ENTRIES = 10_000
 
-_Grant = TypeVar("_Grant", KeyGrant, ConnectorGrant)
+_Grant = TypeVar("_Grant", KeyGrant, ConnectorGrant, AdminGrant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,11 @@ class AuthCache:
         """The connector token's grant, or None, at most ttl seconds old."""
         return self._get("connector", presented, self._store.authenticate_connector_token,
                          ConnectorGrant)
+
+    def get_admin_grant(self, presented: str) -> AdminGrant | None:
+        """The admin key's grant, or None, at most ttl seconds old (a revocation is seen
+        within ttl)."""
+        return self._get("admin", presented, self._store.authenticate_admin_key, AdminGrant)
 
     def deployments_for(self, grant: KeyGrant) -> frozenset[str]:
         """The deployment names ``grant`` may use now: its own list, or for an all-deployments

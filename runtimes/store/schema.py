@@ -114,6 +114,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (tenant_id, key_id, deployment, bucket)){without_rowid}""",
         "CREATE INDEX usage_by_bucket ON usage (bucket)",
     ),
+    # 3: admin keys of the admin HTTP API (tenant_id NULL: an operator key).
+    (
+        """CREATE TABLE admin_keys (
+            id {text} PRIMARY KEY,
+            tenant_id {text} REFERENCES tenants(id) ON DELETE CASCADE,
+            name {text},
+            secret_sha256 {blob} NOT NULL,
+            created_at {real} NOT NULL,
+            last_used_at {real},
+            revoked_at {real})""",
+        "CREATE INDEX admin_keys_by_tenant ON admin_keys (tenant_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import math
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
@@ -33,6 +32,7 @@ from runtimes.store.base import (
     CONNECTOR_TOKEN_PREFIX,
     KEEP,
     KEY_ID_PREFIX,
+    LAST_USED_INTERVAL,
     MAX_DEPLOYMENTS_PER_CREDENTIAL,
     MAX_DEPLOYMENTS_PER_TENANT,
     MAX_IN_FLIGHT,
@@ -42,9 +42,6 @@ from runtimes.store.base import (
     MAX_RATE,
     MAX_ROTATION_OVERLAP,
     MAX_TENANTS,
-    PUBLIC_ID_ALPHABET,
-    PUBLIC_ID_LENGTH,
-    SECRET_BYTES,
     AlreadyExists,
     ApiKeyInfo,
     ConnectorGrant,
@@ -60,6 +57,9 @@ from runtimes.store.base import (
     UsageGrouping,
     UsageRow,
     UsageTotal,
+    new_public_id,
+    new_secret,
+    record_id_shown,
     secret_hash,
     validate_count,
     validate_deployment_name,
@@ -68,26 +68,11 @@ from runtimes.store.base import (
     validate_tenant_name,
 )
 from runtimes.store.schema import Migration
-
-#: last_used_at is written at most once per this many seconds per credential.
-LAST_USED_INTERVAL = 60.0
-
+from runtimes.store.sql_admin import SqlAdminKeys
 
 # The two credential kinds differ only in names; this table keeps one code path for both.
 _KEY = {"table": "api_keys", "link": "api_key_deployments", "fk": "key_id"}
 _TOKEN = {"table": "connector_tokens", "link": "connector_token_deployments", "fk": "token_id"}
-
-
-def _public_id() -> str:
-    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
-
-
-def _record_id_shown(record_id: object, prefix: str) -> str:
-    """Echo an id in an error only if it looks like one: a pasted secret is never repeated."""
-    if isinstance(record_id, str) and len(record_id) == len(prefix) + PUBLIC_ID_LENGTH \
-            and record_id.startswith(prefix) and record_id[len(prefix):].isalnum():
-        return repr(record_id)
-    return f"(expected {prefix} followed by {PUBLIC_ID_LENGTH} characters)"
 
 
 class Cursor(Protocol):
@@ -108,8 +93,9 @@ class Sql(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
-class SqlStore:
-    """:class:`runtimes.store.base.Store` in SQL; a subclass provides the connection."""
+class SqlStore(SqlAdminKeys):
+    """:class:`runtimes.store.base.Store` in SQL; a subclass provides the connection (the admin
+    key methods are :class:`runtimes.store.sql_admin.SqlAdminKeys`')."""
 
     #: How opening the store changed its schema (set by the subclass's ``open``).
     migration: Migration
@@ -151,7 +137,7 @@ class SqlStore:
                 raise AlreadyExists(f"a tenant named {name!r} already exists")
             if db.execute("SELECT count(*) FROM tenants").fetchone()[0] >= MAX_TENANTS:
                 raise LimitExceeded(f"at most {MAX_TENANTS} tenants")
-            tenant = Tenant(id="ten_" + _public_id(), name=name, created_at=self._clock())
+            tenant = Tenant(id="ten_" + new_public_id(), name=name, created_at=self._clock())
             db.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                        (tenant.id, tenant.name, tenant.created_at))
         return tenant
@@ -194,7 +180,7 @@ class SqlStore:
             if count >= MAX_DEPLOYMENTS_PER_TENANT:
                 raise LimitExceeded(f"at most {MAX_DEPLOYMENTS_PER_TENANT} deployments "
                                     "per tenant")
-            deployment_id = "dep_" + _public_id()
+            deployment_id = "dep_" + new_public_id()
             db.execute("INSERT INTO deployments (id, tenant_id, name, created_at) "
                        "VALUES (?, ?, ?, ?)", (deployment_id, tenant_id, name, self._clock()))
             _update(db, "deployments", deployment_id, settings)
@@ -272,14 +258,14 @@ class SqlStore:
                               else self._deployment_ids(db, tenant, tenant_id, names))
             created_at = self._clock()
             for _ in range(8):  # a collision of 60 random bits is all but impossible; retry it
-                public_id = _public_id()
+                public_id = new_public_id()
                 record_id = id_prefix + public_id
                 if not db.execute(f"SELECT 1 FROM {kind['table']} WHERE id = ?",  # noqa: S608
                                   (record_id,)).fetchone():
                     break
             else:  # pragma: no cover
                 raise StoreError("could not allocate a unique id; try again")
-            secret = _new_secret(prefix, public_id)
+            secret = new_secret(prefix, public_id)
             if is_key:
                 db.execute("INSERT INTO api_keys (id, tenant_id, name, secret_sha256, "
                            "all_deployments, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -349,7 +335,7 @@ class SqlStore:
         if not rows:
             id_prefix, what = ((KEY_ID_PREFIX, "API key") if kind is _KEY
                                else (CONNECTOR_TOKEN_ID_PREFIX, "connector token"))
-            raise NotFound(f"no {what} with id {_record_id_shown(record_id, id_prefix)}")
+            raise NotFound(f"no {what} with id {record_id_shown(record_id, id_prefix)}")
         return rows[0]
 
     def _revoke(self, kind: dict[str, str], record_id: str) -> tuple[object, ...]:
@@ -455,7 +441,7 @@ class SqlStore:
             if row[5] is not None:
                 raise InvalidName(f"API key {key_id!r} is revoked: add a new key instead")
             now = self._clock()
-            secret = _new_secret(API_KEY_PREFIX, key_id[len(KEY_ID_PREFIX):])
+            secret = new_secret(API_KEY_PREFIX, key_id[len(KEY_ID_PREFIX):])
             db.execute("UPDATE api_keys SET previous_secret_sha256 = "
                        "CASE WHEN ? > 0 THEN secret_sha256 END, previous_valid_until = "
                        "CASE WHEN ? > 0 THEN ? END, secret_sha256 = ?, rotated_at = ? "
@@ -506,6 +492,10 @@ class SqlStore:
             rows = self._credential_rows(db, _TOKEN, "k.tenant_id = ?", tenant_id)
         return [self._token_info(row) for row in rows]
 
+    def get_connector_token(self, token_id: str) -> ConnectorTokenInfo:
+        with self._transaction(write=False) as db:
+            return self._token_info(self._one(db, _TOKEN, token_id))
+
     def revoke_connector_token(self, token_id: str) -> ConnectorTokenInfo:
         return self._token_info(self._revoke(_TOKEN, token_id))
 
@@ -550,10 +540,6 @@ class _Found(NamedTuple):
     deployments: tuple[str, ...] | None
     valid_until: float | None
     limits: tuple[int | None, ...]
-
-
-def _new_secret(prefix: str, public_id: str) -> str:
-    return f"{prefix}{public_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
 
 
 def _changes(**settings: object) -> dict[str, object]:

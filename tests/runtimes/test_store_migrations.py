@@ -74,7 +74,7 @@ def _version(backend: StoreBackend) -> int:
 def test_a_store_from_schema_1_is_migrated_on_open(store_backend: StoreBackend) -> None:
     build_schema_1(store_backend)
     with store_backend.open() as store:
-        assert (store.migration.from_version, store.migration.to_version) == (1, 2)
+        assert (store.migration.from_version, store.migration.to_version) == (1, SCHEMA_VERSION)
         assert store.migration.migrated
         grant = store.authenticate_key(OLD_KEY)
         assert grant is not None and grant.key_id == "key_aaaaaaaaaaaa"
@@ -84,9 +84,9 @@ def test_a_store_from_schema_1_is_migrated_on_open(store_backend: StoreBackend) 
         assert store.list_deployments("acme")[0].queue_size is None
         rotated, new = store.rotate_key(old.id, 60)
         assert store.authenticate_key(new) is not None and rotated.rotated_at is not None
-    assert _version(store_backend) == SCHEMA_VERSION == 2
+    assert _version(store_backend) == SCHEMA_VERSION
     with store_backend.open() as again:  # current: nothing to do
-        assert not again.migration.migrated and again.migration.from_version == 2
+        assert not again.migration.migrated and again.migration.from_version == SCHEMA_VERSION
 
 
 def make_newer(backend: StoreBackend, version: int) -> None:
@@ -134,7 +134,7 @@ def test_a_start_during_another_migration_refuses_clearly(postgres: StoreBackend
         with PostgresStore.open(postgres.location, migration_lock_timeout=10) as store:
             assert store.migration.from_version == 1
         release.join()
-    assert _version(postgres) == 2
+    assert _version(postgres) == SCHEMA_VERSION
 
 
 RACER = textwrap.dedent("""
@@ -157,10 +157,12 @@ def test_processes_starting_together_on_an_empty_database_migrate_it_once(
     results = [racer.communicate(timeout=60) for racer in racers]
     assert all(racer.returncode == 0 for racer in racers), [err for _, err in results]
     outcomes = sorted(out.strip() for out, _ in results)
-    assert outcomes.count("0 2") == 1 and outcomes.count("2 2") == 3, outcomes
+    assert outcomes.count(f"0 {SCHEMA_VERSION}") == 1, outcomes
+    assert outcomes.count(f"{SCHEMA_VERSION} {SCHEMA_VERSION}") == 3, outcomes
     with psycopg.connect(postgres.location) as conn:
         assert [v for (v,) in conn.execute(
-            f"SELECT version FROM {VERSION_TABLE} ORDER BY version")] == [1, 2]
+            f"SELECT version FROM {VERSION_TABLE} ORDER BY version")] == \
+            list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.mark.parametrize("store_backend", ["postgresql"], indirect=True)

@@ -1,0 +1,171 @@
+"""Admin keys, the credentials of the admin HTTP API, in the store on SQLite and on PostgreSQL
+(``store_backend``): format, scopes, hashing at rest, constant-time check, revocation, limits,
+migration."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from runtimes.store import (
+    AdminGrant,
+    AuthCache,
+    InvalidName,
+    LimitExceeded,
+    NotFound,
+    SqlStore,
+)
+from runtimes.store.base import (
+    ADMIN_KEY_PATTERN,
+    API_KEY_PATTERN,
+    CONNECTOR_TOKEN_PATTERN,
+    LAST_USED_INTERVAL,
+    MAX_ADMIN_KEYS_PER_SCOPE,
+)
+from runtimes.store.schema import SCHEMA_VERSION
+from tests.runtimes.test_store_migrations import build_schema_1
+from tests.store_backends import StoreBackend
+
+ADMIN_KEY = re.compile(r"tkadm-[a-z2-7]{12}_[A-Za-z0-9_-]{43}")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(store_backend: StoreBackend) -> Iterator[SqlStore]:
+    with store_backend.open(clock=Clock()) as opened:
+        opened.add_tenant("acme")
+        opened.add_deployment("acme", "coder")
+        opened.add_tenant("globex")
+        yield opened
+
+
+def clock_of(store: SqlStore) -> Clock:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    return clock
+
+
+def test_operator_and_tenant_admin_keys(store: SqlStore) -> None:
+    operator, operator_key = store.add_admin_key(None, "ops")
+    tenant, tenant_key = store.add_admin_key("acme")
+    assert ADMIN_KEY.fullmatch(operator_key) and ADMIN_KEY.fullmatch(tenant_key)
+    assert operator.id.startswith("adm_") and operator_key.startswith(operator.prefix + "_")
+    assert (operator.scope, operator.tenant_id, operator.name) == ("operator", None, "ops")
+    assert (tenant.scope, tenant.tenant_name) == ("tenant", "acme")
+    assert store.authenticate_admin_key(operator_key) == AdminGrant(
+        admin_key_id=operator.id, tenant_id=None, tenant_name=None)
+    granted = store.authenticate_admin_key(tenant_key)
+    assert granted is not None and not granted.operator
+    assert granted.tenant_id == store.get_tenant("acme").id and granted.tenant_name == "acme"
+    assert [k.id for k in store.list_admin_keys()] == [operator.id, tenant.id]  # operator first
+    assert [k.id for k in store.list_admin_keys("acme")] == [tenant.id]
+    assert store.list_admin_keys("globex") == []
+    with pytest.raises(NotFound):
+        store.add_admin_key("nobody")
+    with pytest.raises(InvalidName):
+        store.add_admin_key("acme", "x" * 101)
+
+
+def test_admin_keys_api_keys_and_tokens_never_stand_in_for_each_other(
+        store: SqlStore) -> None:
+    _, admin_key = store.add_admin_key(None)
+    _, api_key = store.add_key("acme")
+    _, token = store.add_connector_token("acme", ["coder"])
+    assert store.authenticate_admin_key(api_key) is None
+    assert store.authenticate_admin_key(token) is None
+    assert store.authenticate_key(admin_key) is None
+    assert store.authenticate_connector_token(admin_key) is None
+    # the same public id and secret under another prefix is not the admin key either
+    body = admin_key.removeprefix("tkadm-")
+    assert store.authenticate_key("sk-tokios-" + body) is None
+    assert store.authenticate_admin_key(admin_key[:-1] + ("A" if admin_key[-1] != "A"
+                                                          else "B")) is None
+    assert store.authenticate_admin_key(admin_key + "x") is None
+    assert store.authenticate_admin_key("tkadm-" + "a" * 300) is None
+    cache = AuthCache(store)
+    assert cache.get_admin_grant(admin_key) is not None
+    assert cache.get_key_grant(admin_key) is None  # a cached admin grant is not a key grant
+    assert cache.get_admin_grant(api_key) is None
+
+
+def test_revocation_is_idempotent_and_seen_at_once(store: SqlStore,
+                                                   store_backend: StoreBackend) -> None:
+    info, key = store.add_admin_key("acme")
+    with store_backend.open() as other_process:
+        assert other_process.authenticate_admin_key(key) is not None
+        first = other_process.revoke_admin_key(info.id).revoked_at
+        assert store.authenticate_admin_key(key) is None
+        clock_of(store).now += 10
+        assert store.revoke_admin_key(info.id).revoked_at == first
+    assert not store.list_admin_keys("acme")[0].active
+    with pytest.raises(NotFound) as missing:
+        store.revoke_admin_key(key)  # a pasted secret is never echoed
+    assert key not in str(missing.value) and "adm_" in str(missing.value)
+
+
+def test_only_hashes_are_stored_and_compared_in_constant_time(
+        store: SqlStore, store_backend: StoreBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, key = store.add_admin_key(None)
+    match = ADMIN_KEY_PATTERN.fullmatch(key)
+    assert match is not None
+    with store._transaction(write=False) as db:  # every column of the row, as stored
+        row = db.execute("SELECT * FROM admin_keys").fetchone()
+    raw = b"|".join(bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
+                    for v in row)
+    assert match["public_id"].encode() in raw  # positive control
+    assert hashlib.sha256(key.encode()).digest() in raw
+    for start in range(len(match["secret"]) - 11):
+        assert match["secret"][start:start + 12].encode() not in raw
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest",
+                        lambda a, b: calls.append((a, b)) or real(a, b))
+    assert store.authenticate_admin_key(key) is not None
+    assert calls == [(hashlib.sha256(key.encode()).digest(),) * 2]
+
+
+def test_active_keys_are_limited_per_scope_and_last_use_is_recorded(
+        store: SqlStore) -> None:
+    made = [store.add_admin_key("globex")[0] for _ in range(MAX_ADMIN_KEYS_PER_SCOPE)]
+    with pytest.raises(LimitExceeded):
+        store.add_admin_key("globex")
+    store.add_admin_key(None)  # another scope
+    store.revoke_admin_key(made[0].id)
+    info, key = store.add_admin_key("globex")  # room again
+    clock = clock_of(store)
+    store.authenticate_admin_key(key)
+    used = next(k for k in store.list_admin_keys("globex") if k.id == info.id).last_used_at
+    assert used == clock.now
+    clock.now += LAST_USED_INTERVAL - 1
+    store.authenticate_admin_key(key)
+    assert next(k for k in store.list_admin_keys("globex") if k.id == info.id).last_used_at \
+        == used
+
+
+def test_an_older_store_gains_admin_keys_on_open(store_backend: StoreBackend) -> None:
+    build_schema_1(store_backend)
+    with store_backend.open() as store:
+        assert store.migration.to_version == SCHEMA_VERSION == 3
+        _, key = store.add_admin_key("acme")
+        assert store.authenticate_admin_key(key) is not None
+        assert store.list_admin_keys("acme")[0].tenant_name == "acme"
+
+
+def test_connector_tokens_can_be_read_by_id(store: SqlStore) -> None:
+    info, token = store.add_connector_token("acme", ["coder"], "edge")
+    assert store.get_connector_token(info.id) == info
+    with pytest.raises(NotFound) as missing:
+        store.get_connector_token(token)
+    assert token not in str(missing.value)
+    assert API_KEY_PATTERN.fullmatch(token) is None and CONNECTOR_TOKEN_PATTERN.fullmatch(token)
