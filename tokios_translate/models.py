@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -11,35 +12,39 @@ from ._common import ClientFormat
 
 
 def list_body(client: ClientFormat, names: Iterable[str], *, created: int,
-              owned_by: str = "tokios") -> bytes:
+              owned_by: str = "tokios",
+              extra: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
     """An OpenAI ``{"object":"list","data":[model...]}`` or, for Messages clients, an Anthropic
-    ``{"data":[{"type":"model",...}],"has_more":false,...}`` list of ``names``."""
+    ``{"data":[{"type":"model",...}],"has_more":false,...}`` list of ``names``. ``extra[name]``
+    holds fields added to that model's object (after the format's own)."""
     ids = list(dict.fromkeys(names))
+    more = extra or {}
     if client is ClientFormat.MESSAGES:
         created_at = _rfc3339(created)
         return orjson.dumps({
             "data": [{"type": "model", "id": n, "display_name": n, "created_at": created_at,
-                      "lifecycle": "active"} for n in ids],
+                      "lifecycle": "active", **more.get(n, {})} for n in ids],
             "has_more": False,
             "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None,
         })
     return orjson.dumps({
         "object": "list",
-        "data": [{"id": n, "object": "model", "created": created, "owned_by": owned_by}
-                 for n in ids],
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": owned_by,
+                  **more.get(n, {})} for n in ids],
     })
 
 
 def model_body(client: ClientFormat, name: str, *, created: int,
-               owned_by: str = "tokios") -> bytes:
+               owned_by: str = "tokios", extra: Mapping[str, Any] | None = None) -> bytes:
     """One model object (``GET /v1/models/{id}``): OpenAI's, or Anthropic's for Messages
-    clients."""
+    clients, with the fields of ``extra`` added."""
     if client is ClientFormat.MESSAGES:
         return orjson.dumps({"type": "model", "id": name, "display_name": name,
-                             "created_at": _rfc3339(created), "lifecycle": "active"})
+                             "created_at": _rfc3339(created), "lifecycle": "active",
+                             **(extra or {})})
     return orjson.dumps({"id": name, "object": "model", "created": created,
-                         "owned_by": owned_by})
+                         "owned_by": owned_by, **(extra or {})})
 
 
 def _rfc3339(unix: int) -> str:

@@ -36,7 +36,8 @@ __all__ = ["Cluster", "cluster_for", "served_by"]
 
 def served_by(tunnels: TunnelManager) -> Mapping[str, Mapping[str, int]]:
     """What ``tunnels`` serve now: tenant id -> deployment -> free stream slots (tunnels that
-    take no new stream are left out)."""
+    take no new stream, and deployments a tunnel reports its model server unhealthy for, are
+    left out: peers do not send this node what it would refuse)."""
     serves: dict[str, dict[str, int]] = {}
     for tunnel in tunnels.tunnels:
         grant = tunnel.grant
@@ -45,7 +46,8 @@ def served_by(tunnels: TunnelManager) -> Mapping[str, Mapping[str, int]]:
             continue
         mine = serves.setdefault(grant.tenant_id, {})
         for name in tunnel.deployments:
-            mine[name] = mine.get(name, 0) + free
+            if tunnel.is_healthy(name):
+                mine[name] = mine.get(name, 0) + free
     return serves
 
 

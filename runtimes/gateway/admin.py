@@ -1,7 +1,8 @@
-"""The admin commands of ``tokios-gateway`` (tenants, deployments, keys, tokens, usage, the
-schema migration): each
-takes the open store and the parsed arguments and returns a :class:`Result` (one JSON object
-and its text form). ``runtimes.gateway.cli`` parses the command line and prints the result.
+"""The admin commands of ``tokios-gateway`` (tenants, deployments, keys, tokens, usage, admin
+keys, the schema migration): each takes the open store and the parsed arguments and returns a
+:class:`Result` (one JSON object and its text form). ``runtimes.gateway.cli`` parses the command
+line and prints the result; the admin HTTP API (``runtimes.gateway.admin_api``) calls the same
+commands with arguments made from a JSON body, so both answer with the same JSON.
 
 Also the parsers of the values those commands take: durations (``30d``, ``1h30m``), times
 (``2025-12-31``, ``2025-12-31T12:00:00Z``), limits (a number or ``none``).
@@ -19,11 +20,14 @@ from typing import Any
 
 from runtimes.store import (
     KEEP,
+    AdminKeyInfo,
     ApiKeyInfo,
     ConnectorTokenInfo,
     Deployment,
+    InvalidName,
     PostgresStore,
     SqlStore,
+    Store,
     Tenant,
     UsageTotal,
 )
@@ -115,19 +119,19 @@ def _limit_text(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 
 
-def _tenant_json(tenant: Tenant) -> dict[str, Any]:
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
     return {"id": tenant.id, "name": tenant.name, "created_at": time_text(tenant.created_at),
             "rpm": tenant.rpm, "tpm": tenant.tpm}
 
 
-def _deployment_json(deployment: Deployment, tenant: str) -> dict[str, Any]:
+def deployment_json(deployment: Deployment, tenant: str) -> dict[str, Any]:
     return {"id": deployment.id, "name": deployment.name, "tenant": tenant,
             "tenant_id": deployment.tenant_id, "created_at": time_text(deployment.created_at),
             "max_in_flight": deployment.max_in_flight, "queue": deployment.queue_size,
             "queue_timeout": deployment.queue_timeout}
 
 
-def _credential_json(info: ApiKeyInfo | ConnectorTokenInfo) -> dict[str, Any]:
+def credential_json(info: ApiKeyInfo | ConnectorTokenInfo) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": info.id, "tenant_id": info.tenant_id, "name": info.name, "prefix": info.prefix,
         "deployments": None if info.deployments is None else list(info.deployments),
@@ -155,7 +159,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _status_text(info: ApiKeyInfo | ConnectorTokenInfo, now: float) -> str:
+def _status_text(info: ApiKeyInfo | ConnectorTokenInfo | AdminKeyInfo, now: float) -> str:
     if info.revoked_at is not None:
         return f"revoked {time_text(info.revoked_at)}"
     if isinstance(info, ApiKeyInfo):
@@ -189,23 +193,23 @@ class Result:
 # --- tenants and deployments -------------------------------------------------------------------
 
 
-def tenant_add(store: SqlStore, args: argparse.Namespace) -> Result:
+def tenant_add(store: Store, args: argparse.Namespace) -> Result:
     tenant = store.add_tenant(args.name)
-    return Result(_tenant_json(tenant), f"Created tenant {tenant.name} ({tenant.id}).")
+    return Result(tenant_json(tenant), f"Created tenant {tenant.name} ({tenant.id}).")
 
 
-def tenant_list(store: SqlStore, args: argparse.Namespace) -> Result:
+def tenant_list(store: Store, args: argparse.Namespace) -> Result:
     tenants = store.list_tenants()
     text = table(("NAME", "ID", "CREATED", "RPM", "TPM"),
                  [[t.name, t.id, time_text(t.created_at) or "-", _limit_text(t.rpm),
                    _limit_text(t.tpm)] for t in tenants]) if tenants else "No tenants."
-    return Result({"tenants": [_tenant_json(t) for t in tenants]}, text)
+    return Result({"tenants": [tenant_json(t) for t in tenants]}, text)
 
 
-def tenant_set(store: SqlStore, args: argparse.Namespace) -> Result:
+def tenant_set(store: Store, args: argparse.Namespace) -> Result:
     tenant = store.set_tenant_limits(args.name, rpm=_given(args, "rpm"),
                                      tpm=_given(args, "tpm"))
-    return Result(_tenant_json(tenant), f"Tenant {tenant.name}: requests per minute "
+    return Result(tenant_json(tenant), f"Tenant {tenant.name}: requests per minute "
                                         f"{_limit_text(tenant.rpm)}, tokens per minute "
                                         f"{_limit_text(tenant.tpm)} (- = no limit).")
 
@@ -221,26 +225,26 @@ def _deployment_text(deployment: Deployment) -> str:
             f"{_limit_text(deployment.queue_timeout, 's')} (- = default)")
 
 
-def deployment_add(store: SqlStore, args: argparse.Namespace) -> Result:
+def deployment_add(store: Store, args: argparse.Namespace) -> Result:
     deployment = store.add_deployment(
         args.tenant, args.name, max_in_flight=getattr(args, "max_in_flight", None),
         queue_size=getattr(args, "queue", None),
         queue_timeout=getattr(args, "queue_timeout", None))
-    return Result(_deployment_json(deployment, args.tenant),
+    return Result(deployment_json(deployment, args.tenant),
                   f"Created deployment {deployment.name} ({deployment.id}) "
                   f"in tenant {args.tenant}: {_deployment_text(deployment)}.")
 
 
-def deployment_set(store: SqlStore, args: argparse.Namespace) -> Result:
+def deployment_set(store: Store, args: argparse.Namespace) -> Result:
     deployment = store.set_deployment(
         args.tenant, args.name, max_in_flight=_given(args, "max_in_flight"),
         queue_size=_given(args, "queue"), queue_timeout=_given(args, "queue_timeout"))
-    return Result(_deployment_json(deployment, args.tenant),
+    return Result(deployment_json(deployment, args.tenant),
                   f"Deployment {deployment.name} of {args.tenant}: "
                   f"{_deployment_text(deployment)}.")
 
 
-def deployment_list(store: SqlStore, args: argparse.Namespace) -> Result:
+def deployment_list(store: Store, args: argparse.Namespace) -> Result:
     deployments = store.list_deployments(args.tenant)
     text = table(("NAME", "ID", "CREATED", "MAX IN FLIGHT", "QUEUE", "QUEUE TIMEOUT"),
                  [[d.name, d.id, time_text(d.created_at) or "-", _limit_text(d.max_in_flight),
@@ -248,7 +252,7 @@ def deployment_list(store: SqlStore, args: argparse.Namespace) -> Result:
                   for d in deployments]) \
         if deployments else f"Tenant {args.tenant} has no deployments."
     return Result({"tenant": args.tenant,
-                   "deployments": [_deployment_json(d, args.tenant) for d in deployments]}, text)
+                   "deployments": [deployment_json(d, args.tenant) for d in deployments]}, text)
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -274,17 +278,17 @@ def _key_text(info: ApiKeyInfo) -> str:
             f"(- = no limit); {expires}")
 
 
-def key_add(store: SqlStore, args: argparse.Namespace) -> Result:
+def key_add(store: Store, args: argparse.Namespace) -> Result:
     expires_at = _expiry(args)
     info, secret = store.add_key(args.tenant, args.deployments, args.label,
                                  rpm=getattr(args, "rpm", None), tpm=getattr(args, "tpm", None),
                                  expires_at=None if expires_at is KEEP else expires_at)
-    data = {"id": info.id, "key": secret, "tenant": args.tenant, **_credential_json(info)}
+    data = {"id": info.id, "key": secret, "tenant": args.tenant, **credential_json(info)}
     return Result(data, f"Created API key {info.id} for tenant {args.tenant} "
                         f"({_key_text(info)}).\n{ONCE_WARNING}\n\n    {secret}\n")
 
 
-def key_list(store: SqlStore, args: argparse.Namespace) -> Result:
+def key_list(store: Store, args: argparse.Namespace) -> Result:
     keys = store.list_keys(args.tenant)
     rows = _credential_rows(keys)
     for row, info in zip(rows, keys, strict=True):
@@ -292,16 +296,16 @@ def key_list(store: SqlStore, args: argparse.Namespace) -> Result:
                     time_text(info.expires_at) or "never"]
     headers = (*_CREDENTIAL_HEADERS[:4], "RPM/TPM", "EXPIRES", *_CREDENTIAL_HEADERS[4:])
     text = table(headers, rows) if keys else f"Tenant {args.tenant} has no API keys."
-    return Result({"tenant": args.tenant, "keys": [_credential_json(k) for k in keys]}, text)
+    return Result({"tenant": args.tenant, "keys": [credential_json(k) for k in keys]}, text)
 
 
-def key_revoke(store: SqlStore, args: argparse.Namespace) -> Result:
+def key_revoke(store: Store, args: argparse.Namespace) -> Result:
     info = store.revoke_key(args.key_id)
-    return Result({**_credential_json(info), "revoked": True},
+    return Result({**credential_json(info), "revoked": True},
                   f"Revoked API key {info.id} (at {time_text(info.revoked_at)}).")
 
 
-def key_set(store: SqlStore, args: argparse.Namespace) -> Result:
+def key_set(store: Store, args: argparse.Namespace) -> Result:
     deployments: Any = KEEP
     if getattr(args, "all_deployments", False):
         deployments = None
@@ -309,42 +313,87 @@ def key_set(store: SqlStore, args: argparse.Namespace) -> Result:
         deployments = args.deployments
     info = store.set_key(args.key_id, deployments=deployments, rpm=_given(args, "rpm"),
                          tpm=_given(args, "tpm"), expires_at=_expiry(args))
-    return Result(_credential_json(info), f"API key {info.id}: {_key_text(info)}.")
+    return Result(credential_json(info), f"API key {info.id}: {_key_text(info)}.")
 
 
-def key_rotate(store: SqlStore, args: argparse.Namespace) -> Result:
+def key_rotate(store: Store, args: argparse.Namespace) -> Result:
     info, secret = store.rotate_key(args.key_id, args.overlap)
     until = time_text(info.previous_valid_until)
     old = f"The old secret works until {until}." if until \
         else "The old secret stopped working now."
-    data = {"id": info.id, "key": secret, **_credential_json(info)}
+    data = {"id": info.id, "key": secret, **credential_json(info)}
     return Result(data, f"Rotated API key {info.id}. {old}\n{ONCE_WARNING}\n\n    {secret}\n")
 
 
 # --- connector tokens --------------------------------------------------------------------------
 
 
-def token_add(store: SqlStore, args: argparse.Namespace) -> Result:
+def token_add(store: Store, args: argparse.Namespace) -> Result:
     info, secret = store.add_connector_token(args.tenant, args.deployments, args.label)
-    data = {"id": info.id, "token": secret, "tenant": args.tenant, **_credential_json(info)}
+    data = {"id": info.id, "token": secret, "tenant": args.tenant, **credential_json(info)}
     return Result(data, f"Created connector token {info.id} for tenant {args.tenant} "
                         f"(deployments {', '.join(info.deployments)}).\n"
                         f"{ONCE_WARNING}\n\n    {secret}\n")
 
 
-def token_list(store: SqlStore, args: argparse.Namespace) -> Result:
+def token_list(store: Store, args: argparse.Namespace) -> Result:
     tokens = store.list_connector_tokens(args.tenant)
     text = table(_CREDENTIAL_HEADERS, _credential_rows(tokens)) if tokens \
         else f"Tenant {args.tenant} has no connector tokens."
     return Result({"tenant": args.tenant,
-                   "connector_tokens": [_credential_json(t) for t in tokens]}, text)
+                   "connector_tokens": [credential_json(t) for t in tokens]}, text)
 
 
-def token_revoke(store: SqlStore, args: argparse.Namespace) -> Result:
+def token_revoke(store: Store, args: argparse.Namespace) -> Result:
     info = store.revoke_connector_token(args.token_id)
-    return Result({**_credential_json(info), "revoked": True},
+    return Result({**credential_json(info), "revoked": True},
                   f"Revoked connector token {info.id} (at {time_text(info.revoked_at)}); "
                   "the gateway closes its live tunnels within about a second.")
+
+
+# --- admin keys --------------------------------------------------------------------------------
+
+
+def admin_key_json(info: AdminKeyInfo) -> dict[str, Any]:
+    return {"id": info.id, "scope": info.scope, "tenant": info.tenant_name,
+            "tenant_id": info.tenant_id, "name": info.name, "prefix": info.prefix,
+            "created_at": time_text(info.created_at),
+            "last_used_at": time_text(info.last_used_at),
+            "revoked_at": time_text(info.revoked_at), "active": info.active}
+
+
+def _scope_text(info: AdminKeyInfo) -> str:
+    return "operator" if info.tenant_name is None else f"tenant {info.tenant_name}"
+
+
+def admin_key_add(store: Store, args: argparse.Namespace) -> Result:
+    if args.operator == (args.tenant is not None):
+        raise InvalidName("give exactly one of --operator (every tenant) and TENANT (that "
+                          "tenant only)")
+    info, secret = store.add_admin_key(args.tenant, args.label)
+    data = {"id": info.id, "key": secret, **admin_key_json(info)}
+    return Result(data, f"Created admin key {info.id} ({_scope_text(info)}) for the admin "
+                        f"HTTP API.\n{ONCE_WARNING}\n\n    {secret}\n")
+
+
+def admin_key_list(store: Store, args: argparse.Namespace) -> Result:
+    infos = store.list_admin_keys(args.tenant)
+    if args.operator:
+        infos = [info for info in infos if info.tenant_id is None]
+    now = time.time()
+    rows = [[info.id, info.prefix + "_…", _scope_text(info), info.name or "-",
+             time_text(info.created_at) or "-", time_text(info.last_used_at) or "never",
+             _status_text(info, now)] for info in infos]
+    text = table(("ID", "PREFIX", "SCOPE", "NAME", "CREATED", "LAST USED", "STATUS"), rows) \
+        if rows else "No admin keys."
+    return Result({"admin_keys": [admin_key_json(info) for info in infos]}, text)
+
+
+def admin_key_revoke(store: Store, args: argparse.Namespace) -> Result:
+    info = store.revoke_admin_key(args.admin_key_id)
+    return Result({**admin_key_json(info), "revoked": True},
+                  f"Revoked admin key {info.id} (at {time_text(info.revoked_at)}); the "
+                  "gateway refuses it within about a second.")
 
 
 # --- usage -------------------------------------------------------------------------------------
@@ -360,7 +409,7 @@ def _usage_json(total: UsageTotal, by: str) -> dict[str, Any]:
             "total_tokens": total.input_tokens + total.output_tokens}
 
 
-def usage(store: SqlStore, args: argparse.Namespace) -> Result:
+def usage(store: Store, args: argparse.Namespace) -> Result:
     by = args.by
     totals = store.usage(args.tenant, key_id=args.key, since=args.since, by=by)
     rows = [_usage_json(t, by) for t in totals]
@@ -382,9 +431,10 @@ def usage(store: SqlStore, args: argparse.Namespace) -> Result:
     return Result(data, table(headers, lines))
 
 
-def migrate(store: SqlStore, args: argparse.Namespace) -> Result:
+def migrate(store: Store, args: argparse.Namespace) -> Result:
     """Opening the store migrated it (or found it current, or refused): report what it did."""
     del args
+    assert isinstance(store, SqlStore)
     done = store.migration
     kind = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
     data = {"store": kind, "location": store.location, "from_version": done.from_version,
@@ -395,7 +445,7 @@ def migrate(store: SqlStore, args: argparse.Namespace) -> Result:
     return Result(data, text)
 
 
-AdminHandler = Callable[[SqlStore, argparse.Namespace], Result]
+AdminHandler = Callable[[Store, argparse.Namespace], Result]
 #: Commands that may create the store (data directory and database, or a PostgreSQL schema);
-#: the others need it to exist.
-CREATING = frozenset({tenant_add, migrate})
+#: the others need it to exist. An operator admin key may be the first thing made.
+CREATING = frozenset({tenant_add, migrate, admin_key_add})

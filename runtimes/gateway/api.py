@@ -3,12 +3,14 @@
     api = GatewayApi(store, auth_cache, tunnel_manager, max_body_bytes=...)
     server = HttpServer(api.handle, ssl_context=...)
 
-Per request, in order: the endpoint (404/405); the probes and ``/metrics``; the key (401,
+Per request, in order: the endpoint (404/405); the probes and ``/metrics``; under ``/admin/``
+the admin HTTP API (runtimes.gateway.admin_api, its own keys and rules); the key (401,
 before the body is read, also when expired); for a model endpoint the key's and tenant's
 per-minute limits (429, runtimes.gateway.limits); the body (413) and its JSON ``model`` (400);
 the deployment visible to the key (404, the same whether it belongs to another tenant or does
 not exist); the deployment's cap and fair queue (runtimes.gateway.queue: 429 when full, 503
-after the wait); a tunnel serving it (503); then the request goes down the tunnel and the
+after the wait); a tunnel serving it whose upstream is healthy (503: none serves it, or every
+connector reports its model server unhealthy); then the request goes down the tunnel and the
 answer comes back as it arrives. Every answer is counted in the metrics
 (runtimes.gateway.metrics). Logs carry method, path, status, deployment, duration and byte
 counts, never bodies or keys.
@@ -34,6 +36,8 @@ from runtimes.cluster.forward import (
     ForwardFailed,
     RemoteRouting,
 )
+from runtimes.gateway.admin_api import ADMIN_PREFIX, AdminApi, AdminError
+from runtimes.gateway.health import deployment_health, models_extra, readiness
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
 from runtimes.gateway.queue import Admission, QueuePolicy, QueueRefused, policy_of
@@ -120,6 +124,8 @@ class GatewayApi:
         #: ``GET /metrics``: served on this port (else on --metrics-listen), behind this token.
         self.metrics_here = metrics_here and metrics is not None
         self._metrics_token = metrics_token
+        #: ``/admin/v1/...``; a change made there is seen by this process at once.
+        self.admin = AdminApi(store, auth, tunnels, on_change=self._forget_cached)
         #: False once shutdown began: new API requests get 503.
         self.accepting = True
         #: API requests being answered now.
@@ -158,6 +164,11 @@ class GatewayApi:
         kind = ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.OVERLOADED
         return await self._error(response, client, kind, message, request_id, status=status,
                                  retry_after=retry_after)
+
+    def _forget_cached(self) -> None:
+        """Drop cached credentials and tenant settings (an admin API call changed some)."""
+        self.auth.clear()
+        self._warm.clear()
 
     async def _lookup(self, warm_key: object, lookup: Callable[[_A], _T], arg: _A) -> _T:
         """``lookup(arg)`` inline if ``warm_key`` was looked up within half the auth ttl (the
@@ -307,6 +318,9 @@ class GatewayApi:
 
     async def _handle(self, request: HttpRequest, response: HttpResponse, request_id: str,
                       info: dict[str, object]) -> None:
+        if request.path.startswith(ADMIN_PREFIX):
+            info["status"] = await self.admin.handle(request, response, request_id)
+            return
         endpoint = find_endpoint(request.method, request.path)
         if endpoint is None:
             client = error_format_for(request.path, request.headers)
@@ -323,10 +337,7 @@ class GatewayApi:
             info["status"] = await self._json(response, 200, b'{"status":"ok"}', request_id)
             return
         if endpoint.kind is EndpointKind.READY:
-            ready = self.accepting
-            body = orjson.dumps({"status": "ready" if ready else "shutting down",
-                                 "tunnels": len(self.tunnels.registry)})
-            info["status"] = await self._json(response, 200 if ready else 503, body, request_id)
+            info["status"] = await self._ready(request, response, request_id)
             return
         if endpoint.kind is EndpointKind.ROOT:  # HEAD: the HTTP layer sends no body
             await response.respond(200, [("content-type", "text/plain; charset=utf-8"),
@@ -360,14 +371,16 @@ class GatewayApi:
             else tenant_deployments.names
         if endpoint.kind is EndpointKind.MODELS:
             names = sorted(visible)
-            body = list_body(client, names, created=int(time.time()))
+            body = list_body(client, names, created=int(time.time()),
+                             extra=self._models_extra(grant.tenant_id, names))
             info["status"] = await self._json(response, 200, body, request_id)
             return
         if endpoint.kind is not EndpointKind.FORWARD and endpoint.kind is not \
                 EndpointKind.OLLAMA_SHOW:
             info["status"] = await self._listing(response, endpoint.kind, endpoint.path,
                                                  client=client, visible=visible,
-                                                 request_id=request_id)
+                                                 request_id=request_id,
+                                                 tenant_id=grant.tenant_id)
             return
         limits = limits_of(grant) if endpoint.kind is EndpointKind.FORWARD else ()
         if limits:
@@ -442,8 +455,38 @@ class GatewayApi:
             else:
                 self._per_key.pop(key_id, None)
 
+    async def _ready(self, request: HttpRequest, response: HttpResponse,
+                     request_id: str) -> int:
+        """``/readyz``: 200 while accepting requests, else 503. Anonymous probes get counts
+        only; an admin key adds each deployment of its scope by name (see health.readiness)."""
+        status = 200 if self.accepting else 503
+        tenants: dict[str, frozenset[str]] | None = None
+        scope: str | None = None
+        if "authorization" in request.headers or "x-api-key" in request.headers:
+            try:
+                grant = await self.admin.authenticate(request)
+            except AdminError as error:
+                body = orjson.dumps({"error": {"code": error.code, "message": str(error)}})
+                return await self._json(response, error.status, body, request_id)
+            assert grant is not None
+            tenants, scope = {}, grant.tenant_id
+            name = grant.tenant_name
+            if name is not None:
+                tenants[name] = (await self._lookup(("tenant", name),
+                                                    self.auth.tenant_deployments, name)).names
+        body = orjson.dumps(readiness(self.tunnels.tunnels, accepting=self.accepting,
+                                      tenants=tenants, tenant_id=scope))
+        return await self._json(response, status, body, request_id)
+
+    def _models_extra(self, tenant_id: str, names: list[str]) -> dict[str, dict[str, object]]:
+        """The ``tokios`` field of each model: served here, healthy, the upstream's models."""
+        registry = self.tunnels.registry
+        return models_extra({name: deployment_health(registry.serving(tenant_id, name), name)
+                             for name in names})
+
     async def _listing(self, response: HttpResponse, kind: EndpointKind, path: str, *,
-                       client: ClientFormat, visible: frozenset[str], request_id: str) -> int:
+                       client: ClientFormat, visible: frozenset[str], request_id: str,
+                       tenant_id: str) -> int:
         """Answer what the store alone answers: one model (``/v1/models/{id}``), Ollama's
         ``/api/tags`` and ``/api/version``."""
         created = int(time.time())
@@ -454,8 +497,9 @@ class GatewayApi:
                     response, client, ErrorKind.NOT_FOUND,
                     f"the model `{name[:100]}` does not exist or you do not have access to it",
                     request_id)
-            return await self._json(response, 200, model_body(client, name, created=created),
-                                    request_id)
+            body = model_body(client, name, created=created,
+                              extra=self._models_extra(tenant_id, [name])[name])
+            return await self._json(response, 200, body, request_id)
         if kind is EndpointKind.OLLAMA_TAGS:
             body = ollama_client.tags_body(sorted(visible), created=created)
             return await self._json(response, 200, body, request_id)
@@ -537,9 +581,13 @@ class GatewayApi:
             if remote is not None:
                 opened = remote, remote.status, remote.headers
         if opened is None:
+            # local tunnels that all report their model server unhealthy (and no peer that
+            # could take it) are said as such: "no connector" would send the operator astray
+            message = f"the model server behind every connector serving {deployment} is " \
+                "unhealthy" if self.tunnels.registry.all_unhealthy(tenant_id, deployment) \
+                else f"no connector is serving deployment {deployment}"
             info["status"] = await self._error(
-                response, client, ErrorKind.OVERLOADED,
-                f"no connector is serving deployment {deployment}", request_id, status=503,
+                response, client, ErrorKind.OVERLOADED, message, request_id, status=503,
                 retry_after="1", extra=((RETRYABLE_HEADER, "1"),) if local_only else ())
             return
         stream, status, headers = opened
@@ -559,7 +607,7 @@ class GatewayApi:
     def _all_full(self, tenant_id: str, deployment: str) -> bool:
         return any(t.grant is not None and t.grant.tenant_id == tenant_id
                    and deployment in t.deployments and not t.accepting_streams
-                   and not t.goaway_received
+                   and not t.goaway_received and t.is_healthy(deployment)
                    for t in self.tunnels.tunnels)
 
     @staticmethod

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import orjson
 
 from runtimes.config import ConfigError, apply_config, read_config, take_config_argument
-from runtimes.gateway import admin
+from runtimes.gateway import admin, admin_client
 from runtimes.gateway.admin import (
     CREATING,
     AdminHandler,
@@ -243,6 +243,8 @@ Admin commands read and write the store: SQLite in DIR/tokios.db (--data DIR, de
 $TOKIOS_DATA), or PostgreSQL for a gateway of several nodes (--store postgresql://..., default
 $TOKIOS_STORE). They may run while the gateway serves: a revocation takes effect within about a
 second. Every command migrates an older schema first (`migrate` does only that).
+The same commands are served over HTTPS at /admin/v1/... to admin keys (admin-key add);
+`tunnels` asks running gateways that way for their live connectors.
 With --json, stdout holds exactly one JSON object (on failure {"error": {"code", "message"}}).
 Exit codes: 0 ok, 1 store failure, 2 usage, 3 not found, 4 already exists."""
 
@@ -275,6 +277,8 @@ examples:
   tokios-gateway key rotate key_abcdefghijkl --overlap 1h
   tokios-gateway key revoke key_abcdefghijkl
   tokios-gateway usage acme --since 7d --by day
+  tokios-gateway admin-key add --operator --name ops   # for the admin HTTP API
+  tokios-gateway tunnels --url https://gw.example.com  # with TOKIOS_ADMIN_KEY set
   tokios-gateway serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"""
 
 
@@ -514,6 +518,63 @@ def build_parser() -> argparse.ArgumentParser:
                  "tokios-gateway key revoke key_abcdefghijkl").add_argument(
         "key_id", metavar="KEY_ID")
 
+    admin_keys = group("admin-key", "create, list and revoke admin keys (the admin HTTP API)")
+    add = _add_command(admin_keys, "add", admin.admin_key_add, "create an admin key",
+                       "Create an admin key (tkadm-...) for the admin HTTP API "
+                       "(/admin/v1/...), shown once: --operator for everything, or TENANT for "
+                       "that tenant's objects only. Admin keys are not API keys and API keys "
+                       "are not admin keys. JSON: {id, key, scope, tenant, tenant_id, name, "
+                       "prefix, created_at, last_used_at, revoked_at, active}.",
+                       "tokios-gateway admin-key add --operator --name ops")
+    add.add_argument("tenant", metavar="TENANT", nargs="?",
+                     help="the tenant a tenant admin key manages")
+    add.add_argument("--operator", action="store_true",
+                     help="an operator key: every tenant, tenants themselves, all usage")
+    add.add_argument("--name", dest="label", metavar="LABEL", help="a label for listings")
+    listing = _add_command(admin_keys, "list", admin.admin_key_list, "list admin keys",
+                           'List admin keys (never the secret): all, one tenant\'s, or the '
+                           'operator keys. JSON: {"admin_keys": [...]}.',
+                           "tokios-gateway admin-key list --operator")
+    listing.add_argument("tenant", metavar="TENANT", nargs="?", help="only this tenant's")
+    listing.add_argument("--operator", action="store_true", help="only operator keys")
+    _add_command(admin_keys, "revoke", admin.admin_key_revoke, "revoke an admin key",
+                 "Revoke an admin key: refused within about a second. Idempotent. JSON: the "
+                 "admin key record with revoked: true.",
+                 "tokios-gateway admin-key revoke adm_abcdefghijkl").add_argument(
+        "admin_key_id", metavar="ADMIN_KEY_ID")
+
+    tunnels = commands.add_parser(
+        "tunnels", help="list the live tunnels of running gateways",
+        description=textwrap.fill(
+            "List the connectors connected now: session, tenant, connector id and version, "
+            "deployments and their upstream health, RTT, streams in flight and since when. "
+            "Asks each gateway given by --url through its admin HTTP API "
+            "(GET /admin/v1/tunnels) with an admin key: every node of a multi-node gateway "
+            "knows its own tunnels, so give each node's URL. A tenant admin key lists its "
+            'tenant\'s tunnels only. JSON: {"tunnels": [{gateway, session, tenant, '
+            "connector_id, software_version, protocol_version, connector_token_id, "
+            "deployments: [{name, healthy, reported, since, upstream_models}], healthy, "
+            "rtt_seconds, streams_in_flight, max_streams, draining, connected_since}]}. "
+            "Exit code 1 when a gateway cannot be asked.", 79),
+        epilog="examples:\n  export TOKIOS_ADMIN_KEY=tkadm-...\n"
+               "  tokios-gateway tunnels --url https://gw.example.com\n"
+               "  tokios-gateway tunnels --url https://node1:8443 --url https://node2:8443 "
+               "--json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(top_level=False)])
+    tunnels.set_defaults(handler=None, client=admin_client.tunnels)
+    tunnels.add_argument("--url", dest="urls", metavar="URL", action="append",
+                         help="a gateway's https://HOST[:PORT] (repeat for each node; "
+                              "default $TOKIOS_ADMIN_URL, space-separated)")
+    tunnels.add_argument("--admin-key", metavar="KEY",
+                         help="an admin key (prefer $TOKIOS_ADMIN_KEY: arguments show in ps)")
+    tunnels.add_argument("--ca-file", metavar="FILE",
+                         help="trust this CA's certificates (default: the system's roots)")
+    tunnels.add_argument("--tenant", metavar="TENANT", help="only this tenant's tunnels")
+    tunnels.add_argument("--timeout", metavar="SECONDS", type=float,
+                         default=admin_client.DEFAULT_TIMEOUT,
+                         help=f"per gateway (default {admin_client.DEFAULT_TIMEOUT:g})")
+
     usage = commands.add_parser(
         "usage", help="show token usage by key, deployment or day",
         description=textwrap.fill(
@@ -629,6 +690,30 @@ def store_location(args: argparse.Namespace, config: dict[str, str | None]
                      "(or set TOKIOS_DATA / TOKIOS_STORE)")
 
 
+def _client(args: argparse.Namespace, *, as_json: bool) -> int:
+    """A command that asks running gateways (``tunnels``) instead of opening the store."""
+    args.urls = args.urls or os.environ.get("TOKIOS_ADMIN_URL", "").split()
+    args.admin_key = args.admin_key or os.environ.get("TOKIOS_ADMIN_KEY") or None
+    if not args.urls:
+        return _fail("usage", "no gateway to ask: pass --url https://HOST[:PORT] (or set "
+                     "TOKIOS_ADMIN_URL)", EXIT_USAGE, as_json=as_json)
+    if args.admin_key is None:
+        return _fail("usage", "no admin key: set TOKIOS_ADMIN_KEY (or pass --admin-key); "
+                     "`tokios-gateway admin-key add --operator` makes one", EXIT_USAGE,
+                     as_json=as_json)
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= 300):
+        return _fail("usage", "--timeout must be between 0 and 300 seconds", EXIT_USAGE,
+                     as_json=as_json)
+    try:
+        result = args.client(args)
+    except admin_client.AdminApiError as exc:
+        return _fail(exc.code, str(exc), EXIT_USAGE if exc.code == "usage" else EXIT_FAILURE,
+                     as_json=as_json)
+    sys.stdout.write((orjson.dumps(result.data).decode() if as_json
+                      else result.text.rstrip("\n")) + "\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tokios-gateway`` with ``argv`` (default sys.argv[1:]); return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -654,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail("usage", str(exc), EXIT_USAGE, as_json=as_json, usage=exc.usage)
     as_json = bool(getattr(args, "json", False))
+    if getattr(args, "client", None) is not None:
+        return _client(args, as_json=as_json)
     try:
         data_dir, store_url = store_location(args, config_store)
     except UsageError as exc:

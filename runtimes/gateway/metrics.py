@@ -10,7 +10,8 @@ Counters and histograms are plain numbers in dicts by label values, updated from
 loop's one thread without a lock (a fraction of a microsecond each; prometheus-client's own
 locked children cost several microseconds per request); prometheus-client turns them into its
 exposition when Prometheus scrapes.
-The gauges (tunnels, streams in flight, queue depth, tunnel RTT) cost nothing per request: a
+The gauges (tunnels, tunnels per deployment by upstream health, streams in flight, queue
+depth, tunnel RTT) cost nothing per request: a
 collector reads them from the live tunnels and queues when Prometheus scrapes.
 
 Labels carry tenant and deployment names, the endpoint's path (one of a fixed set; anything
@@ -56,9 +57,12 @@ _ENDPOINTS = frozenset(KNOWN_PATHS)
 
 
 def endpoint_label(path: str) -> str:
-    """A bounded label for a request path: a known endpoint, ``/v1/models/{id}`` or ``other``."""
+    """A bounded label for a request path: a known endpoint, ``/v1/models/{id}``, ``/admin``
+    (the admin API) or ``other``."""
     if path in _ENDPOINTS:
         return path
+    if path.startswith("/admin/"):
+        return "/admin"
     trimmed = path[:-1] if len(path) > 1 and path.endswith("/") else path
     if trimmed in _ENDPOINTS:
         return trimmed
@@ -189,16 +193,21 @@ class _LiveCollector:
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        tunnels, streams, queued, rtt = self._families()
+        tunnels, streams, queued, rtt, serving = self._families()
         names: dict[str, str] = {}
         per_tenant: dict[str, int] = {}
         per_deployment: dict[tuple[str, str], int] = {}
+        by_health: dict[tuple[str, str, str], int] = {}
         for tunnel in list(self._tunnels.tunnels):
             grant = tunnel.grant
             if grant is None:
                 continue
             names[grant.tenant_id] = grant.tenant_name
             per_tenant[grant.tenant_name] = per_tenant.get(grant.tenant_name, 0) + 1
+            for name in tunnel.deployments:
+                health = "healthy" if tunnel.is_healthy(name) else "unhealthy"
+                where3 = (grant.tenant_name, name, health)
+                by_health[where3] = by_health.get(where3, 0) + 1
             for stream in tunnel.streams.values():
                 where = (grant.tenant_name, stream.deployment)
                 per_deployment[where] = per_deployment.get(where, 0) + 1
@@ -210,7 +219,9 @@ class _LiveCollector:
             streams.add_metric([tenant, deployment], count)
         for tenant_id, deployment, _in_flight, waiting in self._admission.depths():
             queued.add_metric([names.get(tenant_id, tenant_id), deployment], waiting)
-        return [tunnels, streams, queued, rtt]
+        for (tenant, deployment, health), count in sorted(by_health.items()):
+            serving.add_metric([tenant, deployment, health], count)
+        return [tunnels, streams, queued, rtt, serving]
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -223,6 +234,9 @@ class _LiveCollector:
                               "by deployment", labels=["tenant", "deployment"]),
             GaugeMetricFamily("tokios_tunnel_rtt_seconds", "Round-trip time of each live "
                               "tunnel's last ping", labels=["tenant", "session"]),
+            GaugeMetricFamily("tokios_deployment_tunnels", "Live tunnels serving each "
+                              "deployment, by the health their connector reports for its "
+                              "upstream", labels=["tenant", "deployment", "health"]),
         )
 
 

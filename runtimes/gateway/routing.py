@@ -5,7 +5,8 @@ No I/O here: the HTTP front end (``runtimes.gateway.api``) asks these questions 
 1. :func:`find_endpoint` - is ``(method, path)`` one of ours, and in which client format?
 2. :func:`presented_api_key` - the key from ``Authorization: Bearer`` or ``x-api-key``
    (checked against the store *before* the body is read);
-3. :meth:`TunnelRegistry.pick` - the least busy live tunnel serving the tenant's deployment.
+3. :meth:`TunnelRegistry.pick` - the least busy live tunnel serving the tenant's deployment
+   whose upstream is healthy (:meth:`TunnelRegistry.all_unhealthy` tells why there is none).
 """
 
 from __future__ import annotations
@@ -153,15 +154,20 @@ class RoutableTunnel(Protocol):
     @property
     def accepting_streams(self) -> bool: ...
 
+    def is_healthy(self, deployment: str) -> bool:
+        """False while the connector reports this deployment's upstream unhealthy."""
+        ...
+
 
 T = TypeVar("T", bound=RoutableTunnel)
 
 
 class TunnelRegistry(Generic[T]):
-    """Live tunnels by ``(tenant_id, deployment)``; picks the least busy one.
+    """Live tunnels by ``(tenant_id, deployment)``; picks the least busy healthy one.
 
     Call :meth:`add` when a connector's handshake is accepted and :meth:`remove` when its
-    tunnel closes. Ties between equally busy tunnels rotate, so load spreads evenly.
+    tunnel closes. Ties between equally busy tunnels rotate, so load spreads evenly. A tunnel
+    whose connector reports the deployment's upstream unhealthy is skipped for it.
     """
 
     def __init__(self) -> None:
@@ -184,11 +190,12 @@ class TunnelRegistry(Generic[T]):
                 self._by_deployment.pop(key, None)
 
     def pick(self, tenant_id: str, deployment: str, exclude: Iterable[T] = ()) -> T | None:
-        """The least busy tunnel accepting streams for this deployment, or None."""
+        """The least busy tunnel accepting streams for this deployment with a healthy
+        upstream, or None."""
         excluded = {id(t) for t in exclude}
         candidates = [
             t for t in self._by_deployment.get((tenant_id, deployment), [])
-            if t.accepting_streams and id(t) not in excluded
+            if t.accepting_streams and id(t) not in excluded and t.is_healthy(deployment)
         ]
         if not candidates:
             return None
@@ -199,6 +206,11 @@ class TunnelRegistry(Generic[T]):
     def serving(self, tenant_id: str, deployment: str) -> list[T]:
         """The live tunnels serving this deployment (accepting streams or not)."""
         return self._by_deployment.get((tenant_id, deployment), [])
+
+    def all_unhealthy(self, tenant_id: str, deployment: str) -> bool:
+        """True when live tunnels serve this deployment but none has a healthy upstream."""
+        tunnels = self._by_deployment.get((tenant_id, deployment), [])
+        return bool(tunnels) and not any(t.is_healthy(deployment) for t in tunnels)
 
     def served(self, tenant_id: str) -> set[str]:
         """Deployments of this tenant that at least one live tunnel serves."""

@@ -9,6 +9,11 @@ HELLO is checked against the store (via :class:`~runtimes.store.AuthCache`, in a
 the grant is the offered deployments allowed by the token. A watcher re-checks every live
 tunnel's token about once a second; a revoked token closes its tunnels with
 ``GOAWAY(REJECTED, "revoked")``, which the connector treats as permanent.
+
+Each tunnel keeps what its connector last reported about each deployment's upstream (protocol
+version 2 health reports): healthy until told otherwise, and the upstream's own model list
+when known. Routing skips a tunnel for a deployment it reports unhealthy
+(:meth:`Tunnel.is_healthy`); a deployment turning healthy wakes the requests queued for it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import collections
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -31,10 +37,12 @@ from tokios_proto import (
     ConnectionState,
     ConnectionTerminated,
     DataReceived,
+    DeploymentHealth,
     ErrorCode,
     Event,
     GatewayConnection,
     GoAwayReceived,
+    HealthReported,
     HelloReceived,
     RejectReason,
     RequestHead,
@@ -171,6 +179,15 @@ class Tunnel:
         self.goaway_received = False
         #: Streams the connector takes at once (WELCOME value, then its SETTINGS updates).
         self.max_streams = 0
+        #: What the connector said in HELLO about itself, and when the tunnel was accepted
+        #: (Unix time): shown in the admin API's tunnel list.
+        self.connector_id = ""
+        self.software_version = ""
+        self.connected_at = 0.0
+        #: The last health report of each deployment (none yet: healthy), and since when
+        #: (Unix time) each deployment has been as healthy or unhealthy as it is now.
+        self.health: dict[str, DeploymentHealth] = {}
+        self.health_since: dict[str, float] = {}
 
     # ---- RoutableTunnel ------------------------------------------------------------------
 
@@ -182,6 +199,11 @@ class Tunnel:
     def accepting_streams(self) -> bool:
         return (self.conn.state is ConnectionState.OPEN and not self.goaway_received
                 and len(self.conn.open_stream_ids) < self.max_streams)
+
+    def is_healthy(self, deployment: str) -> bool:
+        """False while the connector reports this deployment's upstream unhealthy."""
+        report = self.health.get(deployment)
+        return report is None or report.healthy
 
     # ---- streams -------------------------------------------------------------------------
 
@@ -252,10 +274,32 @@ class Tunnel:
             if account is not None and self.manager.on_usage is not None:
                 self.manager.on_usage(account, event.input_tokens, event.output_tokens,
                                       event.estimated)
+        elif isinstance(event, HealthReported):
+            self._health_reported(event.deployments)
         elif isinstance(event, GoAwayReceived):
             self.goaway_received = True
         elif isinstance(event, ConnectionTerminated):
             self._lost()
+
+    def _health_reported(self, reports: tuple[DeploymentHealth, ...]) -> None:
+        """Keep each deployment's report; one turning healthy may take queued requests."""
+        recovered = False
+        now = time.time()
+        for report in reports:
+            was_healthy = self.is_healthy(report.name)
+            self.health[report.name] = report
+            if report.healthy != was_healthy:
+                self.health_since[report.name] = now
+                recovered = recovered or report.healthy
+                if report.healthy:
+                    logger.info("tunnel %s: the upstream of %s is healthy again",
+                                self.session_id, report.name)
+                else:
+                    logger.warning("tunnel %s: the connector reports the upstream of %s "
+                                   "unhealthy; routing around it", self.session_id,
+                                   report.name)
+        if recovered:
+            self._capacity_changed()
 
     def _capacity_changed(self) -> None:
         """A stream closed or the limit changed: requests queued for this tenant may fit."""
@@ -350,6 +394,10 @@ class TunnelManager:
                     tunnel.max_streams = settings.max_concurrent_streams
                     tunnel.grant = grant
                     tunnel.deployments = granted
+                    tunnel.connector_id = event.hello.connector_id
+                    tunnel.software_version = event.hello.software_version
+                    tunnel.connected_at = time.time()
+                    tunnel.health_since = dict.fromkeys(granted, tunnel.connected_at)
                     self.registry.add(tunnel, grant.tenant_id, granted)
                     self._served_changed()
                     tunnel._capacity_changed()
@@ -394,11 +442,11 @@ class TunnelManager:
         return sum(len(t.streams) for t in self.tunnels)
 
     def free_streams(self, tenant_id: str, deployment: str) -> int | None:
-        """How many more streams the live tunnels serving the deployment take now (0: all
-        full), or None when no live tunnel serves it."""
+        """How many more streams the live tunnels serving the deployment with a healthy
+        upstream take now (0: all full), or None when none serves it."""
         free = None
         for tunnel in self.registry.serving(tenant_id, deployment):
-            room = tunnel.free_streams
+            room = tunnel.free_streams if tunnel.is_healthy(deployment) else None
             if room is not None:
                 free = room + (free or 0)
         return free

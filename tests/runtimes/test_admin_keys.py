@@ -1,6 +1,7 @@
-"""Admin keys, the credentials of the admin HTTP API, in the store on SQLite and on PostgreSQL
-(``store_backend``): format, scopes, hashing at rest, constant-time check, revocation, limits,
-migration."""
+"""Admin keys, the credentials of the admin HTTP API: in the store on SQLite and on PostgreSQL
+(``store_backend``: format, scopes, hashing at rest, constant-time check, revocation, limits,
+migration) and through the admin-key commands run as real subprocesses (the JSON contract,
+errors and exit codes)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ from runtimes.store.base import (
     MAX_ADMIN_KEYS_PER_SCOPE,
 )
 from runtimes.store.schema import SCHEMA_VERSION
+from tests.runtimes.test_admin_cli import ISO, run, run_json
 from tests.runtimes.test_store_migrations import build_schema_1
 from tests.store_backends import StoreBackend
 
@@ -169,3 +172,64 @@ def test_connector_tokens_can_be_read_by_id(store: SqlStore) -> None:
         store.get_connector_token(token)
     assert token not in str(missing.value)
     assert API_KEY_PATTERN.fullmatch(token) is None and CONNECTOR_TOKEN_PATTERN.fullmatch(token)
+
+
+# ---- the admin-key commands -------------------------------------------------------------------
+
+
+def test_admin_key_commands_in_json(store_backend: StoreBackend) -> None:
+    data = store_backend
+    operator = run_json("admin-key", "add", "--operator", "--name", "ops", data=data)
+    assert set(operator) == {"id", "key", "scope", "tenant", "tenant_id", "name", "prefix",
+                             "created_at", "last_used_at", "revoked_at", "active"}
+    assert ADMIN_KEY.fullmatch(str(operator["key"])) and ISO.fullmatch(
+        str(operator["created_at"]))
+    assert (operator["scope"], operator["tenant"], operator["active"]) == ("operator", None,
+                                                                          True)
+    run_json("tenant", "add", "acme", data=data)
+    tenant = run_json("admin-key", "add", "acme", data=data)
+    assert (tenant["scope"], tenant["tenant"]) == ("tenant", "acme")
+    listed = run_json("admin-key", "list", data=data)["admin_keys"]
+    assert [k["id"] for k in listed] == [operator["id"], tenant["id"]]  # type: ignore[index]
+    assert all("key" not in k for k in listed)  # type: ignore[union-attr]
+    only_operator = run_json("admin-key", "list", "--operator", data=data)["admin_keys"]
+    assert [k["id"] for k in only_operator] == [operator["id"]]  # type: ignore[index]
+    revoked = run_json("admin-key", "revoke", str(tenant["id"]), data=data)
+    assert revoked["revoked"] is True and revoked["active"] is False
+    assert run_json("admin-key", "list", "acme", data=data)["admin_keys"][0][  # type: ignore[index]
+        "revoked_at"] == revoked["revoked_at"]
+    with store_backend.open() as store:
+        assert store.authenticate_admin_key(str(operator["key"])) is not None
+        assert store.authenticate_admin_key(str(tenant["key"])) is None
+
+
+def test_admin_key_command_errors(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    both = run_json("admin-key", "add", "acme", "--operator", data=data, code=2)
+    assert both["error"]["code"] == "invalid"  # type: ignore[index]
+    neither = run_json("admin-key", "add", data=data, code=2)
+    assert neither["error"]["code"] == "invalid"  # type: ignore[index]
+    missing = run_json("admin-key", "add", "nobody", data=data, code=3)
+    assert missing["error"]["code"] == "not_found"  # type: ignore[index]
+    pasted = "tkadm-aaaaaaaaaaaa_" + "B" * 43
+    unknown = run("admin-key", "revoke", pasted, "--json", data=data)
+    assert unknown.returncode == 3 and pasted not in unknown.stdout + unknown.stderr
+    text = run("admin-key", "add", "--operator", data=data)
+    assert text.returncode == 0 and ADMIN_KEY.search(text.stdout)
+    assert "Shown only once" in text.stdout
+    for command in (("admin-key", "add"), ("admin-key", "list"), ("tunnels",)):
+        helped = run(*command, "--help")
+        assert helped.returncode == 0 and "example" in helped.stdout
+
+
+def test_tunnels_command_refuses_bad_arguments_before_dialing() -> None:
+    no_url = run_json("tunnels", code=2)
+    assert "--url" in no_url["error"]["message"]  # type: ignore[index]
+    no_key = run_json("tunnels", "--url", "https://127.0.0.1:1", code=2)
+    assert "TOKIOS_ADMIN_KEY" in no_key["error"]["message"]  # type: ignore[index]
+    clear = run_json("tunnels", "--url", "http://192.0.2.1:80", "--admin-key", "tkadm-x",
+                     code=2)
+    assert "TLS" in clear["error"]["message"]  # type: ignore[index]
+    down = run_json("tunnels", "--url", "https://127.0.0.1:1", "--admin-key", "tkadm-x",
+                    code=1)
+    assert down["error"]["code"] == "unreachable"  # type: ignore[index]

@@ -18,6 +18,10 @@ from tokios_translate._common import ClientFormat
 class FakeTunnel:
     active_streams: int = 0
     accepting_streams: bool = True
+    unhealthy: frozenset[str] = frozenset()
+
+    def is_healthy(self, deployment: str) -> bool:
+        return deployment not in self.unhealthy
 
 
 def test_endpoints_map_to_their_client_format() -> None:
@@ -67,3 +71,18 @@ def test_registry_picks_least_busy_and_rotates_ties() -> None:
     assert registry.served("t1") == {"d1"}
     registry.remove(a)
     assert registry.pick("t1", "d1") is None and len(registry) == 1
+
+
+def test_registry_skips_a_tunnel_for_a_deployment_it_reports_unhealthy() -> None:
+    registry: TunnelRegistry[FakeTunnel] = TunnelRegistry()
+    a, b = FakeTunnel(unhealthy=frozenset({"d1"})), FakeTunnel(active_streams=9)
+    registry.add(a, "t1", ["d1", "d2"])
+    registry.add(b, "t1", ["d1"])
+    assert {id(registry.pick("t1", "d1")) for _ in range(4)} == {id(b)}  # busier, but healthy
+    assert registry.pick("t1", "d2") is a  # unhealthy for d1 only
+    assert not registry.all_unhealthy("t1", "d1")
+    b.unhealthy = frozenset({"d1"})
+    assert registry.pick("t1", "d1") is None and registry.all_unhealthy("t1", "d1")
+    assert not registry.all_unhealthy("t1", "d3")  # nothing serves it: not "unhealthy"
+    assert not registry.all_unhealthy("t2", "d1")  # another tenant's
+    assert registry.serving("t1", "d1") == [a, b]  # still listed, for /readyz and metrics

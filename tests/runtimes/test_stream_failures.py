@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from runtimes.connector.handling import NDJSON_STREAM_HEADERS, STREAM_HEADERS
-from runtimes.connector.settings import config_for, hello_for
+from runtimes.connector.settings import ConnectorSettings, config_for, hello_for
 from runtimes.netio import connect_websocket
 from runtimes.tunnel.pump import Pump
 from tests.runtimes.test_gateway_flow import Stack, make_stack, run
@@ -64,8 +64,11 @@ class ScriptedConnector:
         self.accepted = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
 
+    def settings(self) -> ConnectorSettings:
+        return self.stack.settings()
+
     async def start(self) -> None:
-        settings = self.stack.settings()
+        settings = self.settings()
         ctx = ssl.create_default_context()
         self.stack.ca.configure_trust(ctx)
         self.ws = await connect_websocket(settings.tunnel_url, ssl_context=ctx)

@@ -35,7 +35,7 @@ from tokios_translate import (
     translate_response,
 )
 from tokios_translate.clients import ollama_client
-from tokios_translate.models import model_body
+from tokios_translate.models import list_body, model_body
 
 sys.path.insert(0, str(Path(__file__).parent / "stream"))
 from stream_client_apis_check import Result, check_completions, check_ollama
@@ -437,6 +437,18 @@ def test_listings_parse_with_the_official_clients() -> None:
     info = anthropic.types.ModelInfo.model_validate_json(
         model_body(ClientFormat.MESSAGES, "dep", created=5))
     assert info.id == "dep" and info.type == "model"
+    # extra fields (the gateway's `tokios` object) come after the format's own, kept as extras
+    extra = {"tokios": {"healthy": True}}
+    listed = orjson.loads(list_body(ClientFormat.CHAT, ["a", "b"], created=5,
+                                    extra={"a": extra}))
+    assert listed["data"][0] == {"id": "a", "object": "model", "created": 5,
+                                 "owned_by": "tokios", **extra}
+    assert "tokios" not in listed["data"][1]
+    page = orjson.loads(list_body(ClientFormat.MESSAGES, ["a"], created=5, extra={"a": extra}))
+    assert anthropic.types.ModelInfo.model_validate(page["data"][0]).model_extra == extra
+    one = openai.types.Model.model_validate_json(
+        model_body(ClientFormat.CHAT, "dep", created=5, extra=extra))
+    assert one.model_extra == extra and one.id == "dep"
 
 
 def test_ollama_error_envelope_for_every_kind() -> None:
