@@ -91,6 +91,9 @@ MAX_TENANTS = 100_000
 LAST_USED_INTERVAL = 60.0
 #: Admin keys not revoked, per scope (the operator's, or one tenant's).
 MAX_ADMIN_KEYS_PER_SCOPE = 100
+#: API keys not revoked per tenant, and connector tokens not revoked per tenant (a tenant
+#: admin may create them through the admin API: no tenant can grow the store without bound).
+MAX_ACTIVE_CREDENTIALS_PER_TENANT = 10_000
 
 
 def validate_tenant_name(name: str) -> str:
@@ -430,7 +433,9 @@ class Store(Protocol):
         name: str | None = None, *, rpm: int | None = None, tpm: int | None = None,
         expires_at: float | None = None,
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key; return its info and the secret, which is never available again."""
+        """Create a key; return its info and the secret, which is never available again.
+        LimitExceeded beyond MAX_ACTIVE_CREDENTIALS_PER_TENANT keys not revoked (the same
+        holds for add_connector_token)."""
         ...
 
     def get_key(self, key_id: str) -> ApiKeyInfo: ...

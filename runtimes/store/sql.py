@@ -33,6 +33,7 @@ from runtimes.store.base import (
     KEEP,
     KEY_ID_PREFIX,
     LAST_USED_INTERVAL,
+    MAX_ACTIVE_CREDENTIALS_PER_TENANT,
     MAX_DEPLOYMENTS_PER_CREDENTIAL,
     MAX_DEPLOYMENTS_PER_TENANT,
     MAX_IN_FLIGHT,
@@ -253,6 +254,13 @@ class SqlStore(SqlAdminKeys):
                              else (CONNECTOR_TOKEN_PREFIX, CONNECTOR_TOKEN_ID_PREFIX))
         with self._transaction(write=True) as db:
             tenant_id = self._tenant_row(db, tenant)[0]
+            active = db.execute(f"SELECT count(*) FROM {kind['table']} "  # noqa: S608
+                                "WHERE tenant_id = ? AND revoked_at IS NULL",
+                                (tenant_id,)).fetchone()[0]
+            if active >= MAX_ACTIVE_CREDENTIALS_PER_TENANT:
+                what = "API keys" if is_key else "connector tokens"
+                raise LimitExceeded(f"at most {MAX_ACTIVE_CREDENTIALS_PER_TENANT} {what} not "
+                                    "revoked per tenant: revoke one first")
             names = None if deployments is None else sorted(set(deployments))
             deployment_ids = (None if names is None
                               else self._deployment_ids(db, tenant, tenant_id, names))

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from runtimes.store import UsageRow, open_store
+from runtimes.store import sql as sql_module
 from tests.runtimes.test_gateway_flow import Stack, make_stack, run
 from tests.runtimes.test_stream_failures import trusting
 
@@ -291,7 +292,8 @@ def test_connector_tokens_and_deployments_through_the_api(tmp_path: Path) -> Non
     run(main())
 
 
-def test_errors_are_json_with_a_code_and_every_input_is_bounded(tmp_path: Path) -> None:
+def test_errors_are_json_with_a_code_and_every_input_is_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         async with make_stack(tmp_path, connect=False) as stack, stack.client() as client:
             op = world(stack).keys["operator"]
@@ -333,6 +335,9 @@ def test_errors_are_json_with_a_code_and_every_input_is_bounded(tmp_path: Path) 
             await error(await call(client, op, "POST", "tenants/acme/connector-tokens",
                                    {"name": "no deployments"}), 400, "invalid")
             await error(await call(client, op, "POST", "tenants", {}), 400, "invalid")
+            monkeypatch.setattr(sql_module, "MAX_ACTIVE_CREDENTIALS_PER_TENANT", 1)
+            await error(await call(client, op, "POST", "tenants/globex/keys", {}), 422,
+                        "limit_exceeded")  # globex has one key already
             await error(await call(client, op, "GET", "usage?by=minute"), 400, "invalid")
             await error(await call(client, op, "GET", "usage?colour=red"), 400, "invalid")
             await error(await call(client, op, "GET", "usage?" + "&".join(

@@ -21,6 +21,7 @@ from runtimes.store import (
     NotFound,
     SqlStore,
 )
+from runtimes.store import sql as sql_module
 from runtimes.store.base import (
     ADMIN_KEY_PATTERN,
     API_KEY_PATTERN,
@@ -154,6 +155,19 @@ def test_active_keys_are_limited_per_scope_and_last_use_is_recorded(
     store.authenticate_admin_key(key)
     assert next(k for k in store.list_admin_keys("globex") if k.id == info.id).last_used_at \
         == used
+
+
+def test_keys_and_tokens_not_revoked_are_limited_per_tenant(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_module, "MAX_ACTIVE_CREDENTIALS_PER_TENANT", 2)
+    first = store.add_key("acme")[0]
+    store.add_key("acme", ["coder"])
+    with pytest.raises(LimitExceeded, match="API keys"):
+        store.add_key("acme")
+    store.add_key("globex")  # per tenant
+    store.add_connector_token("acme", ["coder"])  # per kind
+    store.revoke_key(first.id)
+    store.add_key("acme")  # room again
 
 
 def test_an_older_store_gains_admin_keys_on_open(store_backend: StoreBackend) -> None:
