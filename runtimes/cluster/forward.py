@@ -214,6 +214,21 @@ class Forwarder:
             raise ForwardFailed(f"node {node.node_id} has no tunnel for it", retryable=True)
         return ForwardedStream(context, exchange, event)
 
+    async def query(self, node: NodeRecord, target: str, *, limit: int,
+                    timeout: float) -> tuple[int, bytes]:
+        """``GET target`` on ``node``, signed with the cluster secret: a question between nodes
+        (the admin API's tunnel list), not a client's request. Its status and body (at most
+        ``limit`` bytes); ForwardFailed when the node cannot be asked within ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                head, body = await self._pool(node.forward_url).fetch(
+                    "GET", target, [("authorization", self._authorization)], limit=limit,
+                    timeout=timeout)
+        except (UpstreamError, TimeoutError) as exc:
+            raise ForwardFailed(f"node {node.node_id} did not answer: {exc or 'timed out'}",
+                                retryable=True) from None
+        return head.status, body
+
     async def aclose(self) -> None:
         for pool in self._pools.values():
             await pool.aclose()

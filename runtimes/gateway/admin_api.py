@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
 from runtimes.gateway import admin
 from runtimes.gateway.health import tunnel_view
 from runtimes.gateway.routing import presented_api_key
+from runtimes.gateway.tunnels import StreamFailed
 from runtimes.netio import BodyTooLarge, HttpRequest, HttpResponse
 from runtimes.store import (
     AdminGrant,
@@ -64,9 +66,11 @@ from runtimes.store.base import (
 )
 
 if TYPE_CHECKING:
+    from runtimes.cluster.forward import RemoteRouting
+    from runtimes.cluster.state import NodeRecord
     from runtimes.gateway.tunnels import Tunnel, TunnelManager
 
-__all__ = ["ADMIN_PREFIX", "AdminApi"]
+__all__ = ["ADMIN_PREFIX", "NODE_TUNNELS_PATH", "AdminApi"]
 
 logger = logging.getLogger("tokios.gateway")
 
@@ -77,6 +81,11 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_PATH_LENGTH = 1024
 MAX_QUERY_LENGTH = 2048
 _MAX_STRING = 1024
+#: On the node listener: one node asks another for its live tunnels (the cluster secret).
+NODE_TUNNELS_PATH = "/v1/node/tunnels"
+#: How long a node waits for each peer's tunnel list, and the most it reads of one.
+PEER_TIMEOUT = 3.0
+MAX_PEER_ANSWER = 32 * 1024 * 1024
 
 
 class AdminError(Exception):
@@ -337,12 +346,16 @@ def _usage(call: Call) -> dict[str, Any]:
 
 
 def _tunnels(call: Call) -> dict[str, Any]:
-    """The live tunnels of this gateway process (a tenant admin: its tenant's only)."""
+    """The live tunnels of this gateway process (a tenant admin: its tenant's only); the
+    other nodes' are added by :meth:`AdminApi._cluster_tunnels`."""
     tenant = _own_tenant(call, call.args.get("tenant"))
-    shown = [tunnel_view(t) for t in call.tunnels
-             if t.grant is not None and (tenant is None or t.grant.tenant_name == tenant)]
-    shown.sort(key=lambda view: (view["tenant"], view["connected_since"], view["session"]))
-    return {"tunnels": shown}
+    return {"tenant": tenant, "tunnels": local_tunnels(call.tunnels, tenant)}
+
+
+def local_tunnels(tunnels: Sequence[Tunnel], tenant: str | None) -> list[dict[str, Any]]:
+    """The views of ``tunnels`` (those of ``tenant`` only, unless None)."""
+    return [tunnel_view(t) for t in tunnels
+            if t.grant is not None and (tenant is None or t.grant.tenant_name == tenant)]
 
 
 _LIMITS = {"rpm": ("rpm", _count), "tpm": ("tpm", _count)}
@@ -437,11 +450,14 @@ class AdminApi:
     within their cache's second)."""
 
     def __init__(self, store: Store, auth: AuthCache, tunnels: TunnelManager, *,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 remote: RemoteRouting | None = None) -> None:
         self.store = store
         self.auth = auth
         self.tunnels = tunnels
         self._on_change = on_change
+        #: The other nodes of this gateway (None: a gateway of one process).
+        self.remote = remote
 
     async def authenticate(self, request: HttpRequest) -> AdminGrant | None:
         """The grant of the admin key the request presents; AdminError 401 when it presents
@@ -512,12 +528,74 @@ class AdminApi:
                     raise AdminError(400, "invalid", f"`{name}` is required")
             args.update(_converted(route.fields, body, "field"))
         if route.live:
-            return route.status, route.handler(
+            local = route.handler(
                 Call(self.store, grant, params, args, tuple(self.tunnels.tunnels)))
+            return route.status, await self._cluster_tunnels(local)
         data = await asyncio.to_thread(route.handler, Call(self.store, grant, params, args))
         if request.method != "GET" and self._on_change is not None:
             self._on_change()
         return route.status, data
+
+    # ---- the tunnel list of every node -------------------------------------------------------
+
+    async def _cluster_tunnels(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's tunnels and every live peer's (asked at once over the node channel,
+        each within PEER_TIMEOUT), each tagged with its ``node``; ``nodes`` says which
+        answered."""
+        remote = self.remote
+        me = None if remote is None else remote.directory.node_id
+        listed = [{"node": me, **view} for view in local["tunnels"]]
+        nodes: list[dict[str, Any]] = [{"node": me, "answered": True, "error": None}]
+        if remote is not None:
+            peers = [p for p in remote.directory.peers if p.forward_url]
+            answers = await asyncio.gather(*(self._peer_tunnels(remote, peer, local["tenant"])
+                                             for peer in peers))
+            for peer, (views, error) in zip(peers, answers, strict=True):
+                listed.extend({"node": peer.node_id, **view} for view in views)
+                nodes.append({"node": peer.node_id, "answered": error is None, "error": error})
+        listed.sort(key=lambda view: (view["tenant"], view["connected_since"], view["session"]))
+        return {"tunnels": listed, "nodes": nodes}
+
+    @staticmethod
+    async def _peer_tunnels(remote: RemoteRouting, peer: NodeRecord, tenant: str | None,
+                            ) -> tuple[list[dict[str, Any]], str | None]:
+        """``peer``'s tunnel views, or none and why."""
+        target = NODE_TUNNELS_PATH + (f"?tenant={quote(tenant, safe='')}" if tenant else "")
+        try:
+            status, body = await remote.forwarder.query(peer, target, limit=MAX_PEER_ANSWER,
+                                                        timeout=PEER_TIMEOUT)
+            answer = orjson.loads(body) if status == 200 else None
+        except StreamFailed as failure:  # ForwardFailed: the node could not be asked
+            logger.warning("admin API: node %s did not give its tunnels", peer.node_id)
+            return [], str(failure)[:200]
+        except orjson.JSONDecodeError:
+            return [], "the answer is not JSON"
+        views = answer.get("tunnels") if isinstance(answer, dict) else None
+        if not isinstance(views, list):
+            return [], f"HTTP {status}"
+        return [v for v in views if isinstance(v, dict)], None
+
+    async def node_tunnels(self, request: HttpRequest, response: HttpResponse,
+                           secret: bytes) -> None:
+        """``GET /v1/node/tunnels`` on the node listener: this node's live tunnels, to another
+        node of this gateway only (the cluster secret, compared in constant time)."""
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                presented.encode("utf-8", "surrogateescape"), secret):
+            await response.respond(401, [("content-type", "application/json")],
+                                   b'{"error":"not a node of this gateway"}')
+            return
+        try:
+            tenant = dict(parse_qsl(request.query[:MAX_QUERY_LENGTH],
+                                    max_num_fields=2)).get("tenant")
+        except ValueError:
+            await response.respond(400, [("content-type", "application/json")],
+                                   b'{"error":"too many query parameters"}')
+            return
+        views = local_tunnels(tuple(self.tunnels.tunnels), tenant)
+        await response.respond(200, [("content-type", "application/json"),
+                                     ("cache-control", "no-store")],
+                               orjson.dumps({"tunnels": views}))
 
 
 async def _body(request: HttpRequest) -> dict[str, Any]:

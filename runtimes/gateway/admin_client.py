@@ -3,10 +3,13 @@ HTTP API (``GET /admin/v1/tunnels``) with an admin key.
 
     result = tunnels(args)     # args: urls, admin_key, ca_file, tenant, timeout; -> admin.Result
 
-Each gateway process knows the tunnels it holds, so the command asks every gateway it is given
-(``--url``, repeatable: each node of a multi-node gateway) and lists them together, each entry
-with the ``gateway`` it came from. Any gateway that cannot answer fails the whole command
-(:class:`AdminApiError`), naming it. The key goes only over TLS, or plain HTTP to loopback.
+A gateway of several nodes (or worker processes) answers for all of them: the node reached asks
+its peers (``GET /v1/node/tunnels`` between nodes) and tags each tunnel with its ``node``; a node
+that did not answer is listed in ``nodes`` and named in a warning on stderr. ``--url`` may repeat
+for separate gateways; each entry keeps the ``gateway`` it came from (a tunnel listed twice, by
+two URLs of one gateway, is shown once). Any gateway that cannot be asked at all fails the whole
+command (:class:`AdminApiError`), naming it. The key goes only over TLS, or plain HTTP to
+loopback.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import http.client
 import ipaddress
 import ssl
+import sys
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -106,17 +110,30 @@ def tunnels(args: argparse.Namespace) -> Result:
     path = "/admin/v1/tunnels" + (f"?tenant={quote(args.tenant, safe='')}"
                                   if args.tenant else "")
     listed: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    seen: set[object] = set()
     for url in args.urls:
         answer = get_json(url, path, admin_key=args.admin_key, context=context,
                           timeout=args.timeout)
         entries = answer.get("tunnels")
         if not isinstance(entries, list):
             raise AdminApiError("bad_answer", f"{url}: the answer has no tunnel list")
-        listed.extend({"gateway": url, **entry} for entry in entries if isinstance(entry, dict))
-    data = {"tunnels": listed}
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("session") not in seen:
+                seen.add(entry.get("session"))
+                listed.append({"gateway": url, **entry})
+        for node in answer.get("nodes") or ():
+            if isinstance(node, dict):
+                nodes.append({"gateway": url, **node})
+                if not node.get("answered"):
+                    sys.stderr.write(f"tokios-gateway: warning: {url}: node "
+                                     f"{_shown(node.get('node'))} did not answer "
+                                     f"({_shown(node.get('error'))}): its tunnels are missing\n")
+    data = {"tunnels": listed, "nodes": nodes}
     if not listed:
         return Result(data, "No live tunnels.")
     several = len(args.urls) > 1
+    by_node = len({entry.get("node") for entry in listed}) > 1
     rows = []
     for entry in listed:
         deployments = ", ".join(
@@ -130,10 +147,13 @@ def tunnels(args: argparse.Namespace) -> Result:
                  f"{entry.get('streams_in_flight')}/{entry.get('max_streams')}",
                  _shown(entry.get("connected_since"))
                  + (" draining" if entry.get("draining") else "")]
-        rows.append([str(entry["gateway"]), *cells] if several else cells)
+        where = ([str(entry["gateway"])] if several else []) + \
+            ([_shown(entry.get("node"))] if by_node else [])
+        rows.append([*where, *cells])
     headers = ("SESSION", "TENANT", "CONNECTOR", "VERSION", "DEPLOYMENTS", "RTT", "STREAMS",
                "CONNECTED SINCE")
-    return Result(data, table(("GATEWAY", *headers) if several else headers, rows))
+    shown = (("GATEWAY",) if several else ()) + (("NODE",) if by_node else ()) + headers
+    return Result(data, table(shown, rows))
 
 
 def _shown(value: object) -> str:

@@ -36,7 +36,7 @@ from runtimes.cluster.forward import (
     ForwardFailed,
     RemoteRouting,
 )
-from runtimes.gateway.admin_api import ADMIN_PREFIX, AdminApi, AdminError
+from runtimes.gateway.admin_api import ADMIN_PREFIX, NODE_TUNNELS_PATH, AdminApi, AdminError
 from runtimes.gateway.health import deployment_health, models_extra, readiness
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
@@ -125,7 +125,8 @@ class GatewayApi:
         self.metrics_here = metrics_here and metrics is not None
         self._metrics_token = metrics_token
         #: ``/admin/v1/...``; a change made there is seen by this process at once.
-        self.admin = AdminApi(store, auth, tunnels, on_change=self._forget_cached)
+        self.admin = AdminApi(store, auth, tunnels, on_change=self._forget_cached,
+                              remote=remote)
         #: False once shutdown began: new API requests get 503.
         self.accepting = True
         #: API requests being answered now.
@@ -255,6 +256,9 @@ class GatewayApi:
         """The handler of the node listener: a request another node of this gateway forwarded
         (runtimes/cluster/forward.py), served from this node's own tunnels only, after its
         queue. Anything not signed with the cluster secret gets 401 before its body is read."""
+        if request.path == NODE_TUNNELS_PATH and self.remote is not None:
+            await self.admin.node_tunnels(request, response, self.remote.secret)
+            return
         context = self.remote.verify(request.header_list) if self.remote is not None else None
         endpoint = find_endpoint(request.method, request.path)
         if context is None or endpoint is None or endpoint.kind is not EndpointKind.FORWARD:

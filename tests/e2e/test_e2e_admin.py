@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import orjson
@@ -41,8 +43,12 @@ def test_tunnels_lists_the_live_connector_of_a_running_gateway(stack: Stack) -> 
     done = tunnels(stack, "--url", stack.base_url, "--ca-file", str(stack.ca_file), "--json",
                    key=operator)
     assert done.returncode == 0, done.stderr
-    (tunnel,) = orjson.loads(done.stdout)["tunnels"]
+    answer = orjson.loads(done.stdout)
+    (tunnel,) = answer["tunnels"]
+    assert answer["nodes"] == [{"gateway": stack.base_url, "node": None, "answered": True,
+                                "error": None}]  # a gateway of one process
     assert tunnel["gateway"] == stack.base_url and tunnel["tenant"] == "acme"
+    assert tunnel["node"] is None
     assert tunnel["software_version"] == SOFTWARE_VERSION
     assert tunnel["protocol_version"] == 2 and tunnel["connector_token_id"] == stack.token_id
     assert tunnel["deployments"] == [{"name": "coder", "healthy": True, "reported": False,
@@ -51,19 +57,19 @@ def test_tunnels_lists_the_live_connector_of_a_running_gateway(stack: Stack) -> 
     assert tunnel["max_streams"] > 0 and tunnel["draining"] is False
     assert stack.token not in done.stdout and operator not in done.stdout + done.stderr
 
-    # the text form, the URL and key from the environment, the same gateway twice (nodes)
+    # the text form, the URL and key from the environment, one gateway named twice: once
     text = tunnels(stack, "--ca-file", str(stack.ca_file), key=operator,
                    env={"TOKIOS_ADMIN_URL": f"{stack.base_url} {stack.base_url}/"})
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].split()[:3] == ["GATEWAY", "SESSION", "TENANT"] and len(lines) == 3
+    assert lines[0].split()[:3] == ["GATEWAY", "SESSION", "TENANT"] and len(lines) == 2
     assert tunnel["session"] in lines[1] and "coder" in lines[1]
 
     # a tenant admin sees its tenant's tunnels only; other credentials are refused
     globex = admin(stack.data, "admin-key", "add", "globex")["key"]
     theirs = tunnels(stack, "--url", stack.base_url, "--ca-file", str(stack.ca_file),
                      "--json", key=globex)
-    assert orjson.loads(theirs.stdout) == {"tunnels": []}
+    assert orjson.loads(theirs.stdout)["tunnels"] == []
     for wrong, code in ((stack.key, "unauthenticated"), ("tkadm-nope", "unauthenticated")):
         refused = tunnels(stack, "--url", stack.base_url, "--ca-file", str(stack.ca_file),
                           "--json", key=wrong)
@@ -97,3 +103,35 @@ def test_a_tenant_admin_manages_keys_over_https_while_the_sdk_uses_them(stack: S
         assert other.status_code == 404
     listed = admin(stack.data, "key", "list", "acme")["keys"]
     assert any(k["id"] == key_id and k["status"] == "revoked" for k in listed)
+
+
+def test_tunnels_of_a_gateway_of_several_workers_whichever_answers(tmp_path: Path) -> None:
+    """With --workers the connection lands on any worker; each lists every worker's tunnels
+    (it asks the others), so the connector's one tunnel is always there, once."""
+    workers = Stack(workdir=tmp_path, backend="ollama", gateway_args=["--workers", "3"])
+    with workers.running():
+        operator = admin(workers.data, "admin-key", "add", "--operator")["key"]
+        # the workers learn of each other through the cluster state, within about a second
+        deadline = time.monotonic() + 5
+        while len(orjson.loads(tunnels(workers, "--url", workers.base_url, "--ca-file",
+                                       str(workers.ca_file), "--json",
+                                       key=operator).stdout)["nodes"]) < 3:
+            assert time.monotonic() < deadline, "the workers never saw each other"
+            time.sleep(0.2)
+        answered_by: set[str] = set()
+        for _ in range(8):  # a new process, a new connection each time: spread over workers
+            done = tunnels(workers, "--url", workers.base_url, "--ca-file",
+                           str(workers.ca_file), "--json", key=operator)
+            assert done.returncode == 0, done.stderr
+            answer = orjson.loads(done.stdout)
+            assert len(answer["tunnels"]) == 1, answer
+            (tunnel,) = answer["tunnels"]
+            assert tunnel["tenant"] == "acme" and tunnel["deployments"][0]["name"] == "coder"
+            assert len(answer["nodes"]) == 3 and all(n["answered"] for n in answer["nodes"])
+            answered_by.add(answer["nodes"][0]["node"])
+            assert done.stderr == ""
+        assert len(answered_by) > 1  # several workers answered, each with the whole list
+        globex = admin(workers.data, "admin-key", "add", "globex")["key"]
+        theirs = tunnels(workers, "--url", workers.base_url, "--ca-file",
+                         str(workers.ca_file), "--json", key=globex)
+        assert orjson.loads(theirs.stdout)["tunnels"] == []  # the peers filter by tenant too
