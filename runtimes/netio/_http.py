@@ -14,6 +14,11 @@ A handler's life:
         await response.start(200, [("content-type", "text/event-stream")])
         await response.send(b"data: 1\\n\\n")                  # written at once; may wait
         await response.end()
+
+Requests the server answers itself (a malformed head, a broken or stalled body, a server at
+its limit) are shaped by an `ErrorResponder` the application supplies (`HttpServer(...,
+error_responder=...)`): it gets a `RequestProblem` and returns the status, headers and body,
+so the answer can be in the client's own API format. Without one, a short text/plain answer.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -34,15 +39,20 @@ __all__ = [
     "BufferedReads",
     "ClientDisconnected",
     "Disconnected",
+    "ErrorAnswer",
+    "ErrorResponder",
     "Handler",
     "HeadersInput",
     "HttpRequest",
     "HttpResponse",
+    "RequestBodyError",
+    "RequestProblem",
     "ServerConfig",
     "WebSocketUpgradeError",
     "WriteBatch",
     "WriteFlow",
     "encode_headers",
+    "plain_error_answer",
 ]
 
 
@@ -58,27 +68,118 @@ class WebSocketUpgradeError(Exception):
     """`accept_websocket` was called on a request that is not a valid WebSocket upgrade."""
 
 
+class RequestBodyError(Exception):
+    """The request body cannot be read: malformed (a bad chunk, more or less than its
+    content-length) or stalled past `ServerConfig.body_timeout`. The client is still there and
+    waits for an answer: a handler may let this propagate (or return without responding), and
+    the server answers ``status`` through the error responder; the connection (h1) or the
+    stream (h2) is closed after that answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProblem:
+    """A request the server answers by itself, for the error responder to shape.
+
+    ``reason`` says what was wrong without quoting the request (no header value, no body).
+    ``method``, ``path`` (without the query) and ``headers`` (lower-cased names) are what could
+    be read of the request: empty when the head itself was unreadable.
+    """
+
+    status: int
+    reason: str
+    method: str = ""
+    path: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: An answer to a problem: status, headers, body (content-length is added).
+ErrorAnswer = tuple[int, Sequence[tuple[str, str]], bytes]
+#: Shapes the answer to a `RequestProblem` (must not raise; it runs on the event loop).
+ErrorResponder = Callable[[RequestProblem], ErrorAnswer]
+
+
+def plain_error_answer(problem: RequestProblem) -> ErrorAnswer:
+    """The default error responder: the reason as text/plain."""
+    return (problem.status, [("content-type", "text/plain; charset=utf-8")],
+            problem.reason.encode("utf-8", "replace") + b"\n")
+
+
+def answer_problem(responder: ErrorResponder, problem: RequestProblem) -> ErrorAnswer:
+    """``responder(problem)``; the plain answer if the responder fails (it is the
+    application's code, and this runs where no handler could catch its error)."""
+    try:
+        return responder(problem)
+    except Exception as exc:
+        logger.error("error responder failed: %s", type(exc).__name__)
+        return plain_error_answer(problem)
+
+
+def reason_for(message: str, table: Sequence[tuple[str, str]], default: str) -> str:
+    """The reason paired with the first fragment of ``table`` found in ``message`` (a parsing
+    library's error, which may quote the request and so is never passed on itself)."""
+    for fragment, reason in table:
+        if fragment in message:
+            return reason
+    return default
+
+
+async def respond_problem(responder: ErrorResponder, problem: RequestBodyError,
+                          request: HttpRequest, response: HttpResponse) -> None:
+    """Answer ``problem`` for ``request`` through ``responder`` (a whole response)."""
+    status, headers, body = answer_problem(responder, RequestProblem(
+        problem.status, problem.reason, request.method, request.path, request.headers))
+    await response.respond(status, headers, body)
+
+
+def lenient_head(raw: bytes) -> tuple[str, str, dict[str, str]]:
+    """Method, path and headers of a request head that failed to parse, as far as they can be
+    read (for choosing the format of the error answer): the request line split on spaces,
+    ``name: value`` lines with the name lower-cased; anything unreadable is left out."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\n", 101)[:101]
+    parts = lines[0].strip().split(b" ")
+    method = parts[0].decode("latin-1") if len(parts) == 3 else ""
+    path = parts[1].partition(b"?")[0].decode("latin-1") if len(parts) == 3 else ""
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name and name == name.strip():
+            headers.setdefault(name.decode("latin-1").lower(), value.strip().decode("latin-1"))
+    return method, path, headers
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     """Limits and timeouts of `HttpServer`; every input has a cap."""
 
-    #: Largest request head (request line + headers), as h11's default (16 KiB) - 431 past it.
+    #: Largest request head (request line + headers; on HTTP/2 the decoded header list, as
+    #: SETTINGS_MAX_HEADER_LIST_SIZE counts it): 431 past it.
     max_header_bytes: int = 16 * 1024
-    #: Seconds a client has to send a complete request head once it began (slowloris guard).
+    #: Seconds a client has to send a complete request head once it began (slowloris guard):
+    #: 408 past it. Also the limit on a TLS handshake.
     header_timeout: float = 10.0
     #: Seconds an idle keep-alive connection (h1) or a connection with no streams (h2) lives.
     keepalive_timeout: float = 30.0
     #: Open connections; more are closed at once.
     max_connections: int = 1024
+    #: Requests being handled at once across all connections (HTTP/1.1 and HTTP/2 streams;
+    #: upgraded WebSockets do not count): more get 503 from the error responder.
+    max_requests: int = 4096
     #: SETTINGS_MAX_CONCURRENT_STREAMS advertised on HTTP/2 (nginx and hypercorn use 100/128).
     max_h2_streams: int = 100
     #: h2 per-stream receive window: the most request-body bytes buffered per stream.
     h2_stream_window: int = 256 * 1024
     #: h2 connection receive window.
     h2_connection_window: int = 1024 * 1024
-    #: Seconds a handler waits for the next request-body bytes before the request is
-    #: abandoned (ClientDisconnected; h1 connection aborted, h2 stream reset).
-    body_timeout: float = 60.0
+    #: Seconds a handler waits for the next request-body bytes: past it the body read raises
+    #: RequestBodyError(408) and the client gets a 408 (then the h1 connection closes, the h2
+    #: stream is reset).
+    body_timeout: float = 30.0
     #: Seconds `send()` may wait for a client that reads nothing (full write buffer or empty
     #: h2 window) before the client is treated as gone.
     write_timeout: float = 120.0
@@ -96,6 +197,25 @@ class ServerConfig:
     allow_h2c: bool = True
     #: Seconds `HttpServer.shutdown` waits for in-flight requests by default.
     shutdown_grace: float = 10.0
+    #: Every this many seconds, return the memory closed connections freed to the system
+    #: when more than `memory_release_threshold` bytes of malloc's heap are free (see
+    #: memory.py; glibc only). 0 disables it.
+    memory_release_interval: float = 10.0
+    memory_release_threshold: int = 8 * 1024 * 1024
+    #: h2 abuse limits (CVE-2023-44487 "rapid reset" and control-frame floods), counted per
+    #: connection in windows of `h2_abuse_window` seconds; past any of them the connection gets
+    #: GOAWAY(ENHANCE_YOUR_CALM) and is closed. RST_STREAM frames from the client:
+    h2_max_resets: int = 200
+    #: Frames that carry no request (SETTINGS, PING, PRIORITY, WINDOW_UPDATE, CONTINUATION,
+    #: empty DATA, unknown types), on top of 4 per request and 2 per DATA frame sent:
+    h2_max_control_frames: int = 1000
+    h2_abuse_window: float = 30.0
+    #: Bytes of a header block (HPACK-compressed while it arrives, then decoded) past which
+    #: the connection gets GOAWAY(ENHANCE_YOUR_CALM); between max_header_bytes and this, 431.
+    h2_max_header_block: int = 64 * 1024
+    #: Bytes of frames other than response DATA (ACKs, resets, heads...) queued for a client
+    #: that stopped reading; past it the connection is aborted.
+    h2_max_queued_control: int = 256 * 1024
 
 
 HeadersInput = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
@@ -184,6 +304,12 @@ class WriteBatch:
         self._parts.clear()
         self._size = 0
 
+    def detach(self) -> None:
+        """The connection is gone: drop what is queued and the write callback (which refers
+        back to the connection), so nothing keeps the connection alive."""
+        self.clear()
+        self._write = _drop
+
     def _flush_scheduled(self) -> None:
         self._scheduled = False
         self.flush()
@@ -242,6 +368,11 @@ class RequestChannel(Protocol):
 
     def body_complete(self) -> bool:
         """True once the whole body has been delivered."""
+        ...
+
+    def limit_body(self, limit: int) -> None:
+        """Make `receive_body_chunk` raise BodyTooLarge as soon as the client announces more
+        than ``limit`` bytes in all (a chunk size line), before those bytes arrive."""
         ...
 
     async def accept_websocket(
@@ -322,6 +453,10 @@ def _nothing() -> None:
     pass
 
 
+def _drop(data: bytes) -> None:
+    pass
+
+
 class ResponseChannel(Protocol):
     """What a protocol module provides to write one response."""
 
@@ -395,6 +530,7 @@ class HttpRequest:
         declared = self.content_length
         if declared is not None and declared > limit:
             raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
+        self._channel.limit_body(limit)
         parts: list[bytes] = []
         total = 0
         async for chunk in self.stream():

@@ -7,6 +7,12 @@ in a task. During the handler, body events are pulled only when the handler asks
 `read_high_water` unread bytes pile up, then reading pauses until the handler consumes. After
 the response, an unread body is discarded up to `discard_body_limit` (else the connection
 closes) and the next cycle starts. A WebSocket upgrade hands the transport to `WebSocket`.
+
+Whatever the server answers by itself (a malformed or oversized head, a head or body that
+stalls, a broken chunked body, the server at `max_requests`, a handler that failed) goes
+through the error responder, then the connection closes: the first bytes of a request head
+are kept (by reference, usually the one read that holds it) so the responder can tell which
+API the request was for even when h11 could not parse it.
 """
 
 from __future__ import annotations
@@ -20,20 +26,28 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
+import h11._readers
 import wsproto
 import wsproto.connection
 
 from runtimes.netio._http import (
+    BodyTooLarge,
     BufferedReads,
     ClientDisconnected,
     Disconnected,
     HttpRequest,
     HttpResponse,
+    RequestBodyError,
+    RequestProblem,
     ServerConfig,
     WebSocketUpgradeError,
     WriteBatch,
     WriteFlow,
+    answer_problem,
     decode_header_list,
+    lenient_head,
+    reason_for,
+    respond_problem,
 )
 from runtimes.netio.websocket import WebSocket
 
@@ -52,8 +66,29 @@ _REASONS = {
     413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
+    501: b"Not Implemented",
     503: b"Service Unavailable",
 }
+#: What h11 found wrong, by a fragment of its message, told without quoting the request.
+_H11_PROBLEMS = (
+    ("Receive buffer too long", "the request head is too large"),
+    ("illegal request line", "the request line is malformed (method, target without spaces "
+                             "or non-ASCII bytes, HTTP version)"),
+    ("illegal header line", "a header line is malformed (names are ASCII tokens, values hold "
+                            "no control characters)"),
+    ("Host", "the request needs exactly one Host header"),
+    ("Content-Length", "the Content-Length header is invalid or repeated"),
+    ("Transfer-Encoding", "only Transfer-Encoding: chunked is supported"),
+    ("chunk", "the chunked body is malformed (a chunk size is not hexadecimal or a chunk "
+              "does not end with CRLF)"),
+)
+#: Bytes of a request head kept for the error responder when h11 rejects it.
+_HEAD_KEPT = 8 * 1024
+
+
+def _h11_problem(exc: h11.RemoteProtocolError) -> tuple[int, str]:
+    return (exc.error_status_hint or 400,
+            reason_for(str(exc), _H11_PROBLEMS, "the request is malformed"))
 
 
 class H1Connection(BufferedReads):
@@ -82,6 +117,15 @@ class H1Connection(BufferedReads):
         self._switched = False
         self._declared_length: int | None = None
         self._lingering = False
+        #: The start of the request head being received (see module doc).
+        self._head_seen = b""
+        #: Why the request's body became unreadable (then the connection closes after the
+        #: answer, which is this problem if the handler sent none).
+        self._body_problem: RequestBodyError | None = None
+        #: body() was called with this limit; the body received so far.
+        self._body_limit: int | None = None
+        self._body_received = 0
+        self._counted = False
         self._out = WriteBatch(self._loop, self._write_out, self._config.write_high_water)
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
@@ -101,7 +145,10 @@ class H1Connection(BufferedReads):
         if self._task is None:
             if self._awaiting_first_byte:
                 self._awaiting_first_byte = False
+                self._head_seen = data
                 self._arm_timer(self._config.header_timeout)
+            elif len(self._head_seen) < _HEAD_KEPT:
+                self._head_seen += data[:_HEAD_KEPT]
             self._process_idle()
             if self._task is None:
                 return
@@ -130,6 +177,11 @@ class H1Connection(BufferedReads):
         self._wake_reader()
         self._cancel_timer()
         self._state.connections.discard(self)
+        # Break the reference cycles through the transport (its protocol caches our bound
+        # methods) and the write batch, so this connection and its TLS buffers (uvloop keeps
+        # 256 KiB per TLS connection) are freed now, not at the next full GC pass.
+        self._transport = None
+        self._out.detach()
 
     def pause_writing(self) -> None:
         self._flow.pause()
@@ -164,7 +216,7 @@ class H1Connection(BufferedReads):
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
-            self._send_error(exc.error_status_hint or 400)
+            self._refuse(*_h11_problem(exc))
             return
         if event is h11.NEED_DATA:
             if self._eof:
@@ -174,7 +226,7 @@ class H1Connection(BufferedReads):
             self._cancel_timer()
             head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
             if head_size > self._config.max_header_bytes:
-                self._send_error(431)
+                self._refuse(431, "the request head is too large")
                 return
             if not any(
                 name in (b"content-length", b"transfer-encoding") for name, _ in (event.headers)
@@ -188,7 +240,11 @@ class H1Connection(BufferedReads):
         self._disconnected = Disconnected()
         if self._eof:
             self._disconnected.set()
+        self._head_seen = b""
         self._declared_length = None
+        self._body_problem = None
+        self._body_limit = None
+        self._body_received = 0
         for name, value in event.headers:
             if name == b"content-length" and value.isdigit():
                 self._declared_length = int(value)
@@ -203,40 +259,69 @@ class H1Connection(BufferedReads):
             scheme=self._scheme,
         )
         response = HttpResponse(channel)
-        self._task = self._loop.create_task(self._run(request, response))
+        state = self._state
+        self._counted = state.requests < self._config.max_requests
+        if self._counted:
+            state.requests += 1
+            self._task = self._loop.create_task(self._run(request, response))
+        else:
+            problem = RequestBodyError(503, "the server is handling as many requests as it "
+                                            "can; retry shortly")
+            self._task = self._loop.create_task(self._answer_only(request, response, problem))
 
     async def _run(self, request: HttpRequest, response: HttpResponse) -> None:
+        problem: RequestBodyError | None = None
         try:
             await self._state.handler(request, response)
         except ClientDisconnected:
             pass
+        except RequestBodyError as exc:
+            problem = exc
         except asyncio.CancelledError:
+            self._uncount()
             self._abort_transport()
             raise
         except Exception as exc:
             logger.error("handler failed: %s", type(exc).__name__)
-            if not response.started and not self._disconnected.is_set():
-                with contextlib.suppress(ClientDisconnected):
-                    await response.respond(500, [("content-type", "text/plain")], b"error\n")
-            else:
+            problem = RequestBodyError(500, "the server failed to handle the request")
+            if response.started:
                 self._abort_transport()
+        self._uncount()
         if self._switched:
             return
-        if response.started and not response.ended and not self._disconnected.is_set():
-            with contextlib.suppress(ClientDisconnected):
-                await response.end()
+        if response.started:
+            if not response.ended and not self._disconnected.is_set():
+                with contextlib.suppress(ClientDisconnected):
+                    await response.end()
+            await self._finish_cycle()
+            return
+        await self._answer_only(request, response, problem or self._body_problem
+                                or RequestBodyError(500, "the server sent no response"))
+
+    async def _answer_only(self, request: HttpRequest, response: HttpResponse,
+                           problem: RequestBodyError) -> None:
+        """Answer ``problem`` through the error responder unless a response went out, then
+        go on to the next request (or close)."""
         if not response.started and not self._disconnected.is_set():
             with contextlib.suppress(ClientDisconnected):
-                await response.respond(500, [("content-type", "text/plain")], b"no response\n")
+                await respond_problem(self._state.error_responder, problem, request, response)
         await self._finish_cycle()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._state.requests -= 1
 
     async def _finish_cycle(self) -> None:
         """After a response: discard an unread body if small, then serve the next request."""
-        if self._closed or self._conn.our_state is not h11.DONE:
+        if self._closed or self._conn.our_state is not h11.DONE or self._body_problem:
             self._task = None
-            self._linger_close()
+            if self._body_problem is not None and self._body_problem.status == 408:
+                self._close()  # the body stalled: no bytes in flight to linger for
+            else:
+                self._linger_close()
             return
-        if self._conn.their_state is h11.SEND_BODY:
+        if self._conn.their_state is h11.SEND_BODY and not self._closing_after_response:
             discarded = 0
             try:
                 while discarded <= self._config.discard_body_limit:
@@ -258,7 +343,9 @@ class H1Connection(BufferedReads):
             self._linger_close()
             return
         self._conn.start_next_cycle()
-        self._awaiting_first_byte = not self._conn.trailing_data[0]
+        pipelined = self._conn.trailing_data[0]
+        self._awaiting_first_byte = not pipelined
+        self._head_seen = pipelined[:_HEAD_KEPT]
         self._arm_timer(
             self._config.keepalive_timeout
             if self._awaiting_first_byte
@@ -273,6 +360,8 @@ class H1Connection(BufferedReads):
     # ---- body ---------------------------------------------------------------------------
 
     async def receive_body_chunk(self) -> bytes:
+        if self._body_problem is not None:
+            raise self._body_problem
         while True:
             if self._conn.their_state is not h11.SEND_BODY:
                 return b""
@@ -283,11 +372,13 @@ class H1Connection(BufferedReads):
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._abort_transport()
-                raise ClientDisconnected("malformed request body") from exc
+                raise self._body_failed(*_h11_problem(exc)) from None
             if isinstance(event, h11.Data):
                 self._maybe_resume_reading()
                 data = event.data
+                if self._body_limit is not None:
+                    self._body_received += len(data)
+                    self._check_announced()
                 return data if isinstance(data, bytes) else bytes(data)
             if isinstance(event, h11.EndOfMessage):
                 self._maybe_resume_reading()
@@ -295,18 +386,44 @@ class H1Connection(BufferedReads):
             if event is h11.NEED_DATA:
                 if self._eof:
                     raise ClientDisconnected("client closed the connection")
+                if self._body_limit is not None:
+                    self._check_announced()
                 self._maybe_resume_reading()
                 self._data_waiter = self._loop.create_future()
                 try:
                     async with asyncio.timeout(self._config.body_timeout):
                         await self._data_waiter
                 except TimeoutError:
-                    self._abort_transport()
-                    raise ClientDisconnected("request body timed out") from None
+                    raise self._body_failed(
+                        408, f"the request body stalled: nothing arrived for "
+                             f"{self._config.body_timeout:g} s") from None
                 finally:
                     self._data_waiter = None
                 continue
             raise ClientDisconnected("unexpected event while reading the body")
+
+    def _body_failed(self, status: int, reason: str) -> RequestBodyError:
+        """Remember that the body cannot be read (the connection closes after the answer)."""
+        self._body_problem = RequestBodyError(status, reason)
+        return self._body_problem
+
+    def _check_announced(self) -> None:
+        """BodyTooLarge if the chunk being received announces more than the limit allows.
+
+        h11 keeps the size of the chunk being read in its reader (``_bytes_in_chunk``, set as
+        soon as the chunk-size line is parsed); its public events only carry the bytes that
+        arrived, so without this a chunk size of gigabytes would be waited for byte by byte.
+        """
+        assert self._body_limit is not None
+        reader = getattr(self._conn, "_reader", None)
+        if isinstance(reader, h11._readers.ChunkedReader):
+            pending = getattr(reader, "_bytes_in_chunk", 0)
+            if self._body_received + pending > self._body_limit:
+                self._closing_after_response = True
+                raise BodyTooLarge(f"a chunk announces more than {self._body_limit} bytes")
+
+    def limit_body(self, limit: int) -> None:
+        self._body_limit = limit
 
     def body_complete(self) -> bool:
         return self._conn.their_state is not h11.SEND_BODY
@@ -343,6 +460,8 @@ class H1Connection(BufferedReads):
             await self._wait_writable()
 
     def _must_close_for_unread_body(self) -> bool:
+        if self._body_problem is not None or self._conn.their_state is h11.ERROR:
+            return True
         if self._conn.their_state is not h11.SEND_BODY:
             return False
         if self._conn.client_is_waiting_for_100_continue:
@@ -392,6 +511,8 @@ class H1Connection(BufferedReads):
             raise WebSocketUpgradeError("not a WebSocket upgrade request")
         while await self.receive_body_chunk():
             pass
+        if self._closed:
+            raise ClientDisconnected("connection closed before the upgrade")
         accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest())  # noqa: S324
         response_headers = [
             (b"upgrade", b"websocket"),
@@ -414,6 +535,7 @@ class H1Connection(BufferedReads):
             subprotocol=subprotocol,
         )
         self._state.connections.discard(self)
+        self._uncount()  # a WebSocket may live for hours: it is a connection, not a request
         self._state.websockets.add(ws)
         ws.closed_future.add_done_callback(lambda _: self._state.websockets.discard(ws))
         self._transport.set_protocol(ws)
@@ -446,14 +568,20 @@ class H1Connection(BufferedReads):
         if self._transport is not None and not self._closed:
             self._transport.write(data)
 
-    def _send_error(self, status: int) -> None:
-        body = _REASONS.get(status, b"Error") + b"\n"
-        head = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n" % (status, _REASONS.get(status, b"Error"), len(body))
-        )
-        self._write(head + body)
-        self._close()
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request head that cannot be served (malformed, too large, too slow) through
+        the error responder, with what could be read of it, and close."""
+        method, path, headers = lenient_head(self._head_seen)
+        self._head_seen = b""
+        status, answer_headers, body = answer_problem(
+            self._state.error_responder, RequestProblem(status, reason, method, path, headers))
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error"))]
+        for name, value in answer_headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self._write(b"".join(lines) + body)
+        self._linger_close()
 
     def _arm_timer(self, delay: float) -> None:
         self._cancel_timer()
@@ -468,8 +596,10 @@ class H1Connection(BufferedReads):
         self._timer = None
         if self._task is not None or self._closed:
             return
-        if self._conn.trailing_data[0]:
-            self._send_error(408)  # a request head began but did not complete in time
+        if self._conn.trailing_data[0] or self._head_seen:
+            # a request head began but did not complete in time
+            self._refuse(408, f"the request head did not arrive within "
+                              f"{self._config.header_timeout:g} s")
         else:
             self._close()
 
@@ -489,7 +619,7 @@ class H1Connection(BufferedReads):
         if (
             self._closed
             or self._eof
-            or self._conn.their_state is not h11.SEND_BODY
+            or self._conn.their_state not in (h11.SEND_BODY, h11.ERROR)
             or self._transport is None
         ):
             self._close()
@@ -524,6 +654,9 @@ class _H1Exchange:
 
     def body_complete(self) -> bool:
         return self._owner.body_complete()
+
+    def limit_body(self, limit: int) -> None:
+        self._owner.limit_body(limit)
 
     async def accept_websocket(self, request: HttpRequest, **options: Any) -> WebSocket:
         return await self._owner.upgrade_websocket(request, **options)

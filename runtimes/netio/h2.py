@@ -8,6 +8,19 @@ window is the bound on buffered body. Response DATA is sent in slices of
 `min(stream window, connection window, max frame size)`; with no window `send()` waits for a
 WINDOW_UPDATE, and it also waits while the transport's write buffer is above the high-water
 mark. RST_STREAM or the connection closing sets the stream's `disconnected` at once.
+
+Requests the server answers by itself run the same way, with the error responder as their
+handler: malformed headers (400, validated here rather than by h2, which would end the whole
+connection), a header list over `max_header_bytes` (431), a body longer or shorter than its
+content-length (400) or stalled (408), the server at `max_requests` (503).
+
+Abuse ends the connection with GOAWAY(ENHANCE_YOUR_CALM) (see h2_guard.py): too many resets or
+control frames in a window, a header block over `h2_max_header_block`, more handlers still
+running than twice `max_h2_streams` (streams reset faster than their handlers end). A client
+that stops reading while its frames keep producing answers (PING ACKs, resets...) is cut once
+`h2_max_queued_control` bytes of them wait in the write buffer. After a GOAWAY for an error the
+connection stops reading and is aborted `linger_timeout` later; a connection closed otherwise is
+aborted if its client has not taken the last bytes within `write_timeout`.
 """
 
 from __future__ import annotations
@@ -15,27 +28,33 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.utilities
 
 from runtimes.netio._http import (
     BufferedReads,
     ClientDisconnected,
     Disconnected,
+    Handler,
     HttpRequest,
     HttpResponse,
+    RequestBodyError,
     ServerConfig,
     WebSocketUpgradeError,
     WriteFlow,
     decode_header_list,
+    reason_for,
+    respond_problem,
 )
+from runtimes.netio.h2_guard import BodyLengthInvalid, FloodGuard, GuardedH2Connection
 
 if TYPE_CHECKING:
     from runtimes.netio.http_server import ServerState
@@ -49,6 +68,23 @@ logger = logging.getLogger("tokios.netio.h2")
 _CONNECTION_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+_PSEUDO_HEADERS = ("the pseudo-headers (:method, :scheme, :path, :authority) are missing, "
+                   "repeated, unknown or after a regular header")
+_CONNECTION_SPECIFIC = ("connection-specific headers (connection, keep-alive, upgrade, te other "
+                        "than trailers) are not allowed in HTTP/2")
+#: What h2's header validation found wrong, by a fragment of its message (which quotes the
+#: header, so it is not passed on).
+_H2_PROBLEMS = (
+    ("header name", "a header name is malformed (HTTP/2 names are lower-case ASCII tokens)"),
+    ("header value", "a header value is malformed (no NUL, CR or LF, no surrounding spaces)"),
+    ("seudo-header", _PSEUDO_HEADERS),
+    ("mandatory", _PSEUDO_HEADERS),
+    ("onnection-specific", _CONNECTION_SPECIFIC),
+    ("TE header", _CONNECTION_SPECIFIC),
+)
+#: How inbound request headers are validated (RFC 9113 8.2 and 8.3), by us: see _on_request.
+_REQUEST_HEADERS = h2.utilities.HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
 
 
 class _Stream:
@@ -60,6 +96,7 @@ class _Stream:
         "declared_length",
         "disconnected",
         "flow_waiter",
+        "problem",
         "read_waiter",
         "reset",
         "stream_id",
@@ -70,6 +107,9 @@ class _Stream:
         self.body: collections.deque[tuple[bytes, int]] = collections.deque()
         self.body_ended = False
         self.declared_length: int | None = None
+        #: Why the body cannot be read (raised by the next read; the stream is reset after
+        #: the answer).
+        self.problem: RequestBodyError | None = None
         self.reset = False
         self.disconnected = Disconnected()
         self.read_waiter: asyncio.Future[None] | None = None
@@ -89,15 +129,23 @@ class H2Connection(BufferedReads):
         self._config: ServerConfig = state.config
         self._scheme = scheme
         self._loop = asyncio.get_running_loop()
-        self._conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(
+        config = self._config
+        self._guard = FloodGuard(max_resets=config.h2_max_resets,
+                                 max_control=config.h2_max_control_frames,
+                                 window=config.h2_abuse_window, clock=self._loop.time)
+        self._conn = GuardedH2Connection(
+            h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
-                validate_inbound_headers=True,
+                # Validated in _on_request instead: h2 would make a malformed request a
+                # connection error, ending every other stream too (RFC 9113 8.1.1 says stream).
+                validate_inbound_headers=False,
                 # Outbound headers are already lower-cased bytes without hop-by-hop names.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
-            )
+            ),
+            guard=self._guard,
+            header_block_cap=config.h2_max_header_block,
         )
         self._transport: asyncio.Transport | None = None
         self._peer: tuple[str, int] | None = None
@@ -109,6 +157,10 @@ class H2Connection(BufferedReads):
         self._draining = False
         self._flush_scheduled = False
         self._pending_output = 0
+        self._lost = False
+        self._abort_timer: asyncio.TimerHandle | None = None
+        #: Bytes other than response DATA written while the client was not reading.
+        self._queued_control = 0
         self._timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
@@ -137,14 +189,21 @@ class H2Connection(BufferedReads):
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         try:
             events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._flush()
-            self._close()
+        except h2.exceptions.ProtocolError as exc:
+            # h2 queued GOAWAY (ENHANCE_YOUR_CALM for a DenialOfServiceError, from h2_guard)
+            if isinstance(exc, h2.exceptions.DenialOfServiceError):
+                self._log_calm(str(exc))
+            self._disconnect_all()
+            self._close(linger=True)
             return
         for event in events:
             self._dispatch(event)
+            if self._closed:
+                return
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -152,16 +211,24 @@ class H2Connection(BufferedReads):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self._closed = self._lost = True
         self._flow.close()
         self._disconnect_all()
         self._cancel_timer()
         self._state.connections.discard(self)
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        # Break the reference cycle through the transport (its protocol caches our bound
+        # methods), so this connection and its TLS buffers are freed now, not at the next
+        # full GC pass.
+        self._transport = None
 
     def pause_writing(self) -> None:
         self._flow.pause()
 
     def resume_writing(self) -> None:
+        self._queued_control = 0
         self._flow.resume()
 
     # ---- server control ----------------------------------------------------------------
@@ -201,7 +268,7 @@ class H2Connection(BufferedReads):
         elif isinstance(event, h2.events.DataReceived):
             stream = self._streams.get(event.stream_id)
             length = event.flow_controlled_length
-            if stream is None or stream.reset:
+            if stream is None or stream.reset or stream.problem is not None:
                 if length:
                     self._conn.acknowledge_received_data(length, event.stream_id)
                 return
@@ -232,16 +299,30 @@ class H2Connection(BufferedReads):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             for stream in self._streams.values():
                 stream.wake()
+        elif isinstance(event, BodyLengthInvalid):
+            self._on_bad_body_length(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._disconnect_all()
             self._close()
 
+    def _on_bad_body_length(self, event: BodyLengthInvalid) -> None:
+        if event.flow_controlled_length:
+            self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and stream.problem is None:
+            stream.problem = RequestBodyError(
+                400, "the request body is longer or shorter than its content-length")
+            stream.wake()
+
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
+        raw = cast(list[tuple[bytes, bytes]], event.headers or [])
         method = path = b""
         authority = None
         regular: list[tuple[bytes, bytes]] = []
-        for name, value in cast(list[tuple[bytes, bytes]], event.headers or []):
+        size = 0
+        for name, value in raw:
+            size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts
             if name.startswith(b":"):
                 if name == b":method":
                     method = value
@@ -254,15 +335,32 @@ class H2Connection(BufferedReads):
         if self._goaway_sent:
             self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
-        if not method or not path:
-            self._conn.send_headers(
-                stream_id, [(b":status", b"400"), (b"content-length", b"0")], end_stream=True
-            )
+        config = self._config
+        if len(self._tasks) >= 2 * config.max_h2_streams:
+            self._calm(f"more than {2 * config.max_h2_streams} handlers still running "
+                       "(streams reset faster than they end)")
             return
+        handler: Handler = self._state.handler
+        problem = None
+        try:
+            for _ in h2.utilities.validate_headers(raw, _REQUEST_HEADERS):
+                pass
+        except h2.exceptions.ProtocolError as exc:
+            problem = RequestBodyError(400, reason_for(str(exc), _H2_PROBLEMS,
+                                                       "a request header is malformed"))
+        else:
+            if size > config.max_header_bytes:
+                problem = RequestBodyError(431, "the request headers are too large")
+            elif self._state.requests >= config.max_requests:
+                problem = RequestBodyError(503, "the server is handling as many requests as "
+                                                "it can; retry shortly")
+        if problem is not None:
+            handler = functools.partial(respond_problem, self._state.error_responder, problem)
         if authority is not None and not any(name == b"host" for name, _ in regular):
             regular.insert(0, (b"host", authority))
         self._cancel_timer()
         stream = _Stream(stream_id)
+        stream.problem = problem
         for name, value in regular:
             if name == b"content-length" and value.isdigit():
                 stream.declared_length = int(value)
@@ -277,28 +375,41 @@ class H2Connection(BufferedReads):
             peer=self._peer,
             scheme=self._scheme,
         )
-        task = self._loop.create_task(self._run(stream, request, HttpResponse(channel)))
+        if problem is None:
+            self._state.requests += 1
+        task = self._loop.create_task(
+            self._run(stream, request, HttpResponse(channel), handler, counted=problem is None))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, stream: _Stream, request: HttpRequest, response: HttpResponse) -> None:
+    async def _run(self, stream: _Stream, request: HttpRequest, response: HttpResponse,
+                   handler: Handler, *, counted: bool) -> None:
         failed = False
+        problem = None
         try:
-            await self._state.handler(request, response)
+            await handler(request, response)
         except ClientDisconnected:
             pass
+        except RequestBodyError as exc:
+            problem = exc
         except asyncio.CancelledError:
             failed = True
         except Exception as exc:
             logger.error("handler failed: %s", type(exc).__name__)
             failed = True
+        finally:
+            if counted:
+                self._state.requests -= 1
         try:
             if not stream.reset and not self._closed:
                 if not response.started:
                     if failed:
-                        await response.respond(500, [("content-type", "text/plain")], b"error\n")
-                    else:
-                        await response.respond(500, [("content-type", "text/plain")], b"none\n")
+                        problem = RequestBodyError(500, "the server failed to handle the request")
+                    await respond_problem(
+                        self._state.error_responder,
+                        problem or stream.problem
+                        or RequestBodyError(500, "the server sent no response"),
+                        request, response)
                 elif failed and not response.ended:
                     self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
                 elif not response.ended:
@@ -317,9 +428,10 @@ class H2Connection(BufferedReads):
         stream.body.clear()
         if not stream.body_ended and not stream.reset:
             declared = stream.declared_length
-            if declared is None or declared > self._config.discard_body_limit:
-                # Responded before a long body: RST_STREAM(NO_ERROR) per RFC 9113 8.1.
-                # A short rest is left to arrive; its DATA is acknowledged on arrival.
+            if (stream.problem is not None or declared is None
+                    or declared > self._config.discard_body_limit):
+                # Responded before a long (or unusable) body: RST_STREAM(NO_ERROR) per RFC
+                # 9113 8.1. A short rest is left to arrive; its DATA is acknowledged on arrival.
                 self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
         if unread:
             self._conn.acknowledge_received_data(unread, stream.stream_id)
@@ -342,6 +454,8 @@ class H2Connection(BufferedReads):
 
     async def receive_body_chunk(self, stream: _Stream) -> bytes:
         while True:
+            if stream.problem is not None:
+                raise stream.problem
             if stream.body:
                 data, length = stream.body.popleft()
                 if not self._closed:
@@ -357,8 +471,9 @@ class H2Connection(BufferedReads):
                 async with asyncio.timeout(self._config.body_timeout):
                     await stream.read_waiter
             except TimeoutError:
-                self._reset(stream, h2.errors.ErrorCodes.CANCEL)
-                raise ClientDisconnected("request body timed out") from None
+                stream.problem = RequestBodyError(
+                    408, f"the request body stalled: nothing arrived for "
+                         f"{self._config.body_timeout:g} s")
             finally:
                 stream.read_waiter = None
 
@@ -393,6 +508,7 @@ class H2Connection(BufferedReads):
                 continue
             chunk = view[:window]
             self._conn.send_data(stream.stream_id, chunk.tobytes())
+            self._guard.allow(2)  # the client may answer each DATA with two WINDOW_UPDATEs
             self._pending_output += len(chunk)
             view = view[window:]
             self._schedule_flush()
@@ -430,10 +546,18 @@ class H2Connection(BufferedReads):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._pending_output = 0
+        data_bytes, self._pending_output = self._pending_output, 0
         data = self._conn.data_to_send()
         if data and self._transport is not None and not self._closed:
             self._transport.write(data)
+            if self._flow.paused:
+                # the client is not reading: count what its frames made us queue besides
+                # response bodies (whose senders wait), so a flood cannot grow the buffer
+                self._queued_control += len(data) - data_bytes
+                if self._queued_control > self._config.h2_max_queued_control:
+                    self._log_calm(f"more than {self._config.h2_max_queued_control} bytes of "
+                                   "answers to its frames queued while it does not read")
+                    self._abort()
 
     def _disconnect_all(self) -> None:
         for stream in self._streams.values():
@@ -455,12 +579,52 @@ class H2Connection(BufferedReads):
         if not self._streams:
             self.begin_shutdown()
 
-    def _close(self) -> None:
+    def _calm(self, reason: str) -> None:
+        """End an abusive connection: GOAWAY(ENHANCE_YOUR_CALM), then close."""
+        self._log_calm(reason)
+        self._goaway_sent = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._disconnect_all()
+        self._close(linger=True)
+
+    def _log_calm(self, reason: str) -> None:
+        host = self._peer[0] if self._peer is not None else "?"
+        logger.warning("HTTP/2 client %s: %s; connection closed", host, reason)
+
+    def _close(self, *, linger: bool = False) -> None:
+        """Flush and close; nothing more is processed or sent. The transport closes at once,
+        and is aborted if the client has not taken the last bytes within `write_timeout`.
+        ``linger`` (after a GOAWAY for an error): stop reading and leave the connection open
+        for `linger_timeout`, then abort: the client has that long to read the GOAWAY before
+        the reset (which its unread bytes cause) can destroy it, and what it still sends costs
+        no decryption."""
         self._flush()
         self._cancel_timer()
         self._state.connections.discard(self)
         if self._transport is not None and not self._closed:
-            self._transport.close()
+            self._closed = True
+            self._flow.close()
+            if linger:
+                with contextlib.suppress(RuntimeError):  # uvloop: already closing
+                    self._transport.pause_reading()
+                delay = self._config.linger_timeout
+            else:
+                self._transport.close()
+                delay = self._config.write_timeout
+            self._abort_timer = self._loop.call_later(delay, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._lost and self._transport is not None:
+            self._transport.abort()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._disconnect_all()
+        self._flow.close()
+        self._state.connections.discard(self)
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class _H2Exchange:
@@ -479,6 +643,9 @@ class _H2Exchange:
 
     def body_complete(self) -> bool:
         return self._stream.body_ended and not self._stream.body
+
+    def limit_body(self, limit: int) -> None:
+        pass  # the flow-control window bounds what arrives ahead of the handler
 
     async def accept_websocket(self, request: HttpRequest, **options: Any) -> WebSocket:
         raise WebSocketUpgradeError("WebSocket over HTTP/2 is not supported; use HTTP/1.1")

@@ -22,14 +22,17 @@ from runtimes.netio._http import (
     BodyTooLarge,
     BufferedReads,
     ClientDisconnected,
+    ErrorResponder,
     Handler,
     HttpRequest,
     HttpResponse,
     ServerConfig,
     WebSocketUpgradeError,
+    plain_error_answer,
 )
 from runtimes.netio.h1 import H1Connection
 from runtimes.netio.h2 import H2Connection
+from runtimes.netio.memory import release_periodically
 from runtimes.netio.websocket import WebSocket
 
 __all__ = [
@@ -58,13 +61,18 @@ class _ServedConnection(Protocol):
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("accepting", "config", "connections", "handler", "websockets")
+    __slots__ = ("accepting", "config", "connections", "error_responder", "handler", "requests",
+                 "websockets")
 
-    def __init__(self, handler: Handler, config: ServerConfig) -> None:
+    def __init__(self, handler: Handler, config: ServerConfig,
+                 error_responder: ErrorResponder = plain_error_answer) -> None:
         self.handler = handler
         self.config = config
+        self.error_responder = error_responder
         self.connections: set[_ServedConnection] = set()
         self.websockets: set[WebSocket] = set()
+        #: Requests (h1) and streams (h2) whose handler is running (see max_requests).
+        self.requests = 0
         self.accepting = True
 
 
@@ -126,7 +134,11 @@ class _Dispatcher(BufferedReads):
 
 
 class HttpServer:
-    """Serve `handler` on one listening socket (several servers may share a handler)."""
+    """Serve `handler` on one listening socket (several servers may share a handler).
+
+    ``error_responder`` shapes what the server answers by itself (see `RequestProblem`):
+    malformed heads and bodies, timeouts, the request limit, a handler that failed.
+    """
 
     def __init__(
         self,
@@ -134,11 +146,13 @@ class HttpServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         config: ServerConfig | None = None,
+        error_responder: ErrorResponder = plain_error_answer,
     ) -> None:
         self._config = config or ServerConfig()
-        self._state = ServerState(handler, self._config)
+        self._state = ServerState(handler, self._config, error_responder)
         self._ssl = ssl_context
         self._server: asyncio.Server | None = None
+        self._releaser: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> ServerConfig:
@@ -179,6 +193,10 @@ class HttpServer:
                 reuse_address=True,
                 ssl_handshake_timeout=handshake_timeout,
             )
+        config = self._config
+        if config.memory_release_interval > 0:
+            self._releaser = loop.create_task(release_periodically(
+                config.memory_release_interval, config.memory_release_threshold))
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -195,6 +213,11 @@ class HttpServer:
     def connection_count(self) -> int:
         return len(self._state.connections) + len(self._state.websockets)
 
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests whose handler is running (what `ServerConfig.max_requests` caps)."""
+        return self._state.requests
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting; let in-flight requests finish within `grace` s; close the rest.
 
@@ -203,6 +226,8 @@ class HttpServer:
         """
         grace = self._config.shutdown_grace if grace is None else grace
         self._state.accepting = False
+        if self._releaser is not None:
+            self._releaser.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self._state.connections):

@@ -21,6 +21,7 @@ from runtimes.netio import (
     HttpRequest,
     HttpResponse,
     HttpServer,
+    RequestBodyError,
     ServerConfig,
     client_context,
     server_context,
@@ -582,7 +583,8 @@ def test_h1_body_and_write_timeouts_release_the_handler() -> None:
             if request.path == "/upload":
                 try:
                     await request.body(limit=1 << 20)
-                except ClientDisconnected:
+                except RequestBodyError as exc:
+                    assert exc.status == 408
                     outcome["body"] = time.monotonic() - started
                     raise
             await response.start(200, [])
@@ -596,12 +598,17 @@ def test_h1_body_and_write_timeouts_release_the_handler() -> None:
         config = ServerConfig(body_timeout=0.3, write_timeout=0.5)
         server = HttpServer(handler, config=config)
         await server.start()
-        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
         async with asyncio.timeout(2):
             while "body" not in outcome:
                 await asyncio.sleep(0.01)
+            # the stalled body is answered (408, from the default error responder), then the
+            # connection closes
+            reply = await reader.read()
         assert 0.25 < outcome["body"] < 1.5
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        assert b"connection: close" in reply.lower()
         writer.close()
         _reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
         writer.transport.pause_reading()  # reads nothing: the server's buffer fills up
