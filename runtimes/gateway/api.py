@@ -40,10 +40,12 @@ from runtimes.gateway.admin_api import ADMIN_PREFIX, NODE_TUNNELS_PATH, AdminApi
 from runtimes.gateway.health import deployment_health, models_extra, readiness
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
+from runtimes.gateway.problems import error_answer
 from runtimes.gateway.queue import Admission, QueuePolicy, QueueRefused, policy_of
 from runtimes.gateway.routing import (
     KNOWN_PATHS,
     EndpointKind,
+    answer_format,
     error_format_for,
     find_endpoint,
     model_id_of,
@@ -54,7 +56,7 @@ from runtimes.gateway.usage import Account
 from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
 from runtimes.store import AuthCache, Store, StoreError, TenantDeployments
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
-from tokios_translate import ClientFormat, ErrorKind, TranslationError, error_response
+from tokios_translate import ClientFormat, ErrorKind
 from tokios_translate.clients import ollama_client
 from tokios_translate.models import list_body, model_body
 from tokios_translate.stream.relay import StreamGuard
@@ -141,12 +143,9 @@ class GatewayApi:
                      extra: tuple[tuple[str, str], ...] = ()) -> int:
         """Answer ``kind`` in ``client``'s envelope. ``status`` wins over the codec's choice
         (Anthropic's codec sends overloaded as 529; the gateway's contract says 503)."""
-        answer = error_response(client, TranslationError(kind, message, status=status))
-        headers = [*answer.headers, ("x-request-id", request_id), *extra]
-        if retry_after is not None and not any(n == "retry-after" for n, _ in headers):
-            headers.append(("retry-after", retry_after))
-        final = status if status is not None else answer.status
-        await response.respond(final, headers, answer.body)
+        final, headers, body = error_answer(client, kind, message, request_id, status=status,
+                                            retry_after=retry_after)
+        await response.respond(final, [*headers, *extra], body)
         return final
 
     @staticmethod
@@ -348,10 +347,7 @@ class GatewayApi:
                                          ("x-request-id", request_id)], ROOT_BODY)
             info["status"] = 200
             return
-        client = endpoint.client
-        if (endpoint.kind in (EndpointKind.MODELS, EndpointKind.MODEL)
-                and "anthropic-version" in request.headers):
-            client = ClientFormat.MESSAGES
+        client = answer_format(request.method, request.path, request.headers)
         key = presented_api_key(request.headers)
         grant = None
         if key is not None:
@@ -404,9 +400,9 @@ class GatewayApi:
             return
         try:
             parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             info["status"] = await self._error(response, client, ErrorKind.INVALID_REQUEST,
-                                               "the body is not valid JSON", request_id)
+                                               invalid_json_message(body, exc), request_id)
             return
         model = parsed.get("model") if isinstance(parsed, dict) else None
         if not isinstance(model, str) or not model:
@@ -706,6 +702,17 @@ class GatewayApi:
                 return
         finally:
             stop_watching()
+
+
+def invalid_json_message(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why ``body`` is not JSON, by position only (the parser's message is not quoted)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"the body is not valid UTF-8 (byte {bad.start})"
+    if not body.strip():
+        return "the body is empty; a JSON object is required"
+    return f"the body is not valid JSON (line {exc.lineno}, column {exc.colno})"
 
 
 def failure_error(failure: StreamFailed, *, shutting_down: bool) -> tuple[ErrorKind, str]:

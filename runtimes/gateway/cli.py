@@ -40,13 +40,19 @@ from runtimes.gateway.admin import (
     parse_time,
 )
 from runtimes.gateway.options import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_USAGE_FLUSH_INTERVAL,
     MAX_GRACE_PERIOD,
+    MAX_HTTP_TIMEOUT,
     MAX_MAX_BODY_BYTES,
+    MAX_MAX_HEADER_BYTES,
     MAX_USAGE_FLUSH_INTERVAL,
     MIN_MAX_BODY_BYTES,
+    MIN_MAX_HEADER_BYTES,
     ListenAddress,
     LoopName,
     ServeOptions,
@@ -184,6 +190,14 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
                          "URL, e.g. redis://redis.internal:6379/0")
     if redis_url is not None and importlib.util.find_spec("redis") is None:
         raise UsageError("--redis needs the redis package (pip install 'tokios[redis]')")
+    for option, seconds in (("--header-timeout", args.header_timeout),
+                            ("--body-timeout", args.body_timeout)):
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_HTTP_TIMEOUT):
+            raise UsageError(f"{option} must be more than 0 and at most "
+                             f"{MAX_HTTP_TIMEOUT:g} seconds")
+    if not MIN_MAX_HEADER_BYTES <= args.max_header_bytes <= MAX_MAX_HEADER_BYTES:
+        raise UsageError(f"--max-header-bytes must be between {MIN_MAX_HEADER_BYTES} and "
+                         f"{MAX_MAX_HEADER_BYTES}")
     return ServeOptions(
         data_dir=None if data_dir is None else Path(data_dir).absolute(),
         store_url=store_url, redis_url=redis_url, listen=listen,
@@ -199,6 +213,8 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
         node_url=args.node_url,
         node_ca=None if args.node_ca is None else Path(args.node_ca).absolute(),
         cluster_secret=cluster_secret,
+        header_timeout=float(args.header_timeout), body_timeout=float(args.body_timeout),
+        max_header_bytes=args.max_header_bytes,
     )
 
 
@@ -355,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                        help="text lines (default) or one JSON object per line, each with the "
                             "request id the gateway also sends to the connector")
+    serve.add_argument("--max-header-bytes", metavar="N", type=int,
+                       default=DEFAULT_MAX_HEADER_BYTES,
+                       help=f"largest request head (request line and headers), else 431 "
+                            f"(default {DEFAULT_MAX_HEADER_BYTES})")
+    serve.add_argument("--header-timeout", metavar="SECONDS", type=float,
+                       default=DEFAULT_HEADER_TIMEOUT,
+                       help=f"time to send a whole request head, and to finish the TLS "
+                            f"handshake, else 408 (default {DEFAULT_HEADER_TIMEOUT:g})")
+    serve.add_argument("--body-timeout", metavar="SECONDS", type=float,
+                       default=DEFAULT_BODY_TIMEOUT,
+                       help=f"longest wait for the next bytes of a request body, else 408 "
+                            f"(default {DEFAULT_BODY_TIMEOUT:g})")
     serve.add_argument("--log-level", choices=LEVELS, default="info",
                        help="log verbosity (default info); no level logs a secret, a header "
                             "value, a query string, a prompt or a completion")

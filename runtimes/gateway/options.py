@@ -20,6 +20,15 @@ MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 MAX_GRACE_PERIOD = 3600.0
 DEFAULT_USAGE_FLUSH_INTERVAL = 10.0
 MAX_USAGE_FLUSH_INTERVAL = 3600.0
+#: Seconds a client has to send a whole request head (then 408), and the TLS handshake.
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a request body may go without a byte arriving (then 408).
+DEFAULT_BODY_TIMEOUT = 30.0
+#: Largest request head (request line and headers; HTTP/2: the decoded header list): 431.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+MIN_MAX_HEADER_BYTES = 4 * 1024
+MAX_MAX_HEADER_BYTES = 64 * 1024
+MAX_HTTP_TIMEOUT = 3600.0
 
 LoopName = Literal["asyncio", "uvloop"]
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
@@ -66,6 +75,9 @@ class ServeOptions:
     loop: LoopName
     grace_period: float = DEFAULT_GRACE_PERIOD
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     log_level: str = "info"
     log_format: str = "text"
     #: A separate address serving only ``/metrics`` (and the probes); None: on ``listen``.

@@ -121,6 +121,19 @@ def error_format_for(path: str, headers: Mapping[str, str]) -> ClientFormat:
     return ClientFormat.CHAT
 
 
+def answer_format(method: str, path: str, headers: Mapping[str, str]) -> ClientFormat:
+    """The format of any answer (errors included) to ``method path``: the endpoint's, except
+    that the model listings answer Anthropic clients (``anthropic-version``) in Anthropic's
+    shape; for a path that is not an endpoint, :func:`error_format_for`."""
+    endpoint = find_endpoint(method, path)
+    if endpoint is None:
+        return error_format_for(path, headers)
+    if endpoint.kind in (EndpointKind.MODELS, EndpointKind.MODEL) and \
+            "anthropic-version" in headers:
+        return ClientFormat.MESSAGES
+    return endpoint.client
+
+
 #: Longest API key accepted; anything longer is rejected without touching the store.
 MAX_KEY_LENGTH = 256
 

@@ -26,6 +26,7 @@ from runtimes.gateway.api import GatewayApi
 from runtimes.gateway.limits import Limiter, LocalLimiter
 from runtimes.gateway.metrics import GatewayMetrics
 from runtimes.gateway.options import ListenAddress, ServeOptions
+from runtimes.gateway.problems import problem_answer
 from runtimes.gateway.redis_limits import RedisLimiter
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.usage import Accounting, UsageRecorder
@@ -79,12 +80,17 @@ class Gateway:
             assert options.tls_cert is not None
             ssl_context = server_context(options.tls_cert, options.tls_key)
         self.secure = ssl_context is not None
-        config = ServerConfig(shutdown_grace=options.grace_period)
-        self.server = HttpServer(self.api.handle, ssl_context=ssl_context, config=config)
+        config = ServerConfig(shutdown_grace=options.grace_period,
+                              header_timeout=options.header_timeout,
+                              body_timeout=options.body_timeout,
+                              max_header_bytes=options.max_header_bytes,
+                              h2_max_header_block=4 * options.max_header_bytes)
+        self.server = HttpServer(self.api.handle, ssl_context=ssl_context, config=config,
+                                 error_responder=problem_answer)
         self.tunnel_server: HttpServer | None = None
         if options.tunnel_listen is not None:
             self.tunnel_server = HttpServer(self.api.handle_tunnel_only, ssl_context=ssl_context,
-                                            config=config)
+                                            config=config, error_responder=problem_answer)
         self.node_server: HttpServer | None = None
         if self.cluster is not None:
             self.node_server = HttpServer(self.api.handle_forwarded,
@@ -93,7 +99,7 @@ class Gateway:
         self.metrics_server: HttpServer | None = None
         if options.metrics_listen is not None:
             self.metrics_server = HttpServer(self.api.serve_metrics, ssl_context=ssl_context,
-                                             config=config)
+                                             config=config, error_responder=problem_answer)
 
     async def start(self) -> None:
         if self.redis_limiter is not None and self.options.redis_url is not None:

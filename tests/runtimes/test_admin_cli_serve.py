@@ -52,14 +52,17 @@ def test_tls_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)
     code = cli.main(["serve", "--data", "data", "--listen", "0.0.0.0:8443", "--tls-cert", cert,
                      "--tls-key", key, "--tunnel-listen", "[::]:9443", "--loop", "asyncio",
-                     "--grace-period", "5", "--max-body-bytes", "2048"])
+                     "--grace-period", "5", "--max-body-bytes", "2048",
+                     "--max-header-bytes", "8192", "--header-timeout", "4.5",
+                     "--body-timeout", "12"])
     assert code == 7  # the server's exit code is the command's
     [options] = server.calls
     assert options == ServeOptions(
         data_dir=tmp_path / "data", listen=ListenAddress(host="0.0.0.0", port=8443),
         tls_cert=Path(cert), tls_key=Path(key), insecure_http=False,
         allow_insecure_non_loopback=False, tunnel_listen=ListenAddress(host="::", port=9443),
-        loop="asyncio", grace_period=5.0, max_body_bytes=2048, log_level="info")
+        loop="asyncio", grace_period=5.0, max_body_bytes=2048, max_header_bytes=8192,
+        header_timeout=4.5, body_timeout=12.0, log_level="info")
     assert capsys.readouterr().err == ""
 
 
@@ -112,6 +115,10 @@ def test_insecure_tunnel_listener_is_checked_too(monkeypatch: pytest.MonkeyPatch
     (["--insecure-http", "--grace-period", "-1"], "--grace-period"),
     (["--insecure-http", "--grace-period", "nan"], "--grace-period"),
     (["--insecure-http", "--max-body-bytes", "10"], "--max-body-bytes"),
+    (["--insecure-http", "--max-header-bytes", "100"], "--max-header-bytes"),
+    (["--insecure-http", "--max-header-bytes", "1000000"], "--max-header-bytes"),
+    (["--insecure-http", "--header-timeout", "0"], "--header-timeout"),
+    (["--insecure-http", "--body-timeout", "inf"], "--body-timeout"),
     (["--tls-cert", "{cert}", "--tls-key", "{key}", "--allow-insecure-non-loopback"],
      "only applies with --insecure-http"),
     (["--insecure-http", "--tunnel-listen", "127.0.0.1:8080"], "must differ"),

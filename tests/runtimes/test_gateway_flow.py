@@ -90,7 +90,8 @@ class Stack:
 
 @asynccontextmanager
 async def make_stack(tmp: Path, *, backend: str = "ollama", tls: bool = True,
-                     connect: bool = True, grace: float = 5.0) -> AsyncIterator[Stack]:
+                     connect: bool = True, grace: float = 5.0,
+                     **serve_options: Any) -> AsyncIterator[Stack]:
     data = tmp / "data"
     store = open_store(data)
     store.add_tenant("acme")
@@ -110,7 +111,7 @@ async def make_stack(tmp: Path, *, backend: str = "ollama", tls: bool = True,
         data_dir=data, listen=ListenAddress(host="127.0.0.1", port=0),
         tls_cert=tmp / "server.pem" if tls else None, tls_key=None, insecure_http=not tls,
         allow_insecure_non_loopback=False, tunnel_listen=None, loop="asyncio",
-        grace_period=grace)
+        grace_period=grace, **serve_options)
     gateway = Gateway(options)
     await gateway.start()
     upstream: OllamaServer | OpenAICompatServer = (
