@@ -26,6 +26,7 @@ from runtimes.netio import (
     client_context,
     server_context,
 )
+from runtimes.netio._http import lenient_head
 
 Handler = Callable[[HttpRequest, HttpResponse], Awaitable[None]]
 
@@ -297,6 +298,18 @@ def test_handler_rejects_before_the_body_is_read_h1() -> None:
 
 
 # ---- malformed requests, limits, timeouts -------------------------------------------------
+
+
+def test_lenient_head_reads_what_it_can_of_a_head_that_did_not_parse() -> None:
+    raw = (b"POST /v1/messages?beta=1 HTTP/1.1\r\nHost: x\r\nx-\xff: 1\r\n"
+           b"Anthropic-Version: 2023-06-01\r\nbad line\r\n x-folded: y\r\n\r\nbody: no")
+    method, path, headers = lenient_head(raw)
+    assert (method, path) == ("POST", "/v1/messages")
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert headers["x-\xff"] == "1"  # latin-1, as h11 decodes a value
+    assert "bad line" not in headers and " x-folded" not in headers and "body" not in headers
+    assert lenient_head(b"GARBAGE\r\n\r\n") == ("", "", {})
+    assert lenient_head(b"") == ("", "", {})
 
 
 def test_malformed_and_oversized_heads_get_plain_errors_before_the_handler() -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from runtimes.gateway.routing import (
     EndpointKind,
     TunnelRegistry,
+    answer_format,
     error_format_for,
     find_endpoint,
     presented_api_key,
@@ -40,6 +41,21 @@ def test_error_format_follows_the_path_or_anthropic_header() -> None:
     assert error_format_for("/v2/x", {"anthropic-version": "2023-06-01"}) is ClientFormat.MESSAGES
     assert error_format_for("/v1/responses/abc", {}) is ClientFormat.RESPONSES
     assert error_format_for("/v1/other", {}) is ClientFormat.CHAT
+
+
+def test_answer_format_is_the_endpoints_with_anthropic_model_listings() -> None:
+    anthropic = {"anthropic-version": "2023-06-01"}
+    assert answer_format("POST", "/api/generate", {}) is ClientFormat.OLLAMA_GENERATE
+    assert answer_format("POST", "/v1/completions", {}) is ClientFormat.COMPLETIONS
+    assert answer_format("GET", "/v1/models", {}) is ClientFormat.CHAT
+    assert answer_format("GET", "/v1/models", anthropic) is ClientFormat.MESSAGES
+    assert answer_format("GET", "/v1/models/coder", anthropic) is ClientFormat.MESSAGES
+    assert answer_format("POST", "/v1/chat/completions", anthropic) is ClientFormat.CHAT
+    # not an endpoint (or a head that did not parse: no method): by the path and header
+    assert answer_format("", "/api/chat", {}) is ClientFormat.OLLAMA_CHAT
+    assert answer_format("GET", "/v1/messages", {}) is ClientFormat.MESSAGES
+    assert answer_format("", "", anthropic) is ClientFormat.MESSAGES
+    assert answer_format("", "", {}) is ClientFormat.CHAT
 
 
 def test_api_key_from_bearer_or_x_api_key() -> None:
