@@ -96,8 +96,8 @@ class Link:
                 if type(event) is DataReceived:
                     frames += 1
                     size += event.flow_controlled_length
-                    gateway.acknowledge_received_data(event.stream_id,
-                                                      event.flow_controlled_length)
+                    gateway.acknowledge_received_data(
+                        stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
         return frames, size
 
     def to_connector(self) -> int:
@@ -159,8 +159,8 @@ def bench_streams(count: int, concurrent: int) -> Figure:
             gateway.receive_data(message, NOW)
             while (event := gateway.next_event()) is not None:
                 if type(event) is DataReceived:
-                    gateway.acknowledge_received_data(event.stream_id,
-                                                      event.flow_controlled_length)
+                    gateway.acknowledge_received_data(
+                        stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
                 elif type(event) is StreamEnded:
                     done += 1
                 elif type(event) is not ResponseReceived:

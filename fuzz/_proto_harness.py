@@ -220,7 +220,8 @@ def _check_failed(conn: Connection, error: RemoteProtocolError, events: list[Eve
 def _check_acknowledgements(conn: Connection, events: list[Event]) -> None:
     for event in events:
         if isinstance(event, DataReceived):
-            conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            conn.acknowledge_received_data(stream_id=event.stream_id,
+                                           acknowledged_size=event.flow_controlled_length)
 
 
 def _describe(outcome: Outcome) -> str:

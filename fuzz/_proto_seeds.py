@@ -24,6 +24,7 @@ for _entry in (str(ROOT), str(FUZZ_DIR)):
 from tokios_proto import (  # noqa: E402
     Config,
     ConnectorConnection,
+    DataReceived,
     DeploymentHealth,
     FrameFlag,
     FrameType,
@@ -156,9 +157,10 @@ def recorded_transcripts() -> tuple[bytes, bytes]:
             connector.receive_data(down, 0.0)
             for conn in (gateway, connector):
                 while (event := conn.next_event()) is not None:
-                    if type(event).__name__ == "DataReceived":
-                        conn.acknowledge_received_data(event.stream_id,  # type: ignore[attr-defined]
-                                                       event.flow_controlled_length)  # type: ignore[attr-defined]
+                    if isinstance(event, DataReceived):
+                        conn.acknowledge_received_data(
+                            stream_id=event.stream_id,
+                            acknowledged_size=event.flow_controlled_length)
             if not up and not down:
                 return
 

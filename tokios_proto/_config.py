@@ -21,6 +21,8 @@ KIB = 1024
 MIB = 1024 * KIB
 #: Largest window (and window increment), as in HTTP/2: 2**31 - 1.
 MAX_WINDOW = 2**31 - 1
+#: Largest stream id: stream ids are odd and at most 2**31 - 1 (docs/protocol.md §6.1).
+MAX_STREAM_ID = 2**31 - 1
 #: Bounds every negotiated value must respect (docs/protocol.md §6).
 MIN_FRAME_SIZE, MAX_FRAME_SIZE = 1 * KIB, 16 * MIB
 MIN_WINDOW = 1 * KIB

@@ -6,7 +6,7 @@ Shell loop (aioquic style)::
 
     conn.receive_data(message, now)          # or handle_timer(now) when the timer fires
     while (event := conn.next_event()) is not None:
-        dispatch(event)                      # may call commands: send_data, reset_stream...
+        dispatch(event)                      # may call commands (send_data, reset_stream)
     for message in conn.messages_to_send():
         websocket.send(message)
     arm_timer(conn.get_timer())
@@ -52,7 +52,6 @@ __all__ = ["Connection"]
 
 CS, CI, SI = ConnectionState, ConnectionInput, StreamInput
 _PING = struct.Struct(">Q")
-_MAX_STREAM_ID = 2**31 - 1
 _HANDSHAKING = frozenset({CS.HELLO_SENT, CS.AWAITING_HELLO, CS.AWAITING_VERDICT})
 _LIVE = frozenset({CS.OPEN, CS.DRAINING})
 _REPORT_EVENTS = (UsageReported, HealthReported)
@@ -129,6 +128,8 @@ class Connection:
         self._goaway_sent = False
         self._goaway_received = False
         self._error: RemoteProtocolError | None = None
+        #: Streams that may be open at once (WELCOME value, then SETTINGS; 0 before).
+        self._max_streams = 0
         #: The negotiated protocol version (0 until the handshake chose one).
         self._version = 0
         #: Deployments granted in WELCOME.
@@ -183,8 +184,10 @@ class Connection:
         return self._send_window
 
     @property
-    def pending_control_frames(self) -> int:
-        return len(self._control)
+    def max_concurrent_streams(self) -> int:
+        """How many streams may be open at once on this connection now: the connector's
+        limit (WELCOME value, then its SETTINGS updates); 0 before the handshake."""
+        return self._max_streams
 
     def stream_state(self, stream_id: int) -> StreamState:
         """The :class:`StreamState` of a stream this connection has seen (CLOSED once gone)."""
@@ -251,7 +254,7 @@ class Connection:
         except ProtocolError as exc:  # a LocalProtocolError from a decoder counts as remote
             error = RemoteProtocolError(exc.msg, code=exc.code)
             self._error = error
-            self._close(exc.code, exc.msg, remote=False, send_goaway=True)
+            self._close(CI.ERROR, exc.code, exc.msg, remote=False, send_goaway=True)
             raise error from None
         self._maybe_drained()
 
@@ -295,19 +298,11 @@ class Connection:
             raise RemoteProtocolError(f"{what.name} frame on unopened stream {stream_id}")
         return stream
 
-    def _stream_input(self, stream: Stream, inp: StreamInput) -> None:
-        new = STREAM_TRANSITIONS.get((stream.state, inp))
-        if new is None:
-            raise _StreamError(stream, ResetCode.STREAM_CLOSED if stream.state in (
-                StreamState.RESPONSE_DONE, StreamState.REQUEST_DONE) else ResetCode.PROTOCOL_ERROR)
-        self._set_stream_state(stream, new)
-
-    def _set_stream_state(self, stream: Stream, new: StreamState) -> None:
-        stream.state = new
-        if new is StreamState.CLOSED:
-            del self._streams[stream.stream_id]
-            if stream.report_owed:
-                self._await_report(stream.stream_id)
+    @staticmethod
+    def _stream_error(stream: Stream) -> _StreamError:
+        """The stream error for a received frame the stream table forbids."""
+        return _StreamError(stream, ResetCode.STREAM_CLOSED if stream.state in (
+            StreamState.RESPONSE_DONE, StreamState.REQUEST_DONE) else ResetCode.PROTOCOL_ERROR)
 
     def _await_report(self, stream_id: int) -> None:
         """Version 2: remember a closed stream whose usage report has not been sent / received
@@ -329,7 +324,7 @@ class Connection:
     def _reset_locally(self, stream: Stream, code: ResetCode) -> None:
         """Reset one stream because the peer broke one of its rules (connection survives)."""
         self._send_window += stream.drop_output()
-        self._set_stream_state(stream, StreamState.CLOSED)
+        self._stream_transition(stream, SI.RESET)
         self._queue_reply(encode_frame(FrameType.RESET, 0, stream.stream_id, encode_u32(code)))
         self._events.append(StreamReset(stream_id=stream.stream_id, code=code, remote=False))
 
@@ -362,7 +357,7 @@ class Connection:
             return
         try:
             if (stream.state, self._DATA_RECEIVED) not in STREAM_TRANSITIONS:
-                self._stream_input(stream, self._DATA_RECEIVED)  # raises the stream error
+                raise self._stream_error(stream)
             if not stream.recv.consume(n):
                 raise _StreamError(stream, ResetCode.FLOW_CONTROL_ERROR)
         except _StreamError as exc:
@@ -372,8 +367,8 @@ class Connection:
         if n:
             self._events.append(DataReceived(stream_id=stream_id, data=bytes(payload),
                                              flow_controlled_length=n))
-        if flags & _END_STREAM:
-            self._set_stream_state(stream, STREAM_TRANSITIONS[(stream.state, self._END_RECEIVED)])
+        if flags & _END_STREAM:  # allowed wherever DATA is: the table has both edges
+            self._stream_transition(stream, self._END_RECEIVED)
             self._events.append(StreamEnded(stream_id=stream_id))
 
     def _on_window_update(self, flags: int, stream_id: int, payload: memoryview) -> None:
@@ -410,7 +405,7 @@ class Connection:
         except ValueError:
             code = ResetCode.INTERNAL_ERROR
         self._send_window += stream.drop_output()
-        self._set_stream_state(stream, StreamState.CLOSED)
+        self._stream_transition(stream, SI.RESET)
         self._events.append(StreamReset(stream_id=stream_id, code=code, remote=True))
 
     def _on_ping(self, flags: int, stream_id: int, payload: memoryview) -> None:
@@ -432,30 +427,57 @@ class Connection:
         if stream_id != 0:
             raise RemoteProtocolError("GOAWAY must be on stream 0")
         goaway = decode_goaway(payload, self.config.max_goaway_reason)
-        if (self._state, CI.RECV_GOAWAY) not in CONNECTION_TRANSITIONS:  # pragma: no cover
-            raise RemoteProtocolError(f"GOAWAY in state {self._state.name}")
         self._goaway_received = True
         self._events.append(GoAwayReceived(last_stream_id=goaway.last_stream_id,
                                            code=goaway.code, reason=goaway.reason))
-        if goaway.code != ErrorCode.NO_ERROR or self._state in _HANDSHAKING:
-            self._close(goaway.code, goaway.reason, remote=True, send_goaway=False)
-            return
-        self._state = CONNECTION_TRANSITIONS[(self._state, CI.RECV_GOAWAY)]
-        self._on_goaway_streams(goaway.last_stream_id)
+        if goaway.code != ErrorCode.NO_ERROR:
+            self._close(CI.ERROR, goaway.code, goaway.reason, remote=True, send_goaway=False)
+        elif self._next_state(CI.RECV_GOAWAY, remote=True) is CS.CLOSED:  # during the handshake
+            self._close(CI.RECV_GOAWAY, goaway.code, goaway.reason, remote=True,
+                        send_goaway=False)
+        else:
+            self._transition(CI.RECV_GOAWAY)
+            self._on_goaway_streams(goaway.last_stream_id)
 
     def _on_goaway_streams(self, last_stream_id: int) -> None:
         """Role hook: the gateway refuses its streams above ``last_stream_id``."""
 
-    # ------------------------------------------------------------------ stream commands
+    # ------------------------------------------------------------------ transitions
+    # The only two places that change a state; both follow the tables of _state.py.
 
-    def _command(self, inp: ConnectionInput = CI.SEND_FRAME) -> ConnectionState:
+    def _next_state(self, inp: ConnectionInput = CI.SEND_FRAME, *,
+                    remote: bool = False) -> ConnectionState:
+        """Where ``inp`` leads from the current state. An input the table does not allow
+        raises :class:`LocalProtocolError` (a command) or :class:`RemoteProtocolError` (a frame
+        received, ``remote``); nothing changes."""
         new = CONNECTION_TRANSITIONS.get((self._state, inp))
         if new is None:
-            raise LocalProtocolError(f"cannot {inp.value} in state {self._state.name}")
+            error = RemoteProtocolError if remote else LocalProtocolError
+            raise error(f"cannot {inp.value} in state {self._state.name}")
         return new
 
+    def _transition(self, inp: ConnectionInput) -> None:
+        """Move the connection along ``inp`` (raises as :meth:`_next_state` does)."""
+        self._state = self._next_state(inp)
+
+    def _stream_transition(self, stream: Stream, inp: StreamInput) -> bool:
+        """Move a stream along ``inp``; False, and no change, if the table has no such edge.
+        A stream that reaches CLOSED leaves the open streams (in version 2 its usage report is
+        then awaited, if it owes one)."""
+        new = STREAM_TRANSITIONS.get((stream.state, inp))
+        if new is None:
+            return False
+        stream.state = new
+        if new is StreamState.CLOSED:
+            del self._streams[stream.stream_id]
+            if stream.report_owed:
+                self._await_report(stream.stream_id)
+        return True
+
+    # ------------------------------------------------------------------ stream commands
+
     def _live_stream(self, stream_id: int) -> Stream:
-        self._command()
+        self._next_state()
         stream = self._streams.get(stream_id)
         if stream is None:
             self.stream_state(stream_id)
@@ -494,13 +516,11 @@ class Connection:
     def end_stream(self, stream_id: int) -> None:
         """End this end's half of the stream (an empty DATA with END_STREAM after the queue)."""
         stream = self._live_stream(stream_id)
-        new = STREAM_TRANSITIONS.get((stream.state, self._END_SENT))
-        if new is None:
-            raise LocalProtocolError(f"cannot end stream {stream_id} in state "
-                                     f"{stream.state.name}")
+        state = stream.state
+        if not self._stream_transition(stream, self._END_SENT):
+            raise LocalProtocolError(f"cannot end stream {stream_id} in state {state.name}")
         stream.end_pending = True
         self._schedule(stream)
-        self._set_stream_state(stream, new)
         self._maybe_drained()
 
     def reset_stream(self, stream_id: int, code: ResetCode = ResetCode.CANCELLED) -> None:
@@ -508,7 +528,7 @@ class Connection:
 
         A no-op on a stream that is already closed (resetting is idempotent).
         """
-        self._command()
+        self._next_state()
         if not isinstance(code, ResetCode):
             raise LocalProtocolError("code must be a ResetCode")
         stream = self._streams.get(stream_id)
@@ -516,16 +536,19 @@ class Connection:
             self.stream_state(stream_id)
             return
         self._send_window += stream.drop_output()
-        self._set_stream_state(stream, StreamState.CLOSED)
+        self._stream_transition(stream, SI.RESET)
         self._control.append(encode_frame(FrameType.RESET, 0, stream_id, encode_u32(code)))
         self._maybe_drained()
 
-    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
-        """Say the shell consumed ``n`` bytes of a :class:`DataReceived` on ``stream_id``.
+    def acknowledge_received_data(self, *, acknowledged_size: int, stream_id: int) -> None:
+        """Say the shell consumed ``acknowledged_size`` bytes (the ``flow_controlled_length``)
+        of a :class:`DataReceived` on ``stream_id``. The arguments are keyword-only, so a call
+        written in h2's order or this method's former order cannot swap them silently.
 
         Credit goes back to the peer in WINDOW_UPDATEs once half a window is consumed. Call it
-        for every DataReceived, even after the stream ended or was reset.
+        for every DataReceived, even after the stream ended or was reset; then send the output.
         """
+        n = acknowledged_size
         if type(n) is not int or n < 0 or n > self._recv.unacknowledged:
             raise LocalProtocolError(f"cannot acknowledge {n} bytes: only "
                                      f"{self._recv.unacknowledged} are unacknowledged")
@@ -547,7 +570,7 @@ class Connection:
 
     def ping(self, now: float) -> None:
         """Queue a PING; its PONG gives :class:`PongReceived` and updates :attr:`rtt`."""
-        self._command()
+        self._next_state()
         self._ping_counter += 1
         payload = _PING.pack(self._ping_counter)
         self._pings[payload] = now
@@ -560,18 +583,20 @@ class Connection:
         """Stop taking new streams. With NO_ERROR, existing streams finish and the state goes
         DRAINING, then CLOSED when none is left; any other code closes at once. Either way,
         a :class:`ConnectionTerminated` marks the end. May be sent again (to update the id)."""
-        new = self._command(CI.SEND_GOAWAY)
+        new = self._next_state(CI.SEND_GOAWAY)
         if not isinstance(code, ErrorCode) or not isinstance(reason, str):
             raise LocalProtocolError("code must be an ErrorCode and reason a str")
         reason = reason.encode()[: self.config.max_goaway_reason].decode(errors="ignore")
-        if self._state is CS.IDLE:
-            self._close(code, reason, remote=False, send_goaway=False)
-        elif code != ErrorCode.NO_ERROR or new is CS.CLOSED:
-            self._close(code, reason, remote=False, send_goaway=True)
+        if self._state is CS.IDLE:  # nothing was sent yet: close without a word
+            self._close(CI.SEND_GOAWAY, code, reason, remote=False, send_goaway=False)
+        elif code != ErrorCode.NO_ERROR:
+            self._close(CI.ERROR, code, reason, remote=False, send_goaway=True)
+        elif new is CS.CLOSED:  # during the handshake
+            self._close(CI.SEND_GOAWAY, code, reason, remote=False, send_goaway=True)
         else:
             self._goaway_sent = True
             self._control.append(self._goaway_frame(code, reason))
-            self._state = new
+            self._transition(CI.SEND_GOAWAY)
             self._maybe_drained()
 
     def _goaway_frame(self, code: ErrorCode | int, reason: str) -> bytes:
@@ -581,18 +606,20 @@ class Connection:
 
     def _maybe_drained(self) -> None:
         if self._state is CS.DRAINING and not self._streams and not self._unreported:
-            self._close(ErrorCode.NO_ERROR, "drained", remote=self._goaway_received
+            self._close(CI.DRAINED, ErrorCode.NO_ERROR, "drained", remote=self._goaway_received
                         and not self._goaway_sent, send_goaway=False)
 
-    def _close(self, code: ErrorCode | int, reason: str, *, remote: bool,
+    def _close(self, inp: ConnectionInput, code: ErrorCode | int, reason: str, *, remote: bool,
                send_goaway: bool) -> None:
+        """Move to CLOSED along ``inp`` and say so with :class:`ConnectionTerminated`; with an
+        error code, queued body bytes are dropped; ``send_goaway`` queues a GOAWAY first."""
+        self._transition(inp)
         if code != ErrorCode.NO_ERROR:
             for stream in self._ready:
                 stream.drop_output()
             self._ready.clear()
         if send_goaway:
             self._control.append(self._goaway_frame(code, reason))
-        self._state = CS.CLOSED
         self._streams.clear()
         self._events.append(ConnectionTerminated(code=code, reason=reason, remote=remote))
 
@@ -616,14 +643,14 @@ class Connection:
         state = self._state
         if state in _HANDSHAKING:
             if self._deadline is not None and now >= self._deadline:
-                self._close(ErrorCode.TIMEOUT, "handshake timed out", remote=False,
+                self._close(CI.TIMEOUT, ErrorCode.TIMEOUT, "handshake timed out", remote=False,
                             send_goaway=True)
         elif state in _LIVE:
             assert self._settings is not None
             settings = self._settings
             if now >= self._last_received + settings.idle_timeout:
-                self._close(ErrorCode.TIMEOUT, "peer silent for idle_timeout", remote=False,
-                            send_goaway=True)
+                self._close(CI.TIMEOUT, ErrorCode.TIMEOUT, "peer silent for idle_timeout",
+                            remote=False, send_goaway=True)
             elif now >= max(self._last_received, self._last_ping) + settings.heartbeat_interval:
                 self.ping(now)
 
@@ -674,9 +701,16 @@ class Connection:
         assert self._settings is not None
         window = self._settings.initial_stream_window
         stream = Stream(stream_id, window, window)
+        self._stream_transition(stream, SI.OPEN)
         self._streams[stream_id] = stream
         self._highest_stream_id = stream_id
         return stream
+
+    def _handshake_frame(self, inp: ConnectionInput, stream_id: int) -> None:
+        """Check a received handshake frame (HELLO, WELCOME, REJECT) against the table."""
+        if stream_id != 0:
+            raise RemoteProtocolError(f"{inp.value} on stream {stream_id}")
+        self._next_state(inp, remote=True)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} state={self._state.name} "

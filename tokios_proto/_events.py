@@ -96,7 +96,8 @@ class ResponseReceived(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataReceived(Event):
     """Body bytes arrived. When they are consumed, call
-    ``acknowledge_received_data(stream_id, flow_controlled_length)`` to return the credit."""
+    ``acknowledge_received_data(stream_id=..., acknowledged_size=flow_controlled_length)``
+    to return the credit."""
 
     stream_id: int
     data: bytes

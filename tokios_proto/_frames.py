@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ._codes import ErrorCode, FrameFlag, FrameType
+from ._codes import ErrorCode, FrameType
 from ._errors import RemoteProtocolError
 
 __all__ = ["FRAME_VERSION", "HEADER_SIZE", "Frame", "FrameReader", "decode_frames",
@@ -138,6 +138,3 @@ def decode_frames(data: bytes, max_payload: int = MAX_U32) -> list[Frame]:
         raise RemoteProtocolError("trailing partial frame")
     return frames
 
-
-def is_ignorable(flags: int) -> bool:
-    return bool(flags & FrameFlag.IGNORABLE)

@@ -6,7 +6,7 @@ import dataclasses
 from typing import ClassVar
 
 from ._codes import DEFAULT_RETRYABLE, ErrorCode, FrameType, RejectReason, ResetCode
-from ._config import REPORTS_VERSION, Config, Settings
+from ._config import MAX_STREAM_ID, REPORTS_VERSION, Config, Settings
 from ._connection import Connection
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
@@ -32,18 +32,9 @@ from ._payloads import (
     encode_welcome,
 )
 from ._reports import HealthReport, UsageReport, decode_report
-from ._state import (
-    CONNECTION_TRANSITIONS,
-    STREAM_TRANSITIONS,
-    ConnectionInput,
-    ConnectionState,
-    StreamInput,
-    StreamState,
-)
+from ._state import STREAM_TRANSITIONS, ConnectionInput, ConnectionState, StreamInput
 
 __all__ = ["GatewayConnection"]
-
-_MAX_STREAM_ID = 2**31 - 1
 
 
 class GatewayConnection(Connection):
@@ -76,8 +67,6 @@ class GatewayConnection(Connection):
         self._hello: Hello | None = None
         self._proposal: Settings | None = None
         self._next_stream_id = 1
-        #: Streams the connector lets us have open (WELCOME value, then SETTINGS updates).
-        self._peer_max_streams = 0
 
     def start(self, now: float) -> None:
         """Arm the handshake deadline (``config.handshake_timeout`` from ``now``)."""
@@ -88,9 +77,9 @@ class GatewayConnection(Connection):
         raise RemoteProtocolError("a connector must not send WELCOME, REJECT or OPEN")
 
     def _on_hello(self, flags: int, stream_id: int, payload: memoryview) -> None:
-        new = self._state_after(ConnectionInput.RECV_HELLO, stream_id)
+        self._handshake_frame(ConnectionInput.RECV_HELLO, stream_id)
         hello, proposal = decode_hello(payload)
-        self._state = new
+        self._transition(ConnectionInput.RECV_HELLO)
         common = set(hello.versions) & set(self.config.versions)
         if not common:
             self.reject(RejectReason.UNSUPPORTED_VERSION,
@@ -99,19 +88,12 @@ class GatewayConnection(Connection):
         self._hello, self._proposal, self._version = hello, proposal, max(common)
         self._events.append(HelloReceived(hello=hello, version=self._version))
 
-    def _state_after(self, inp: ConnectionInput, stream_id: int) -> ConnectionState:
-        new = CONNECTION_TRANSITIONS.get((self._state, inp))
-        if new is None or stream_id != 0:
-            raise RemoteProtocolError(f"{inp.value} in state {self._state.name} "
-                                      f"on stream {stream_id}")
-        return new
-
     def accept(self, session_id: str, deployments: tuple[str, ...], now: float) -> Settings:
         """Accept the HELLO: queue WELCOME with the negotiated settings; the state is OPEN.
 
         ``deployments`` must be names the connector offered. Returns the :class:`Settings`.
         """
-        new = self._command(ConnectionInput.ACCEPT)
+        self._next_state(ConnectionInput.ACCEPT)
         assert self._hello is not None and self._proposal is not None
         offered = {d.name for d in self._hello.deployments}
         if not isinstance(deployments, tuple) or not set(deployments) <= offered:
@@ -120,9 +102,9 @@ class GatewayConnection(Connection):
         welcome = Welcome(version=self._version, session_id=session_id,
                           deployments=deployments, settings=settings)
         self._control.append(encode_frame(FrameType.WELCOME, 0, 0, encode_welcome(welcome)))
-        self._state = new
+        self._transition(ConnectionInput.ACCEPT)
         self._granted = deployments
-        self._peer_max_streams = settings.max_concurrent_streams
+        self._max_streams = settings.max_concurrent_streams
         self._apply_settings(settings, now)
         return settings
 
@@ -132,7 +114,7 @@ class GatewayConnection(Connection):
 
         ``retryable`` defaults to what suits ``reason`` (only OVERLOADED and INTERNAL retry).
         """
-        self._command(ConnectionInput.REJECT)
+        self._next_state(ConnectionInput.REJECT)
         if retryable is None:
             retryable = DEFAULT_RETRYABLE.get(reason, True)
         if isinstance(retry_after, int) and not isinstance(retry_after, bool):
@@ -140,26 +122,36 @@ class GatewayConnection(Connection):
         reject = Reject(reason=reason, retryable=retryable, message=message,
                         retry_after=retry_after)
         self._control.append(encode_frame(FrameType.REJECT, 0, 0, encode_reject(reject)))
-        self._close(ErrorCode.REJECTED, reason.value, remote=False, send_goaway=False)
+        self._close(ConnectionInput.REJECT, ErrorCode.REJECTED, reason.value, remote=False,
+                    send_goaway=False)
+
+    @property
+    def may_open_stream(self) -> bool:
+        """True if :meth:`open_stream` can open a stream now (for a head within
+        ``max_header_block_size``): the connection is OPEN, no GOAWAY was sent or received,
+        fewer than :attr:`max_concurrent_streams` streams are open and ids are left."""
+        return (self._state is ConnectionState.OPEN and len(self._streams) < self._max_streams
+                and self._next_stream_id <= MAX_STREAM_ID)
 
     def open_stream(self, head: RequestHead) -> int:
         """Open a stream carrying ``head`` (queues OPEN); returns its id.
 
         Then ``send_data`` the request body and ``end_stream``. Raises
         :class:`LocalProtocolError` at the connector's ``max_concurrent_streams``, after a
-        GOAWAY either way, before the handshake, or if the head is too large.
+        GOAWAY either way, before the handshake, once the stream ids are exhausted, or if the
+        head is too large; :attr:`may_open_stream` says beforehand whether it can succeed.
         """
-        self._command()
+        self._next_state()
         assert self._settings is not None
         if not isinstance(head, RequestHead):
             raise LocalProtocolError("head must be a RequestHead")
-        if self._goaway_sent or self._goaway_received:
+        if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError("no new streams after GOAWAY")
-        if len(self._streams) >= self._peer_max_streams:
-            raise LocalProtocolError(f"the connector allows {self._peer_max_streams} "
+        if len(self._streams) >= self._max_streams:
+            raise LocalProtocolError(f"the connector allows {self._max_streams} "
                                      "concurrent streams")
         stream_id = self._next_stream_id
-        if stream_id > _MAX_STREAM_ID:
+        if stream_id > MAX_STREAM_ID:
             raise LocalProtocolError("stream ids are exhausted: open a new connection")
         payload = encode_request_head(head)
         if len(payload) > self._settings.max_header_block_size:
@@ -188,8 +180,7 @@ class GatewayConnection(Connection):
         except LocalProtocolError:
             self._reset_locally(stream, ResetCode.PROTOCOL_ERROR)
             return
-        self._set_stream_state(stream, STREAM_TRANSITIONS[(stream.state,
-                                                                 StreamInput.RESPONSE_HEAD)])
+        self._stream_transition(stream, StreamInput.RESPONSE_HEAD)
         self._events.append(ResponseReceived(stream_id=stream_id, status=head.status,
                                              headers=head.headers))
 
@@ -199,7 +190,7 @@ class GatewayConnection(Connection):
         value = decode_settings_update(payload)
         if stream_id != 0 or value > self._settings.max_concurrent_streams:
             raise RemoteProtocolError("SETTINGS must be on stream 0 and within the WELCOME value")
-        self._peer_max_streams = value
+        self._max_streams = value
         settings = dataclasses.replace(self._settings, max_concurrent_streams=value)
         self._events.append(SettingsChanged(settings=settings))
 
@@ -241,6 +232,6 @@ class GatewayConnection(Connection):
             stream = self._streams[stream_id]
             stream.report_owed = False  # never processed: no usage to report
             self._send_window += stream.drop_output()
-            self._set_stream_state(stream, StreamState.CLOSED)
+            self._stream_transition(stream, StreamInput.RESET)
             self._events.append(StreamReset(stream_id=stream_id, code=ResetCode.REFUSED,
                                             remote=True))

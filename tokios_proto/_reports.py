@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ._config import MAX_STREAM_ID
 from ._errors import LocalProtocolError
 from ._payloads import MAX_NAME, json_object, short_str
 
@@ -28,7 +29,6 @@ __all__ = ["DeploymentHealth", "HealthReport", "UsageReport"]
 MAX_TOKENS = 2**53 - 1
 #: The longest model list a health report may carry for one deployment.
 MAX_MODELS = 1000
-_MAX_STREAM_ID = 2**31 - 1
 
 
 def _count(value: object, name: str) -> int:
@@ -49,7 +49,7 @@ class UsageReport:
 
     def __post_init__(self) -> None:
         if (type(self.stream_id) is not int or self.stream_id & 1 == 0
-                or not 0 < self.stream_id <= _MAX_STREAM_ID):
+                or not 0 < self.stream_id <= MAX_STREAM_ID):
             raise LocalProtocolError("a usage report's stream_id must be odd, 1..2**31-1")
         _count(self.input_tokens, "input_tokens")
         _count(self.output_tokens, "output_tokens")

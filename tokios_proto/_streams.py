@@ -24,7 +24,7 @@ class Stream:
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.stream_id = stream_id
-        self.state = StreamState.OPEN
+        self.state = StreamState.IDLE  # the OPEN input moves it to OPEN
         #: Credit left to *queue* more DATA (queued bytes are already deducted).
         self.send_window = send_window
         self.recv = ReceiveWindow(recv_window)

@@ -134,7 +134,8 @@ class SessionEvents(Generic[S]):
         if isinstance(event, StreamOpened):
             self.streams[event.stream_id] = self._open(event.stream_id, event.head)
         elif isinstance(event, DataReceived):
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            self.conn.acknowledge_received_data(stream_id=event.stream_id,
+                                                acknowledged_size=event.flow_controlled_length)
             stream = self.streams.get(event.stream_id)
             if stream is not None and stream.add(event.data):
                 self._body_complete(stream)

@@ -606,8 +606,7 @@ class GatewayApi:
 
     def _all_full(self, tenant_id: str, deployment: str) -> bool:
         return any(t.grant is not None and t.grant.tenant_id == tenant_id
-                   and deployment in t.deployments and not t.accepting_streams
-                   and not t.goaway_received and t.is_healthy(deployment)
+                   and deployment in t.deployments and t.full and t.is_healthy(deployment)
                    for t in self.tunnels.tunnels)
 
     @staticmethod

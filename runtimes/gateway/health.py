@@ -103,8 +103,8 @@ def tunnel_view(tunnel: Tunnel) -> dict[str, Any]:
         "deployments": deployments,
         "healthy": all(d["healthy"] for d in deployments),
         "rtt_seconds": conn.rtt, "streams_in_flight": len(tunnel.streams),
-        "max_streams": tunnel.max_streams,
-        "draining": tunnel.goaway_received or conn.state is not ConnectionState.OPEN,
+        "max_streams": conn.max_concurrent_streams,
+        "draining": conn.state is not ConnectionState.OPEN,
         "connected_since": time_text(tunnel.connected_at),
     }
 

@@ -41,7 +41,6 @@ from tokios_proto import (
     ErrorCode,
     Event,
     GatewayConnection,
-    GoAwayReceived,
     HealthReported,
     HelloReceived,
     RejectReason,
@@ -146,7 +145,8 @@ class GatewayStream:
 
     def acknowledge(self, n: int) -> None:
         if n and self.tunnel.conn.state is not ConnectionState.CLOSED:
-            self.tunnel.conn.acknowledge_received_data(self.stream_id, n)
+            self.tunnel.conn.acknowledge_received_data(stream_id=self.stream_id,
+                                                       acknowledged_size=n)
             self.tunnel.pump.kick()
 
     def reset(self, code: ResetCode = ResetCode.CLIENT_GONE,
@@ -176,9 +176,6 @@ class Tunnel:
         self.grant: ConnectorGrant | None = None
         self.deployments: tuple[str, ...] = ()
         self.session_id = ""
-        self.goaway_received = False
-        #: Streams the connector takes at once (WELCOME value, then its SETTINGS updates).
-        self.max_streams = 0
         #: What the connector said in HELLO about itself, and when the tunnel was accepted
         #: (Unix time): shown in the admin API's tunnel list.
         self.connector_id = ""
@@ -197,8 +194,12 @@ class Tunnel:
 
     @property
     def accepting_streams(self) -> bool:
-        return (self.conn.state is ConnectionState.OPEN and not self.goaway_received
-                and len(self.conn.open_stream_ids) < self.max_streams)
+        return self.conn.may_open_stream
+
+    @property
+    def full(self) -> bool:
+        """Open, but at the connector's concurrency limit (not draining)."""
+        return self.conn.state is ConnectionState.OPEN and not self.conn.may_open_stream
 
     def is_healthy(self, deployment: str) -> bool:
         """False while the connector reports this deployment's upstream unhealthy."""
@@ -210,9 +211,9 @@ class Tunnel:
     @property
     def free_streams(self) -> int | None:
         """Streams it takes now (0: full), or None when it takes none for good (closing)."""
-        if self.conn.state is not ConnectionState.OPEN or self.goaway_received:
+        if self.conn.state is not ConnectionState.OPEN:  # draining after a GOAWAY, or closed
             return None
-        return max(0, self.max_streams - len(self.conn.open_stream_ids))
+        return max(0, self.conn.max_concurrent_streams - len(self.conn.open_stream_ids))
 
     def open_stream(self, head: RequestHead, account: Account | None = None) -> GatewayStream:
         """Open a stream (raises tokios_proto.LocalProtocolError when it cannot);
@@ -234,8 +235,8 @@ class Tunnel:
         stream = self.streams.get(getattr(event, "stream_id", -1))
         if isinstance(event, DataReceived):
             if stream is None:
-                self.conn.acknowledge_received_data(event.stream_id,
-                                                    event.flow_controlled_length)
+                self.conn.acknowledge_received_data(
+                    stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
             else:
                 stream.chunks.append((event.data, event.flow_controlled_length))
                 stream.changed.set()
@@ -267,7 +268,6 @@ class Tunnel:
             self.manager.tasks.add(task)
             task.add_done_callback(self.manager.tasks.discard)
         elif isinstance(event, SettingsChanged):
-            self.max_streams = event.settings.max_concurrent_streams
             self._capacity_changed()
         elif isinstance(event, UsageReported):
             account = self.accounts.pop(event.stream_id, None)
@@ -276,8 +276,6 @@ class Tunnel:
                                       event.estimated)
         elif isinstance(event, HealthReported):
             self._health_reported(event.deployments)
-        elif isinstance(event, GoAwayReceived):
-            self.goaway_received = True
         elif isinstance(event, ConnectionTerminated):
             self._lost()
 
@@ -390,8 +388,7 @@ class TunnelManager:
                                 "this token may serve none of the offered deployments")
                 else:
                     tunnel.session_id = secrets.token_hex(16)
-                    settings = conn.accept(tunnel.session_id, granted, tunnel.pump.now())
-                    tunnel.max_streams = settings.max_concurrent_streams
+                    conn.accept(tunnel.session_id, granted, tunnel.pump.now())
                     tunnel.grant = grant
                     tunnel.deployments = granted
                     tunnel.connector_id = event.hello.connector_id

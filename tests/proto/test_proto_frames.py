@@ -8,6 +8,7 @@ import pytest
 from tokios_proto import (
     FRAME_VERSION,
     HEADER_SIZE,
+    DataReceived,
     DeploymentOffer,
     ErrorCode,
     Frame,
@@ -24,7 +25,9 @@ from tokios_proto import (
     ResponseHead,
     Secret,
     Settings,
+    StreamEnded,
     Welcome,
+    WindowUpdated,
     decode_frames,
     encode_frame,
 )
@@ -256,3 +259,21 @@ def test_value_type_validation() -> None:
     with pytest.raises(LocalProtocolError):
         Welcome(version=1, session_id="s", deployments=["d"],  # type: ignore[arg-type]
                 settings=Settings())
+
+
+def test_events_validate_stream_ids_and_never_show_bodies() -> None:
+    for bad in (0, -1, 2**32, "1"):
+        with pytest.raises(LocalProtocolError, match="stream_id"):
+            StreamEnded(stream_id=bad)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="stream_id"):
+        WindowUpdated(stream_id=-1, delta=1)
+    WindowUpdated(stream_id=0, delta=1)  # stream 0 is the connection
+    event = DataReceived(stream_id=1, data=b"secret prompt", flow_controlled_length=13)
+    assert repr(event) == ("DataReceived(stream_id=1, data=<13 bytes>, "
+                           "flow_controlled_length=13)")
+    assert "secret" not in str(event)
+
+
+def test_request_heads_need_a_method() -> None:
+    with pytest.raises(LocalProtocolError, match="method"):
+        RequestHead(method="", path="/")

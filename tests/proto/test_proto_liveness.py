@@ -270,3 +270,18 @@ def test_an_open_after_the_gateways_own_goaway_is_refused() -> None:
                                                             b"\0\0\0\x04")
     assert report.type is FrameType.REPORT and decode_report(report.payload) == UsageReport(
         stream_id=sid + 2, input_tokens=0, output_tokens=0)
+
+
+def test_timers_do_nothing_before_start_and_after_the_close() -> None:
+    pair = Pair()
+    assert pair.connector.get_timer() is None
+    pair.connector.handle_timer(1e9)  # IDLE: nothing armed, nothing happens
+    assert pair.connector.state is ConnectionState.IDLE
+    assert pair.connector.data_to_send() == b"" and pair.connector.next_event() is None
+    pair.handshake()
+    pair.gateway.goaway(ErrorCode.INTERNAL_ERROR)
+    pair.gateway.data_to_send()
+    pair.drain_events()
+    assert pair.gateway.get_timer() is None
+    pair.gateway.handle_timer(1e9)
+    assert pair.gateway.data_to_send() == b"" and pair.gateway.next_event() is None

@@ -186,17 +186,17 @@ def scripted_session() -> tuple[bytes, bytes, list[Event], list[Event]]:
     pump()
     c.send_response(a, 200, (("content-type", "text/event-stream"),))
     c.send_data(a, b"tok " * 500)
-    c.acknowledge_received_data(a, 3000)
+    c.acknowledge_received_data(stream_id=a, acknowledged_size=3000)
     c.reset_stream(b, ResetCode.UPSTREAM_FAILED)
     c.report_usage(b, input_tokens=12, output_tokens=0)
-    c.acknowledge_received_data(b, 2000)
+    c.acknowledge_received_data(stream_id=b, acknowledged_size=2000)
     c.update_settings(max_concurrent_streams=3)
     c.report_health([DeploymentHealth(name="llama", healthy=True, models=("llama3:8b",))])
     c.ping(0.0)
     g.reset_stream(d, ResetCode.CLIENT_GONE)
     pump()
     c.report_usage(d, input_tokens=7, output_tokens=3, estimated=True)
-    g.acknowledge_received_data(a, 2000)
+    g.acknowledge_received_data(stream_id=a, acknowledged_size=2000)
     c.end_stream(a)
     c.report_usage(a, input_tokens=40, output_tokens=500)
     g.goaway(reason="bye")
@@ -380,7 +380,7 @@ class TunnelMachine(RuleBasedStateMachine):
         for stream_id, n in list(self.unacked[side].items()):
             k = int(n * fraction)
             if k and conn.state is not ConnectionState.CLOSED:
-                conn.acknowledge_received_data(stream_id, k)
+                conn.acknowledge_received_data(stream_id=stream_id, acknowledged_size=k)
                 self.unacked[side][stream_id] -= k
 
     @precondition(lambda self: self.live())

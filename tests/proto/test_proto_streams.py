@@ -13,6 +13,7 @@ from tokios_proto import (
     FlowControlError,
     FrameFlag,
     FrameType,
+    GatewayConnection,
     LocalProtocolError,
     RemoteProtocolError,
     RequestHead,
@@ -132,6 +133,8 @@ def test_stream_command_misuse_raises_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         pair.connector.update_settings(max_concurrent_streams=0)
     assert pair.gateway.available_to_send(sid) == 0  # request half ended
+    pair.gateway.reset_stream(sid)
+    assert pair.gateway.available_to_send(sid) == 0  # closed
 
 
 def test_reset_both_ways_and_idempotent() -> None:
@@ -196,23 +199,31 @@ def test_credit_returns_only_when_acknowledged() -> None:
     pair.flush()
     assert pair.gateway.available_to_send(sid) == 0
     assert body(pair, "connector", sid) == b"x" * 4096
-    pair.connector.acknowledge_received_data(sid, 1000)  # below half: nothing sent yet
+    # below half: nothing sent yet
+    pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=1000)
     pair.flush()
     assert not pair.events_of("gateway", WindowUpdated)
-    pair.connector.acknowledge_received_data(sid, 1048)  # half of the stream window
+    # half of the stream window
+    pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=1048)
     pair.flush()
     updates = pair.events_of("gateway", WindowUpdated)
     assert WindowUpdated(stream_id=sid, delta=2048) in updates
     assert pair.gateway.available_to_send(sid) == 2048
     with pytest.raises(LocalProtocolError):
-        pair.connector.acknowledge_received_data(sid, 5000)
+        pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=5000)
     with pytest.raises(LocalProtocolError):
-        pair.connector.acknowledge_received_data(sid, -1)
-    pair.connector.acknowledge_received_data(sid, 0)
-    pair.connector.acknowledge_received_data(sid, 2048)
+        pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=-1)
+    pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=0)
+    pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=2048)
     pair.flush()
     assert WindowUpdated(stream_id=0, delta=4096) in pair.events_of("gateway", WindowUpdated)
     assert pair.gateway.connection_send_window == 8192
+    other = pair.gateway.open_stream(HEAD)
+    pair.gateway.send_data(other, b"y" * 100)
+    pair.gateway.send_data(sid, b"z" * 50)
+    pair.flush()  # the connection holds 150 unacknowledged bytes, the first stream 50
+    with pytest.raises(LocalProtocolError, match=f"on stream {sid}"):
+        pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=150)
 
 
 def test_ack_after_stream_closed_only_returns_connection_credit() -> None:
@@ -224,12 +235,12 @@ def test_ack_after_stream_closed_only_returns_connection_credit() -> None:
     pair.connector.end_stream(sid)
     pair.flush()
     assert pair.connector.stream_state(sid) is StreamState.CLOSED
-    pair.connector.acknowledge_received_data(sid, 4096)
+    pair.connector.acknowledge_received_data(stream_id=sid, acknowledged_size=4096)
     pair.flush()
     assert list(pair.events_of("gateway", WindowUpdated)) == [
         WindowUpdated(stream_id=0, delta=4096)]
     with pytest.raises(LocalProtocolError):
-        pair.connector.acknowledge_received_data(77, 1)
+        pair.connector.acknowledge_received_data(stream_id=77, acknowledged_size=1)
 
 
 def test_scheduler_is_fair_round_robin() -> None:
@@ -287,21 +298,42 @@ def test_messages_hold_whole_frames_within_the_message_size() -> None:
         decode_frames(message)  # each message is whole frames
 
 
+def opens(gateway: GatewayConnection) -> bool:
+    """Whether open_stream succeeds, checked against the may_open_stream query first."""
+    predicted = gateway.may_open_stream
+    try:
+        gateway.open_stream(HEAD)
+    except LocalProtocolError:
+        assert not predicted, "may_open_stream said yes, open_stream refused"
+        return False
+    assert predicted, "may_open_stream said no, open_stream opened"
+    return True
+
+
 def test_max_concurrent_streams_and_settings_update() -> None:
-    pair = small_pair()
-    sids = [pair.gateway.open_stream(HEAD) for _ in range(4)]
-    with pytest.raises(LocalProtocolError, match="concurrent"):
-        pair.gateway.open_stream(HEAD)
+    pair = Pair(gateway_config=Config(settings=SMALL), connector_config=Config(settings=SMALL))
+    assert pair.gateway.max_concurrent_streams == 0 and not opens(pair.gateway)
+    pair.handshake()
+    assert pair.gateway.max_concurrent_streams == pair.connector.max_concurrent_streams == 4
+    assert [opens(pair.gateway) for _ in range(5)] == [True] * 4 + [False]
     pair.flush()
-    pair.gateway.reset_stream(sids[0])
+    pair.gateway.reset_stream(1)
     pair.flush()
-    pair.gateway.open_stream(HEAD)
+    assert opens(pair.gateway)
     pair.connector.update_settings(max_concurrent_streams=2)
+    assert pair.connector.max_concurrent_streams == 2
     pair.flush()
     (changed,) = pair.events_of("gateway", SettingsChanged)
     assert isinstance(changed, SettingsChanged) and changed.settings.max_concurrent_streams == 2
-    with pytest.raises(LocalProtocolError):
-        pair.gateway.open_stream(HEAD)
+    assert pair.gateway.max_concurrent_streams == 2
+    assert not opens(pair.gateway)
+    for sid in pair.gateway.open_stream_ids[:3]:
+        pair.gateway.reset_stream(sid)
+    assert opens(pair.gateway)  # 1 open, below the new limit of 2
+    pair.gateway.goaway()
+    assert not opens(pair.gateway)  # draining
+    pair.gateway.goaway(ErrorCode.INTERNAL_ERROR)
+    assert not opens(pair.gateway)  # closed
 
 
 def test_connector_refuses_streams_over_its_limit() -> None:
@@ -393,8 +425,18 @@ def test_connector_resets_bad_open_frames_without_events() -> None:
     reports = [decode_report(f.payload) for f in frames if f.type is FrameType.REPORT]
     assert reports == [UsageReport(stream_id=n, input_tokens=0, output_tokens=0)
                        for n in (1, 3)]
-    with pytest.raises(RemoteProtocolError, match="odd and rise"):
+    with pytest.raises(RemoteProtocolError, match="odd, rise"):
         inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 3, b"{}"))
+
+
+def test_an_open_above_the_largest_stream_id_is_a_connection_error() -> None:
+    pair = small_pair()
+    with pytest.raises(RemoteProtocolError, match="2\\*\\*31-1") as info:
+        inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 2**31 + 1, b'{"method":"GET"}'))
+    assert info.value.code == ErrorCode.PROTOCOL_ERROR
+    pair = small_pair()
+    inject(pair, "connector", encode_frame(FrameType.OPEN, 0, 2**31 - 1, b'{"method":"GET"}'))
+    assert [e.stream_id for e in pair.events_of("connector", StreamOpened)] == [2**31 - 1]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("side", "frame", "code"), [
@@ -552,6 +594,8 @@ def test_output_is_bytes_not_bytearray() -> None:
 def test_stream_ids_exhaust() -> None:
     pair = Pair()
     pair.handshake()
-    pair.gateway._next_stream_id = 2**31 + 1  # white-box: skip two billion opens
+    pair.gateway._next_stream_id = 2**31 - 1  # white-box: skip a billion opens
+    assert opens(pair.gateway)
     with pytest.raises(LocalProtocolError, match="exhausted"):
         pair.gateway.open_stream(HEAD)
+    assert not pair.gateway.may_open_stream

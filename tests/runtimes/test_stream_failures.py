@@ -86,7 +86,8 @@ class ScriptedConnector:
             self.paths[event.stream_id] = event.head.path
         elif isinstance(event, DataReceived):
             self.bodies[event.stream_id] += event.data
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            self.conn.acknowledge_received_data(
+                stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
         elif isinstance(event, StreamEnded) and event.stream_id in self.bodies:
             task = asyncio.ensure_future(self._answer(event.stream_id))
             self.tasks.add(task)
