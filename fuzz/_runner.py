@@ -11,9 +11,13 @@ With atheris importable, each harness runs in its own process under libFuzzer
 temporary directory so the committed seed corpus is never modified. Otherwise a Hypothesis
 fallback replays the seeds, then feeds mutated seeds and random bytes until the time is up.
 
-    fuzz/run --seconds 60              # what CI runs
+    fuzz/run --seconds 100 --strict    # what CI runs
     fuzz/run --seconds 3600 --only stream_sse_messages
     fuzz/run --hypothesis --seconds 30 # force the fallback
+
+``--strict`` sets ``TOKIOS_FUZZ_STRICT=1`` for the harnesses: the stream translators then
+re-raise an internal error instead of turning it into a well-formed in-stream error, so a bug
+is a finding rather than a valid-looking answer (see ``_stream_harness.py``).
 """
 
 from __future__ import annotations
@@ -194,8 +198,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="total time for all harnesses")
     parser.add_argument("--only", action="append", help="run only this harness (repeatable)")
     parser.add_argument("--hypothesis", action="store_true", help="force the Hypothesis fallback")
+    parser.add_argument("--strict", action="store_true",
+                        help="translators re-raise internal errors (TOKIOS_FUZZ_STRICT=1)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.strict:
+        os.environ["TOKIOS_FUZZ_STRICT"] = "1"  # read by the harnesses, inherited by children
     if args.child:
         atheris_child(args.child, args.seconds)
         return 0

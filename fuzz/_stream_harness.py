@@ -4,10 +4,17 @@ For any upstream bytes: no exception escapes the translator, it is ``done`` afte
 its output is a valid stream of the client format (parsed and accumulated with the official
 openai / anthropic SDK types and stream helpers), and feeding the input one byte at a time gives
 exactly the same output as feeding it whole.
+
+In strict mode (``TOKIOS_FUZZ_STRICT=1``, set by ``fuzz/run --strict``, which CI uses) the
+translators run with ``StreamContext(strict=True)``: an internal error (a bug) re-raises instead
+of becoming a well-formed in-stream error, so it is a finding. Malformed upstream data still
+ends the stream with the in-stream error in both modes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +40,16 @@ _CHECKS: dict[ClientFormat, Callable[[bytes], object]] = {
 }
 
 
+def strict_mode() -> bool:
+    """Whether the harnesses run the translators strictly (``TOKIOS_FUZZ_STRICT=1``)."""
+    return os.environ.get("TOKIOS_FUZZ_STRICT") == "1"
+
+
+def for_mode(ctx: StreamContext) -> StreamContext:
+    """``ctx``, made strict in strict mode."""
+    return dataclasses.replace(ctx, strict=True) if strict_mode() else ctx
+
+
 def make_harness(backend: BackendKind, client: ClientFormat) -> Callable[[bytes], None]:
     """A ``TestOneInput`` for the (backend codec, client format) translator."""
     contexts = [
@@ -52,7 +69,7 @@ def make_harness(backend: BackendKind, client: ClientFormat) -> Callable[[bytes]
     check = _CHECKS[client]
 
     def run(ctx: StreamContext, pieces: list[bytes]) -> bytes:
-        translator = open_stream_translator(ctx)
+        translator = open_stream_translator(for_mode(ctx))
         out = [translator.feed(piece) for piece in pieces]
         out.append(translator.finish())
         assert translator.done, "translator not done after finish()"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from _stream_harness import _CHECKS
+from _stream_harness import _CHECKS, for_mode
 
 from tokios_translate._common import BackendKind, ClientFormat, StreamContext
 from tokios_translate.stream import open_stream_translator
@@ -136,7 +136,7 @@ def make_structured_harness(backend: BackendKind) -> Callable[[bytes], None]:
     render = render_ollama if backend.speaks_ollama else render_sse
 
     def run(ctx: StreamContext, pieces: list[bytes]) -> bytes:
-        translator = open_stream_translator(ctx)
+        translator = open_stream_translator(for_mode(ctx))
         out = [translator.feed(piece) for piece in pieces]
         out.append(translator.finish())
         assert translator.done, "translator not done after finish()"

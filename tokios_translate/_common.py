@@ -181,3 +181,7 @@ class StreamContext:
     #: True when the upstream call is a raw prompt (Ollama ``/api/generate``, OpenAI-compatible
     #: ``/v1/completions``) rather than a chat: it picks the upstream stream decoder.
     prompt: bool = False
+    #: Tests and fuzzing only: an internal error of the stream translator (a bug) re-raises
+    #: instead of becoming the client's in-stream error, so that "no exception escapes"
+    #: cannot hide it. Malformed upstream data still becomes an in-stream error.
+    strict: bool = False

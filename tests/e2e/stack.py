@@ -373,8 +373,7 @@ class Stack:
             self.down()
 
 
-def listening_sockets(pid: int) -> list[str]:
-    """The TCP/TCP6 sockets in LISTEN state owned by ``pid`` (read from /proc)."""
+def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -383,6 +382,25 @@ def listening_sockets(pid: int) -> list[str]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
+    return inodes
+
+
+def connections_to(pid: int, port: int) -> int:
+    """How many ESTABLISHED TCP connections ``pid`` holds to a remote ``port`` (from /proc)."""
+    inodes = _socket_inodes(pid)
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if fields[3] == "01" and remote_port == port and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The TCP/TCP6 sockets in LISTEN state owned by ``pid`` (read from /proc)."""
+    inodes = _socket_inodes(pid)
     listening = []
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:

@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.stack import Stack, admin, listening_sockets, wait_for
+from tests.e2e.stack import Stack, admin, connections_to, listening_sockets, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -433,6 +433,14 @@ def test_readyz_and_healthz(stack: Stack) -> None:
 
 
 def test_concurrent_streams_share_one_tunnel(stack: Stack) -> None:
+    """40 requests at once over HTTP/2 reach the model at the same time through the
+    connector's single tunnel (one TCP connection to the gateway, before, during and after)."""
+    assert stack.connector is not None and stack.upstream is not None
+    gateway_port = int(stack.base_url.rsplit(":", 1)[1])
+    assert connections_to(stack.connector.pid, gateway_port) == 1
+    delay = 0.5
+    counted: list[int] = []
+
     async def one(client: httpx.AsyncClient, i: int) -> str:
         resp = await client.post(
             f"{stack.base_url}/v1/chat/completions",
@@ -444,9 +452,27 @@ def test_concurrent_streams_share_one_tunnel(stack: Stack) -> None:
     async def many() -> list[str]:
         import asyncio
 
+        async def count_tunnels() -> None:
+            await asyncio.sleep(delay / 2)  # every request is held by the model now
+            counted.append(connections_to(stack.connector.pid, gateway_port))  # type: ignore[union-attr]
+
         async with httpx.AsyncClient(verify=stack.ssl_context(), http2=True, timeout=30) as c:
-            return await asyncio.gather(*(one(c, i) for i in range(40)))
+            answers, _ = await asyncio.gather(asyncio.gather(*(one(c, i) for i in range(40))),
+                                              count_tunnels())
+            return answers
 
     import asyncio
+    import time
 
-    assert asyncio.run(many()) == [f"Echo: n{i}" for i in range(40)]
+    stack.upstream.max_in_flight = 0
+    stack.upstream.first_delay = delay  # the model holds each request: concurrency shows
+    try:
+        started = time.monotonic()
+        assert asyncio.run(many()) == [f"Echo: n{i}" for i in range(40)]
+        elapsed = time.monotonic() - started
+    finally:
+        stack.upstream.first_delay = 0.0
+    assert counted == [1]
+    assert connections_to(stack.connector.pid, gateway_port) == 1
+    assert stack.upstream.max_in_flight >= 16, stack.upstream.max_in_flight
+    assert elapsed < 40 * delay / 4, elapsed  # far from one request after the other

@@ -103,6 +103,18 @@ FRAMES: dict[FrameType, tuple[ConnectionInput, bytes]] = {
 }
 
 
+#: The frame types each role may receive (the rest come only from it: a wrong-direction frame
+#: is a connection error wherever it arrives). Every sample frame in FRAMES is well-formed and
+#: valid for the streams reach() sets up, so only the table and the direction decide.
+RECEIVES = {
+    "gateway": {FrameType.HELLO, FrameType.SETTINGS, FrameType.RESPONSE, FrameType.REPORT},
+    "connector": {FrameType.WELCOME, FrameType.REJECT, FrameType.OPEN},
+}
+for _role in RECEIVES.values():
+    _role |= {FrameType.DATA, FrameType.RESET, FrameType.WINDOW_UPDATE, FrameType.PING,
+              FrameType.PONG, FrameType.GOAWAY}
+
+
 @pytest.mark.parametrize(("role", "state"), ROLE_STATES)
 @pytest.mark.parametrize("frame_type", list(FrameType))
 def test_every_frame_in_every_connection_state(role: str, state: ConnectionState,
@@ -119,12 +131,15 @@ def test_every_frame_in_every_connection_state(role: str, state: ConnectionState
         assert conn.next_event() is None and conn.data_to_send() == b""
         return
     expected = CONNECTION_TRANSITIONS.get((state, inp))
+    allowed = expected is not None and frame_type in RECEIVES[role]
     try:
         conn.receive_data(frame, 0.0)
     except RemoteProtocolError:
         assert conn.state is ConnectionState.CLOSED
+        # whatever raises must be forbidden by the table or sent in the wrong direction
+        assert not allowed, f"{frame_type.name} refused in {state.name} though the table allows it"
         return
-    assert expected is not None, f"{frame_type.name} accepted in {state.name}"
+    assert allowed, f"{frame_type.name} accepted in {state.name}"
     assert conn.state in (expected, ConnectionState.CLOSED)
 
 
@@ -139,6 +154,9 @@ COMMANDS: dict[str, tuple[ConnectionInput, Callable[[Conn], object]]] = {
     "update_settings": (ConnectionInput.SEND_FRAME,
                         lambda c: c.update_settings(max_concurrent_streams=1)),  # type: ignore[union-attr]
     "goaway": (ConnectionInput.SEND_GOAWAY, lambda c: c.goaway()),
+    "report_health": (ConnectionInput.SEND_FRAME, lambda c: c.report_health([])),  # type: ignore[union-attr]
+    "report_usage": (ConnectionInput.SEND_FRAME,
+                     lambda c: c.report_usage(1, input_tokens=1, output_tokens=1)),  # type: ignore[union-attr]
 }
 
 
@@ -153,14 +171,19 @@ def test_every_command_in_every_connection_state(role: str, state: ConnectionSta
     expected = CONNECTION_TRANSITIONS.get((state, inp))
     if command == "start" and role == "gateway":
         expected = state  # the gateway's start only arms the deadline
+    # the only refusals the connection table does not decide: stream rules (the connector may
+    # not send body bytes before its response head, nor report the usage of a stream still
+    # answering) and no new stream once draining
+    stream_rule = ((role, command) in (("connector", "send_data"), ("connector", "report_usage"))
+                   or (command == "open_stream" and state is ConnectionState.DRAINING))
+    allowed = expected is not None and not stream_rule
     try:
         call(conn)
     except LocalProtocolError:
         assert conn.state is state, "a refused command must not change the state"
-        assert expected is None or command in ("send_data", "reset_stream", "open_stream",
-                                               "update_settings", "accept")
+        assert not allowed, f"{command} refused in {state.name} though the table allows it"
         return
-    assert expected is not None, f"{command} allowed in {state.name}"
+    assert allowed, f"{command} allowed in {state.name}"
     assert conn.state in (expected, ConnectionState.CLOSED)
 
 

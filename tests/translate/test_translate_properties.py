@@ -121,10 +121,21 @@ def _roundtrip(client: ClientFormat, request: dict[str, Any], answer: Answer) ->
         out = translate_response(upstream.context, 200, orjson.dumps(raw))
         assert out.status == 200
         view = client_view(client, out.body)
-        if upstream.context.parallel_tool_calls:
-            assert len(view.calls) == len(answer.calls)
-        else:
-            assert len(view.calls) == min(1, len(answer.calls))
+        expected = answer.calls if upstream.context.parallel_tool_calls else answer.calls[:1]
+        assert [(name, arguments) for _, name, arguments in view.calls] == [
+            (name, arguments) for _, name, arguments in expected]
+        for (call_id, _, _), (got_id, _, _) in zip(expected, view.calls, strict=True):
+            assert got_id and (call_id is None or got_id == call_id)
+        assert view.text == answer.text
+        assert view.thinking == (answer.thinking or "")
+        assert view.stop == ("max_tokens" if answer.finish == "length"
+                             else "tool_use" if expected else "end_turn")
+        # absent counts are 0, except an absent or zero prompt count for Anthropic clients,
+        # which gets the estimate (docs/translation.md, Usage)
+        prompt, output = answer.usage or (0, 0)
+        if client is ClientFormat.MESSAGES and not prompt:
+            prompt = upstream.context.estimated_input_tokens
+        assert view.usage == (prompt, output)
 
 
 @SETTINGS

@@ -129,6 +129,9 @@ class _BaseServer:
     #: Replaces the default script: ``(body, thinking_requested, events) -> Script``.
     script: Callable[[dict[str, Any], bool, int], _Script] | None = None
     connections_accepted: int = 0
+    #: POST requests being answered now, and the most at once (for concurrency tests).
+    in_flight: int = 0
+    max_in_flight: int = 0
     port: int = 0
     _server: asyncio.base_events.Server | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -173,10 +176,16 @@ class _BaseServer:
                 if request is None:
                     return
                 self.paths.append(request.target.decode())
-                if self.first_delay and request.method == b"POST" and not await self._think(
-                        reader, request.target.decode(), self.first_delay):
-                    return
-                await self._dispatch(conn, writer, request, body)
+                post = request.method == b"POST"
+                self.in_flight += post
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    if self.first_delay and post and not await self._think(
+                            reader, request.target.decode(), self.first_delay):
+                        return
+                    await self._dispatch(conn, writer, request, body)
+                finally:
+                    self.in_flight -= post
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()

@@ -209,6 +209,8 @@ class StreamTranslator:
             self.done = True
             parts.append(encoder.error(str(exc)))
         except Exception:  # a bug must not kill the connection silently: tell the client
+            if self._ctx.strict:
+                raise
             self.done = True
             parts.append(encoder.error(_INTERNAL, ErrorKind.INTERNAL))
         return b"".join(parts)

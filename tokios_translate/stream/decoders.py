@@ -222,10 +222,8 @@ class _Decoder:
             self._feed(chunk, out)
         except ReaderLimitError:
             out.append(UpstreamError(message="upstream stream unit exceeds the size limit"))
-        except _ProtocolViolationError as exc:
-            out.append(UpstreamError(message=str(exc)))
-        except Exception:  # orjson errors, unexpected shapes: never escape
-            out.append(UpstreamError(message=_MALFORMED))
+        except Exception as exc:
+            self._contain(exc, out)
         return self._seal(out)
 
     def finish(self) -> list[StreamEvent]:
@@ -236,15 +234,25 @@ class _Decoder:
         out: list[StreamEvent] = []
         try:
             self._finish(out)
-        except _ProtocolViolationError as exc:
-            out.append(UpstreamError(message=str(exc)))
-        except Exception:
-            out.append(UpstreamError(message=_MALFORMED))
+        except Exception as exc:
+            self._contain(exc, out)
         out = self._seal(out)
         if not self._done:
             out.append(UpstreamError(message=_EARLY_EOF))
             self._done = True
         return out
+
+    def _contain(self, exc: Exception, out: list[StreamEvent]) -> None:
+        """Turn an exception of the decoding into the stream's in-stream error: malformed
+        upstream data (invalid JSON, a shape the decoder refuses) as such, anything else (a
+        bug) as malformed data too, so no exception escapes, unless ``ctx.strict``, where a bug
+        re-raises."""
+        if isinstance(exc, _ProtocolViolationError):
+            out.append(UpstreamError(message=str(exc)))
+            return
+        if not isinstance(exc, orjson.JSONDecodeError) and self._ctx.strict:
+            raise exc
+        out.append(UpstreamError(message=_MALFORMED))
 
     def _seal(self, out: list[StreamEvent]) -> list[StreamEvent]:
         for position, event in enumerate(out):
@@ -274,6 +282,23 @@ class _Decoder:
 
     def _finish(self, out: list[StreamEvent]) -> None:
         raise NotImplementedError
+
+
+def _object(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object; a shape the decoder cannot use is malformed data."""
+    if not isinstance(value, dict):
+        raise _ProtocolViolationError(_MALFORMED)
+    return value
+
+
+def _finish_reason(choice: dict[str, Any]) -> str | None:
+    """A choice's ``finish_reason``: None while the answer goes on; malformed if not a string."""
+    reason = choice.get("finish_reason")
+    if not reason:
+        return None
+    if not isinstance(reason, str):
+        raise _ProtocolViolationError(_MALFORMED)
+    return reason
 
 
 def _int(value: object) -> int:
@@ -425,11 +450,11 @@ class OpenAIChatDecoder(_Decoder):
             return
         if not isinstance(choices, list):
             raise _ProtocolViolationError(_MALFORMED)
-        choice: Any = choices[0]
+        choice = _object(choices[0])
         delta = choice.get("delta")
         if delta:
-            self._delta(delta, out)
-        reason = choice.get("finish_reason")
+            self._delta(_object(delta), out)
+        reason = _finish_reason(choice)
         if reason:
             self._stop = _OPENAI_STOP.get(reason, StopReason.END_TURN)
             # vLLM names the matched stop string in ``stop_reason``; report it when it is one
@@ -439,7 +464,7 @@ class OpenAIChatDecoder(_Decoder):
                 self._stop = StopReason.STOP_SEQUENCE
                 self._stop_sequence = matched
 
-    def _delta(self, delta: Any, out: list[StreamEvent]) -> None:
+    def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
         for field in _REASONING_FIELDS:
             reasoning = delta.get(field)
             if reasoning and isinstance(reasoning, str):
@@ -452,15 +477,18 @@ class OpenAIChatDecoder(_Decoder):
             out.append(TextDelta(text=content))
         calls = delta.get("tool_calls")
         if calls:
+            if not isinstance(calls, list):
+                raise _ProtocolViolationError(_MALFORMED)
             tools = self._tools
-            for call in calls:
+            for item in calls:
+                call = _object(item)
                 key = call.get("index")
                 call_id = call.get("id")
                 if not isinstance(key, int):
                     # No index: a new id starts a new call, otherwise continue the last one.
                     last = tools.last_key()
                     key = ("auto", call_id) if call_id or last is None else last
-                function = call.get("function") or {}
+                function = _object(call.get("function") or {})
                 name = function.get("name")
                 arguments = function.get("arguments")
                 if arguments is not None and not isinstance(arguments, str):

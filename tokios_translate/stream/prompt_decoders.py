@@ -19,7 +19,9 @@ from tokios_translate.stream.decoders import (
     OllamaDecoder,
     OpenAIChatDecoder,
     _error_message,
+    _finish_reason,
     _int,
+    _object,
     _ProtocolViolationError,
 )
 from tokios_translate.stream.events import (
@@ -92,11 +94,11 @@ class OpenAICompletionsDecoder(OpenAIChatDecoder):
             return
         if not isinstance(choices, list):
             raise _ProtocolViolationError(_MALFORMED)
-        choice: Any = choices[0]
+        choice = _object(choices[0])
         text = choice.get("text")
         if text and isinstance(text, str):
             out.append(TextDelta(text=text))
-        reason = choice.get("finish_reason")
+        reason = _finish_reason(choice)
         if reason:
             self._stop = _OPENAI_STOP.get(reason, StopReason.END_TURN)
             matched = choice.get("stop_reason")

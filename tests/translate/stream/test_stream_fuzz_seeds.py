@@ -18,8 +18,11 @@ def test_there_is_a_harness_per_stream_translator() -> None:
     assert expected == HARNESSES
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
 @pytest.mark.parametrize("name", HARNESSES)
-def test_harness_accepts_its_seeds(name: str) -> None:
+def test_harness_accepts_its_seeds(name: str, strict: bool,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKIOS_FUZZ_STRICT", "1" if strict else "0")
     sys.path.insert(0, str(FUZZ))
     try:
         harness = importlib.import_module(name).TestOneInput
