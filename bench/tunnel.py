@@ -243,6 +243,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: str
+    requests: int = 0
 
 
 def _ms(text: str) -> float:
@@ -276,7 +277,31 @@ def wrk(url: str, connections: int, seconds: float, workdir: Path,
         errors.append(f"{m.group(1)} non-2xx")
     if m := re.search(r"Socket errors: (.*)", out):
         errors.append(m.group(1))
-    return WrkResult(rps, p50, p99, "; ".join(errors))
+    done = re.search(r"(\d+) requests in", out)
+    return WrkResult(rps, p50, p99, "; ".join(errors), int(done.group(1)) if done else 0)
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_per_request(stack: BenchStack, seconds: float) -> list[list[str]]:
+    """CPU time per request of the gateway, the connector and the raw upstream, measured from
+    /proc/PID/stat around a wrk run at each concurrency (the 'Latency at c=1' table)."""
+    assert stack.gateway and stack.connector and stack.upstream_proc
+    pids = (stack.gateway.pid, stack.connector.pid, stack.upstream_proc.pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    rows = []
+    for connections in (1, 2, 4, 8, 16, 32, 64):
+        before = [cpu_ticks(pid) for pid in pids]
+        result = wrk(f"{stack.base_url}/v1/chat/completions", connections, seconds,
+                     stack.workdir, stack.keys)
+        spent = [cpu_ticks(pid) - start for pid, start in zip(pids, before, strict=True)]
+        per = [ticks / tick * 1e6 / max(1, result.requests) for ticks in spent]
+        rows.append([str(connections), f"{result.rps:,.0f}", *(f"{us:.0f}" for us in per)])
+    return rows
 
 
 # -- raw asyncio HTTPS/HTTP client for streams ---------------------------------------------
@@ -634,6 +659,9 @@ def main() -> None:
                              "1,000 streams (the gateway accepts 1,024 connections)")
     parser.add_argument("--only-streams", action="store_true",
                         help="just the concurrent-streams rows")
+    parser.add_argument("--cpu", action="store_true",
+                        help="just the CPU time per request of each process at wrk "
+                             "concurrency 1-64, uvloop connector (needs wrk)")
     args = parser.parse_args()
     chosen = args.runtime or ["asyncio", "uvloop", "threaded"]
     if "threaded" in chosen and importlib.util.find_spec("runtimes.connector.threaded") is None:
@@ -668,6 +696,16 @@ def main() -> None:
                            key_count=max(5, -(-streams // 60)), max_streams=max(4096, streams))
         try:
             stack.up()
+            if args.cpu:
+                if not have_wrk:
+                    raise SystemExit(f"--cpu needs wrk (install: {WRK_INSTALL})")
+                stack.use_runtime("uvloop")
+                wrk(f"{stack.base_url}/v1/chat/completions", 8, 1, stack.workdir, stack.keys)
+                rows = cpu_per_request(stack, 4 if not args.quick else 2)
+                print("\n### CPU per request (uvloop connector, /proc/PID/stat around wrk)\n")
+                print(table(["wrk connections", "req/s", "gateway µs CPU/request",
+                             "connector µs CPU/request", "raw upstream µs CPU/request"], rows))
+                return
             assert stack.upstream is not None
             direct_url = stack.upstream.base_url
             ctx = stack.ssl_context()

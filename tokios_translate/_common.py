@@ -55,7 +55,7 @@ class BackendKind(StrEnum):
 
 
 class StopReason(StrEnum):
-    """Why generation stopped, in the internal representation (see api-formats.md §6)."""
+    """Why generation stopped, in the internal representation (docs/translation.md)."""
 
     END_TURN = "end_turn"
     MAX_TOKENS = "max_tokens"
@@ -176,7 +176,7 @@ class StreamContext:
     #: that are not plain function tools (namespaced or custom); empty otherwise.
     tool_origins: dict[str, ToolOrigin] = field(default_factory=dict)
     #: True when the request went to the backend untranslated (the backend serves the client's
-    #: format natively, api-formats.md §0); only ``model`` is rewritten in the answer.
+    #: format natively, docs/translation.md, Passthrough); only ``model`` is rewritten.
     passthrough: bool = False
     #: True when the upstream call is a raw prompt (Ollama ``/api/generate``, OpenAI-compatible
     #: ``/v1/completions``) rather than a chat: it picks the upstream stream decoder.

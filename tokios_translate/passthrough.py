@@ -1,8 +1,8 @@
 """Passthrough: send the client's body to a backend that natively serves the client's format,
-rewriting only ``model`` (api-formats.md §0). Off by default, per backend.
+rewriting only ``model`` (docs/translation.md, Passthrough). Off by default, per backend.
 
 Why translation stays the default: the backends' own compatibility layers have shipped the very
-bugs this package exists to avoid (api-formats.md §4.3, §7.3: no thinking ``signature``, no
+bugs this package exists to avoid (docs/translation.md, Passthrough: no thinking ``signature``, no
 ``ping``, no in-stream ``event: error``, ``response.completed`` even on a length cut-off,
 ``max_completion_tokens`` ignored, injected sampling defaults, wrong tool block indexes). One
 internal representation gives every backend the same, tested behaviour. Passthrough is a switch

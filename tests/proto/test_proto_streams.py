@@ -599,3 +599,26 @@ def test_stream_ids_exhaust() -> None:
     with pytest.raises(LocalProtocolError, match="exhausted"):
         pair.gateway.open_stream(HEAD)
     assert not pair.gateway.may_open_stream
+
+
+def test_discarded_data_returns_credit_with_the_half_window_rule() -> None:
+    """docs/protocol.md §6.4 and §8.3: DATA on a closed stream counts as consumed at once, and
+    its connection credit goes back in the WINDOW_UPDATE sent once half the window is consumed,
+    not frame by frame."""
+    pair = small_pair()  # connection window 8192: an update once 4096 bytes are consumed
+    sid = pair.gateway.open_stream(HEAD)
+    pair.flush()
+    pair.connector.send_response(sid, 200)
+    pair.connector.send_data(sid, b"x" * 3000)
+    pair.gateway.reset_stream(sid)  # the 3000 bytes cross the RESET: the gateway discards them
+    pair.flush()
+    assert not pair.events_of("gateway", DataReceived)
+    assert not [e for e in pair.events_of("connector", WindowUpdated) if e.stream_id == 0]  # type: ignore[attr-defined]
+    other = pair.gateway.open_stream(HEAD)
+    pair.flush()
+    pair.connector.send_response(other, 200)
+    pair.connector.send_data(other, b"y" * 1096)  # consumed when acknowledged: 4096 in all
+    pair.flush()
+    pair.gateway.acknowledge_received_data(stream_id=other, acknowledged_size=1096)
+    pair.flush()
+    assert WindowUpdated(stream_id=0, delta=4096) in pair.events_of("connector", WindowUpdated)

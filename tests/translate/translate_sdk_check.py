@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 #: Keys we send on purpose that the SDK models do not declare (class name -> keys):
 #: ``reasoning_content`` is the de-facto reasoning field of Chat; ``store`` is in the real
-#: Responses object (api-formats.md §3.2) but not in this SDK's model.
+#: Responses object (OpenAI's API reference) but not in this SDK's model.
 ALLOWED_EXTRAS = {"ChatCompletionMessage": {"reasoning_content"}, "Response": {"store"}}
 
 
@@ -93,7 +93,7 @@ def count_tokens(body: bytes) -> MessageTokensCount:
     return parsed
 
 
-#: Anthropic error types documented (api-formats.md §1.3); the SDK union lacks two of them.
+#: Anthropic's documented error types; the SDK union lacks two of them.
 ANTHROPIC_ERROR_TYPES = {
     "invalid_request_error", "authentication_error", "billing_error", "permission_error",
     "not_found_error", "conflict_error", "request_too_large", "rate_limit_error", "api_error",

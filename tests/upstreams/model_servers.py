@@ -298,7 +298,7 @@ class _BaseServer:
 
 
 class OllamaServer(_BaseServer):
-    """Ollama's native API (see api-formats.md §4), byte for byte."""
+    """Ollama's native API (``/api/chat``, ``/api/generate``, ``/api/tags``...), byte for byte."""
 
     async def _dispatch(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
@@ -442,7 +442,7 @@ def _prompt_script(body: dict[str, Any], thinking_requested: bool, events: int) 
 
 
 class OpenAICompatServer(_BaseServer):
-    """The OpenAI-compatible API of llama.cpp / vLLM / LM Studio (api-formats.md §2, §5).
+    """The OpenAI-compatible API of llama.cpp / vLLM / LM Studio (``/v1/chat/completions`` SSE).
 
     ``reasoning_field`` picks the backend's dialect: ``reasoning_content`` (llama.cpp),
     ``reasoning`` (vLLM, LM Studio).

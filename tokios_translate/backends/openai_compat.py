@@ -2,8 +2,9 @@
 
 Call :func:`encode_request` with an IR request, send the body to ``/v1/chat/completions``, then
 :func:`decode_response` on a whole answer or :func:`decode_error` on an error status. Each backend
-names reasoning differently (api-formats.md §5): all of ``reasoning_content``, ``reasoning`` and
-``thinking`` are accepted; assistant reasoning is sent back under the backend's own name.
+names reasoning differently (docs/translation.md, Reasoning): all of ``reasoning_content``,
+``reasoning`` and ``thinking`` are accepted; assistant reasoning is sent back under the
+backend's own name.
 """
 
 from __future__ import annotations

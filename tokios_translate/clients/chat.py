@@ -55,7 +55,7 @@ from ._turns import Turns, unreadable
 
 __all__ = ["FINISH_REASON", "decode_request", "encode_error", "encode_response"]
 
-#: IR stop reason -> Chat ``finish_reason`` (api-formats.md §6).
+#: IR stop reason -> Chat ``finish_reason`` (docs/translation.md, Stop reasons).
 FINISH_REASON: dict[StopReason, str] = {
     StopReason.END_TURN: "stop",
     StopReason.STOP_SEQUENCE: "stop",

@@ -59,7 +59,7 @@ __all__ = [
     "error_object",
 ]
 
-#: IR stop reason -> Anthropic ``stop_reason`` (api-formats.md §6).
+#: IR stop reason -> Anthropic ``stop_reason`` (docs/translation.md, Stop reasons).
 STOP_REASON: dict[StopReason, str] = {
     StopReason.END_TURN: "end_turn",
     StopReason.STOP_SEQUENCE: "stop_sequence",
@@ -68,7 +68,7 @@ STOP_REASON: dict[StopReason, str] = {
     StopReason.CONTENT_FILTER: "refusal",
 }
 
-#: Error kind -> (Anthropic error ``type``, HTTP status) (api-formats.md §1.3).
+#: Error kind -> (Anthropic error ``type``, HTTP status), as Anthropic's error types are.
 ERROR_TYPE: dict[ErrorKind, tuple[str, int]] = {
     ErrorKind.INVALID_REQUEST: ("invalid_request_error", 400),
     ErrorKind.AUTHENTICATION: ("authentication_error", 401),

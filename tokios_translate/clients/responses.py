@@ -404,7 +404,7 @@ def response_object(
 
 def encode_response(completion: Completion, ctx: StreamContext) -> bytes:
     """The ``response`` object for ``completion``: ``completed``, or ``incomplete`` with
-    ``max_output_tokens`` / ``content_filter`` (api-formats.md §6)."""
+    ``max_output_tokens`` / ``content_filter`` (docs/translation.md, Stop reasons)."""
     status = (
         "incomplete"
         if completion.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTENT_FILTER)

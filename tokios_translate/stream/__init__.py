@@ -31,7 +31,7 @@ Tool calls reach every client sequentially (interleaved upstream fragments are r
 :class:`~tokios_translate.stream.decoders.ToolCallSequencer`); ids missing or repeated upstream
 are generated as ``f"call_{ctx.response_id}_{index}"`` (``tokios_translate.ids.tool_call_id``).
 With ``ctx.parallel_tool_calls`` false only the first call is kept. Stop reasons follow
-api-formats.md §6: tool calls present -> ``tool_use`` / ``tool_calls``.
+docs/translation.md: tool calls present -> ``tool_use`` / ``tool_calls``.
 
 Per client: Chat sends reasoning as ``delta.reasoning_content`` and a usage chunk only with
 ``ctx.include_usage``; Anthropic thinking blocks end with ``THINKING_SIGNATURE_PLACEHOLDER`` and

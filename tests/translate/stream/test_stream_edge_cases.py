@@ -1,4 +1,5 @@
-"""The stream edge cases of api-formats.md §9 (1–7, 9, 10), each checked through the SDKs."""
+"""Stream edge cases (split events, usage placement, tool-call fragments, errors mid-stream and
+the like), each checked through the SDKs."""
 
 from __future__ import annotations
 
