@@ -115,8 +115,10 @@ class GatewayConnection(Connection):
         ``retryable`` defaults to what suits ``reason`` (only OVERLOADED and INTERNAL retry).
         """
         self._next_state(ConnectionInput.REJECT)
+        if not isinstance(reason, RejectReason):
+            raise LocalProtocolError("reason must be a RejectReason")
         if retryable is None:
-            retryable = DEFAULT_RETRYABLE.get(reason, True)
+            retryable = DEFAULT_RETRYABLE[reason]
         if isinstance(retry_after, int) and not isinstance(retry_after, bool):
             retry_after = float(retry_after)
         reject = Reject(reason=reason, retryable=retryable, message=message,
