@@ -164,3 +164,87 @@ def test_what_is_held_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out == b"data: " + b"x" * 30 + long_event and guard.finish() == b""
     # the unfinished event is closed by a blank line before the error
     assert guard.cut(MESSAGE).startswith(b'\n\ndata: {"error":')
+
+
+# -- edges the mutation run found untested (docs/testing.md) -------------------------------------
+
+
+def test_a_responses_stream_cut_before_response_created_fails_with_a_valid_response() -> None:
+    guard = StreamGuard.for_response(RESPONSES, "text/event-stream")
+    assert guard is not None
+    assert guard.feed(b": keep-alive\n\n") == b": keep-alive\n\n"  # no response.created yet
+    tail = sse_events(guard.cut(MESSAGE))
+    assert [e.event for e in tail] == ["error", "response.failed"]
+    assert [orjson.loads(e.data)["sequence_number"] for e in tail] == [0, 1]
+    failed = orjson.loads(tail[1].data)["response"]
+    assert failed == {"id": "resp_unknown", "object": "response", "created_at": 0,
+                      "status": "failed", "model": "", "output": [],
+                      "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                      "error": {"code": "server_error", "message": MESSAGE}}
+    from openai.types.responses import Response
+
+    Response.model_validate(failed)  # what the SDK accepts as a response object
+
+
+@pytest.mark.parametrize(("client", "media", "lead"), [
+    (CHAT, "text/event-stream", b"\n\n"), (OCHAT, "application/x-ndjson", b"\n")])
+def test_an_over_long_event_sent_unfinished_is_closed_before_the_error(
+        client: ClientFormat, media: str, lead: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "MAX_HELD_BYTES", 16)
+    guard = StreamGuard.for_response(client, media)
+    assert guard is not None
+    long = b'data: {"x": "' + b"y" * 40  # no end of event in sight: sent as it comes
+    assert guard.feed(long) == long
+    ended = guard.cut(MESSAGE)
+    assert ended.startswith(lead) and not ended.startswith(lead + b"\n")
+    assert MESSAGE.encode() in ended
+
+
+@pytest.mark.parametrize(("client", "media", "sep"), [
+    (CHAT, "text/event-stream", b"\n\n"), (OCHAT, "application/x-ndjson", b"\n")])
+def test_every_whole_event_of_a_read_goes_out_and_only_the_tail_waits(
+        client: ClientFormat, media: str, sep: bytes) -> None:
+    guard = StreamGuard.for_response(client, media)
+    assert guard is not None
+    events = b"".join(b'{"n": %d}' % n + sep for n in range(3))
+    assert guard.feed(events + b'{"n": 3') == events
+    assert guard.feed(b"}" + sep) == b'{"n": 3}' + sep
+
+
+def test_a_read_that_starts_on_a_blank_line_passes_it_on() -> None:
+    guard = StreamGuard.for_response(CHAT, "text/event-stream")
+    assert guard is not None
+    assert guard.feed(b"data: {}\n\n") == b"data: {}\n\n"
+    assert guard.feed(b"\n\ndata: {") == b"\n\n"
+    guard2 = StreamGuard.for_response(CHAT, "text/event-stream")
+    assert guard2 is not None
+    assert guard2.feed(b"data: {}\r\n\r\n") == b"data: {}\r\n\r\n"
+    assert guard2.feed(b"\n\r\ndata: {") == b"\n\r\n"
+
+
+@pytest.mark.parametrize("last", [b'{"done": true}\n', b'{"error": "upstream failed"}\n'])
+def test_an_ollama_stream_that_already_ended_gets_nothing_added(last: bytes) -> None:
+    guard = StreamGuard.for_response(OCHAT, "application/x-ndjson")
+    assert guard is not None
+    guard.feed(b'{"message": {"content": "a"}}\n' + last)
+    assert guard.cut(MESSAGE) == b""
+
+
+def test_an_unnamed_terminal_event_ends_the_stream_too() -> None:
+    guard = StreamGuard.for_response(MESSAGES, "text/event-stream")
+    assert guard is not None
+    guard.feed(b'data: {"type": "message_start"}\n\ndata: {"type": "message_stop"}\n\n')
+    assert guard.cut(MESSAGE) == b""
+    open_guard = StreamGuard.for_response(MESSAGES, "text/event-stream")
+    assert open_guard is not None
+    open_guard.feed(b'data: {"type": "message_start"}\n\n')
+    assert b"api_error" in open_guard.cut(MESSAGE)
+
+
+def test_responses_numbering_continues_after_a_spaced_sequence_number() -> None:
+    guard = StreamGuard.for_response(RESPONSES, "text/event-stream")
+    assert guard is not None
+    guard.feed(b'event: response.output_text.delta\ndata: {"type": "response.output_text.delta",'
+               b' "sequence_number": 41}\n\n')
+    tail = sse_events(guard.cut(MESSAGE))
+    assert [orjson.loads(e.data)["sequence_number"] for e in tail] == [42, 43]
