@@ -43,6 +43,16 @@ def check_ollama(body: bytes, *, chat: bool) -> Result:
             result.error = with_error.error
             assert i == len(lines) - 1
             continue
+        # the wire shape Ollama itself streams (its SDK fills missing fields in silently)
+        assert isinstance(part.get("model"), str) and part["model"], part
+        assert isinstance(part.get("created_at"), str) and part["created_at"].endswith("Z"), part
+        assert isinstance(part.get("done"), bool), part
+        if chat:
+            message = part.get("message")
+            assert isinstance(message, dict) and message.get("role") == "assistant", part
+            assert isinstance(message.get("content"), str), part
+        else:
+            assert isinstance(part.get("response"), str), part
         if chat:
             chunk: Any = ollama.ChatResponse.model_validate(part)
             result.text += chunk.message.content or ""
