@@ -278,3 +278,55 @@ def test_messages_pack_whole_frames_up_to_exactly_the_limit() -> None:
     pair2.handshake()
     pair2.gateway.receive_data(ping * 5, 0.0)
     assert [len(m) for m in pair2.gateway.messages_to_send()] == [80, 20]  # exactly the limit
+
+
+# ---------------------------------------------------------------- configuration bounds
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+@pytest.mark.parametrize(("field", "lowest", "highest"), [
+    ("handshake_timeout", 0.001, None),
+    ("max_handshake_size", KIB, MIB),
+    ("max_pending_control_frames", 1, None),
+    ("max_pending_events", 16, None),
+    ("max_outstanding_pings", 1, None),
+    ("max_goaway_reason", 0, 64 * KIB),
+    ("max_message_size", 64, None),
+    ("max_unreported_streams", 1, None),
+])
+def test_each_limit_takes_its_bounds_and_refuses_beyond(field: str, lowest: float,
+                                                        highest: int | None) -> None:
+    Config(**{field: lowest})
+    below = 0.0 if isinstance(lowest, float) else lowest - 1
+    with pytest.raises(LocalProtocolError, match=field.split("_", 1)[1]):
+        Config(**{field: below})
+    if highest is not None:
+        Config(**{field: highest})
+        with pytest.raises(LocalProtocolError):
+            Config(**{field: highest + 1})
+
+
+def test_versions_and_stream_limits_span_u31() -> None:
+    Config(versions=(1, 2**31 - 1))
+    for bad in ((0,), (2**31,), ()):
+        with pytest.raises(LocalProtocolError, match="versions"):
+            Config(versions=bad)
+    with pytest.raises(LocalProtocolError, match="settings"):
+        Config(settings="fast")  # type: ignore[arg-type]
+    assert payloads.decode_settings_update(b'{"max_concurrent_streams": 2147483647}') == MAX
+    for bad in (b"0", b"2147483648", b"true", b"1.0"):
+        with pytest.raises(LocalProtocolError, match="max_concurrent_streams"):
+            payloads.decode_settings_update(b'{"max_concurrent_streams": ' + bad + b"}")
+
+
+def test_health_names_and_the_deployments_container() -> None:
+    from tokios_proto import DeploymentHealth, HealthReport
+
+    DeploymentHealth(name="n" * 256, healthy=True)
+    with pytest.raises(LocalProtocolError, match="deployment name"):
+        DeploymentHealth(name="n" * 257, healthy=True)
+    with pytest.raises(LocalProtocolError, match="tuple of DeploymentHealth"):
+        HealthReport(deployments=[DeploymentHealth(name="a", healthy=True)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        Secret("s").__reduce__()
