@@ -175,8 +175,15 @@ def test_an_error_goaway_is_a_local_end() -> None:
 
 def test_a_drain_both_ends_asked_for_ends_locally_at_both() -> None:
     pair = small_pair()
+    sid = pair.gateway.open_stream(HEAD)
+    pair.gateway.end_stream(sid)
+    pair.flush()
     pair.gateway.goaway(reason="g")
     pair.connector.goaway(reason="c")
+    pair.flush()  # both sent and both received a GOAWAY; the stream keeps them draining
+    pair.connector.send_response(sid, 204)
+    pair.connector.end_stream(sid)
+    pair.connector.report_usage(sid, input_tokens=1, output_tokens=0)
     pair.flush()
     assert pair.gateway_events[-1] == ConnectionTerminated(code=ErrorCode.NO_ERROR,
                                                            reason="drained", remote=False)
@@ -278,6 +285,66 @@ def test_messages_pack_whole_frames_up_to_exactly_the_limit() -> None:
     pair2.handshake()
     pair2.gateway.receive_data(ping * 5, 0.0)
     assert [len(m) for m in pair2.gateway.messages_to_send()] == [80, 20]  # exactly the limit
+    pair3 = Pair(gateway_config=Config(max_message_size=64))
+    pair3.handshake()
+    pair3.gateway.receive_data(ping * 6, 0.0)
+    assert [len(m) for m in pair3.gateway.messages_to_send()] == [60, 60]  # each starts empty
+
+
+def test_a_report_sent_while_the_request_still_flows_is_not_awaited_again() -> None:
+    pair = small_pair()
+    sid = pair.gateway.open_stream(HEAD)
+    pair.flush()
+    pair.connector.send_response(sid, 200)
+    pair.connector.end_stream(sid)
+    pair.connector.report_usage(sid, input_tokens=1, output_tokens=1)  # the stream is still open
+    pair.flush()
+    pair.gateway.goaway()
+    pair.gateway.end_stream(sid)
+    pair.flush()
+    assert pair.gateway.state is pair.connector.state is ConnectionState.CLOSED
+
+
+def test_acknowledged_credit_adds_to_what_is_left() -> None:
+    pair = small_pair()  # connection window 8192, streams 4096
+    first, second = pair.gateway.open_stream(HEAD), pair.gateway.open_stream(HEAD)
+    pair.gateway.send_data(first, b"a" * 4096)
+    pair.flush()
+    pair.connector.acknowledge_received_data(stream_id=first, acknowledged_size=4096)
+    pair.flush()  # the connection window had 4096 left: it is 8192 again, not 4096
+    pair.gateway.send_data(first, b"b" * 4096)
+    pair.gateway.send_data(second, b"c" * 4096)
+    pair.flush()
+    assert pair.connector.state is ConnectionState.OPEN
+    assert sum(len(e.data) for e in pair.events_of("connector", DataReceived)) == 3 * 4096  # type: ignore[attr-defined]
+
+
+def test_heads_and_reports_of_exactly_max_header_block_size() -> None:
+    pair = Pair(gateway_config=Config(settings=Settings(max_header_block_size=1024)),
+                connector_config=Config(settings=Settings(max_header_block_size=1024)))
+    pair.handshake()
+    sid = pair.gateway.open_stream(HEAD)
+    pair.flush()
+    base = len(payloads.encode_response_head(payloads.ResponseHead(status=200, headers=(
+        ("x", ""),))))
+    headers = (("x", "v" * (1024 - base)),)
+    assert len(payloads.encode_response_head(payloads.ResponseHead(status=200,
+                                                                   headers=headers))) == 1024
+    pair.connector.send_response(sid, 200, headers)  # exactly the limit: sent
+    pair.flush()
+    assert pair.gateway.stream_state(sid).name == "RESPONDING"  # and accepted
+    from tokios_proto import DeploymentHealth, HealthReport
+    from tokios_proto._reports import encode_report
+
+    def health(last: int) -> list[DeploymentHealth]:
+        models = ("m" * 200,) * 4 + ("m" * last,)
+        return [DeploymentHealth(name="llama", healthy=True, models=models)]
+
+    last = next(n for n in range(257)
+                if len(encode_report(HealthReport(deployments=tuple(health(n))))) == 1024)
+    pair.connector.report_health(health(last))  # exactly the limit: sent and accepted
+    pair.flush()
+    assert pair.gateway.state is ConnectionState.OPEN
 
 
 # ---------------------------------------------------------------- configuration bounds
