@@ -50,9 +50,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for module, count in [*rows, ("**all**", total)]:
         tested = sum(count.values()) - count["not run"]
-        score = 100 * count["detected"] / tested if tested else 0.0
+        score = f"{100 * count['detected'] / tested:.1f}%" if tested else "not run"
         print(f"| {module} | {sum(count.values())} | {count['detected']} | {count['survived']} "
-              f"| {count['no tests']} | {score:.1f}% |")
+              f"| {count['no tests']} | {score} |")
     if total["not run"]:
         print(f"\n({total['not run']} mutants not run yet)")
     if args.survivors:
