@@ -104,7 +104,8 @@ class Tunnel:
         log = self.streams[stream_id]
         log.acknowledge = True
         if log.unacknowledged:
-            self.conn.acknowledge_received_data(stream_id, log.unacknowledged)
+            self.conn.acknowledge_received_data(stream_id=stream_id,
+                                                acknowledged_size=log.unacknowledged)
             log.unacknowledged = 0
         self.flush()
 
@@ -181,12 +182,14 @@ class Tunnel:
             log.status, log.headers, log.head_at = event.status, dict(event.headers), now
         elif isinstance(event, DataReceived):
             if log is None:
-                self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+                self.conn.acknowledge_received_data(
+                    stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
                 return
             log.data += event.data
             log.arrivals.append((now, event.data))
             if log.acknowledge:
-                self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+                self.conn.acknowledge_received_data(
+                    stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
             else:
                 log.unacknowledged += event.flow_controlled_length
         elif isinstance(event, StreamEnded) and log is not None:

@@ -74,8 +74,8 @@ class Rig:
         self.pair.gateway_events.clear()
         if acknowledge:
             for data in self.unacknowledged:
-                self.pair.gateway.acknowledge_received_data(data.stream_id,
-                                                            data.flow_controlled_length)
+                self.pair.gateway.acknowledge_received_data(
+                    stream_id=data.stream_id, acknowledged_size=data.flow_controlled_length)
             self.unacknowledged.clear()
         self.pair.flush()
 

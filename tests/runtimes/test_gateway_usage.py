@@ -74,7 +74,8 @@ class ReportingConnector:
             self.bodies[event.stream_id] = b""
         elif isinstance(event, DataReceived):
             self.bodies[event.stream_id] += event.data
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            self.conn.acknowledge_received_data(
+                stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
         elif isinstance(event, StreamEnded) and event.stream_id in self.bodies:
             stream_id = event.stream_id
             if orjson.loads(self.bodies[stream_id]).get("stream"):

@@ -36,8 +36,8 @@ def _received(pair: Pair, stream_id: int) -> bytes:
     for event in list(pair.gateway_events):
         if isinstance(event, DataReceived) and event.stream_id == stream_id:
             data += event.data
-            pair.gateway.acknowledge_received_data(event.stream_id,
-                                                   event.flow_controlled_length)
+            pair.gateway.acknowledge_received_data(
+                stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
     pair.gateway_events.clear()
     return data
 
