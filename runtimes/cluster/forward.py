@@ -42,13 +42,13 @@ from runtimes.gateway.limits import Limit, LimitKind
 from runtimes.gateway.tunnels import StreamFailed
 from runtimes.gateway.usage import Account
 from runtimes.netio import UpstreamError, UpstreamPool
+from runtimes.tunnel.headers import CONNECTOR_ONLY_HEADERS, RETRYABLE_HEADER
 from runtimes.upstream_http import Failure, Received, ResponseHead
 from tokios_proto import RequestHead, ResetCode
 
 __all__ = [
     "INTERNAL_HEADERS",
     "MAX_NODE_ATTEMPTS",
-    "RETRYABLE_HEADER",
     "ForwardFailed",
     "ForwardedRequest",
     "ForwardedStream",
@@ -59,9 +59,8 @@ __all__ = [
 
 #: Headers between nodes: the gateway drops them from what clients send and from answers.
 ACCOUNT_HEADER = "tokios-account"
-#: On an answer: nothing was processed, another node may take the request.
-RETRYABLE_HEADER = "tokios-retryable"
-INTERNAL_HEADERS = frozenset({ACCOUNT_HEADER, RETRYABLE_HEADER})
+#: Response headers between gateway nodes or from a connector, never passed to a client.
+INTERNAL_HEADERS = frozenset({ACCOUNT_HEADER, *CONNECTOR_ONLY_HEADERS})
 #: Nodes tried for one request.
 MAX_NODE_ATTEMPTS = 3
 #: Pools kept open to peers at once (the least recently used one closes beyond).

@@ -197,7 +197,8 @@ class Connector:
     async def run(self) -> int:
         """Serve until a permanent rejection (returns EXIT_PERMANENT) or cancellation."""
         self.pool = UpstreamPool(self.settings.upstream,
-                                 max_connections=max(4, self.settings.max_concurrent_streams))
+                                 max_connections=max(4, self.settings.max_concurrent_streams),
+                                 connect_timeout=self.settings.connect_timeout)
         loop = asyncio.get_running_loop()
         try:
             while True:

@@ -17,7 +17,14 @@ import urllib.parse
 
 from runtimes.config import apply_config, read_config, take_config_argument
 from runtimes.connector.handling import KEEPALIVE_INTERVAL, parse_model_map
+from runtimes.connector.serving import (
+    FIRST_BYTE_TIMEOUT,
+    HEAD_HOLD,
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+)
 from runtimes.connector.settings import (
+    CONNECT_TIMEOUT,
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_PROBE_FAILED,
@@ -55,6 +62,19 @@ ENVIRONMENT = {
     "token": "TOKIOS_CONNECTOR_TOKEN",
     "upstream": "TOKIOS_UPSTREAM",
     "keepalive_interval": "TOKIOS_KEEPALIVE_INTERVAL",
+    "connect_timeout": "TOKIOS_CONNECT_TIMEOUT",
+    "head_hold": "TOKIOS_HEAD_HOLD",
+    "first_byte_timeout": "TOKIOS_FIRST_BYTE_TIMEOUT",
+    "idle_timeout": "TOKIOS_IDLE_TIMEOUT",
+    "request_timeout": "TOKIOS_REQUEST_TIMEOUT",
+}
+#: Bounds (seconds) of the upstream clocks: --connect-timeout, --head-hold, ...
+TIMEOUT_BOUNDS = {
+    "connect_timeout": (0.1, 300.0),
+    "head_hold": (0.0, 30.0),
+    "first_byte_timeout": (1.0, 86_400.0),
+    "idle_timeout": (1.0, 86_400.0),
+    "request_timeout": (1.0, 7 * 86_400.0),
 }
 CONFIG_ENV_VAR = "TOKIOS_CONNECTOR_CONFIG"
 
@@ -69,7 +89,22 @@ environment:
   TOKIOS_CONNECTOR_TOKEN  default for --token (prefer it: arguments show in `ps`)
   TOKIOS_UPSTREAM         default for --upstream
   TOKIOS_KEEPALIVE_INTERVAL  default for --keepalive-interval
+  TOKIOS_CONNECT_TIMEOUT, TOKIOS_HEAD_HOLD, TOKIOS_FIRST_BYTE_TIMEOUT, TOKIOS_IDLE_TIMEOUT,
+  TOKIOS_REQUEST_TIMEOUT     defaults for the model server's clocks (below)
   TOKIOS_CONNECTOR_CONFIG    default for --config
+
+model server clocks (each ends the request with an error in the client's own format:
+a whole 502/504 answer before the response began, else the stream's in-stream error; a
+failure before any byte of the model's answer lets the gateway try another connector):
+  --connect-timeout      connecting to --upstream (default 5 s)
+  --first-byte-timeout   from the request to the first byte of the answer (default 600 s:
+                         a large model may take minutes to load; a non-streamed answer's
+                         first byte comes when it is fully generated)
+  --idle-timeout         the longest silence in the middle of an answer (default 120 s)
+  --request-timeout      the whole answer (default 3600 s)
+  --head-hold            a streamed answer starts (200 and its opening) when the model server
+                         answers or after this long, whichever first (default 1 s); until
+                         then a failure is a whole error answer the gateway may retry
 
 exit codes:
   0  stopped by SIGTERM/SIGINT
@@ -114,11 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{MAX_CONCURRENT_STREAMS:,}, the gateway's per-tunnel limit)")
     parser.add_argument("--keepalive-interval", metavar="SECONDS", type=float,
                         default=os.environ.get("TOKIOS_KEEPALIVE_INTERVAL", KEEPALIVE_INTERVAL),
-                        help="a streamed answer starts at once (200 and the format's opening "
-                             "events); while the model has not produced its first token, a "
-                             "keep-alive follows every SECONDS (default "
+                        help="once a streamed answer started (200 and the format's opening "
+                             "events, see --head-hold) and while the model has not produced "
+                             "its first token, a keep-alive follows every SECONDS (default "
                              f"{KEEPALIVE_INTERVAL:g}, "
                              f"{MIN_KEEPALIVE:g}..{MAX_KEEPALIVE:g})")
+    for flag, default, what in (
+            ("--connect-timeout", CONNECT_TIMEOUT, "connecting to the model server"),
+            ("--first-byte-timeout", FIRST_BYTE_TIMEOUT,
+             "from the request to the first byte of the model server's answer"),
+            ("--idle-timeout", IDLE_TIMEOUT,
+             "the longest silence of the model server in the middle of an answer"),
+            ("--request-timeout", REQUEST_TIMEOUT, "a whole answer"),
+            ("--head-hold", HEAD_HOLD,
+             "how long a streamed answer's head waits for the model server's")):
+        dest = flag[2:].replace("-", "_")
+        low, high = TIMEOUT_BOUNDS[dest]
+        parser.add_argument(flag, metavar="SECONDS", type=float,
+                            default=os.environ.get(ENVIRONMENT[dest], default),
+                            help=f"{what} (default {default:g}, {low:g}..{high:g}; "
+                                 f"{ENVIRONMENT[dest]})")
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="log verbosity (default info); no level logs a secret, a header "
                              "value, a query string, a prompt or a completion")
@@ -162,13 +212,22 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
     if not MIN_KEEPALIVE <= args.keepalive_interval <= MAX_KEEPALIVE:
         raise ValueError(f"--keepalive-interval must be in {MIN_KEEPALIVE:g}..{MAX_KEEPALIVE:g}"
                          " seconds")
+    for dest, (low, high) in TIMEOUT_BOUNDS.items():
+        value = float(getattr(args, dest))
+        if not low <= value <= high:
+            raise ValueError(f"--{dest.replace('_', '-')} must be in {low:g}..{high:g} seconds")
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
     backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
     return ConnectorSettings(tunnel_url=url, token=args.token, upstream=args.upstream,
                              backend=backend, models=models, ca_file=args.ca_file,
                              max_concurrent_streams=args.max_concurrent_streams,
-                             keepalive_interval=args.keepalive_interval)
+                             keepalive_interval=args.keepalive_interval,
+                             connect_timeout=float(args.connect_timeout),
+                             head_hold=float(args.head_hold),
+                             first_byte_timeout=float(args.first_byte_timeout),
+                             idle_timeout=float(args.idle_timeout),
+                             request_timeout=float(args.request_timeout))
 
 
 async def _main(settings: ConnectorSettings, auto: bool) -> int:

@@ -1,19 +1,15 @@
-"""The connector's per-stream decisions, with no I/O: shared by the asyncio connector
-(``runtimes.connector.app``) and any other shell (a threaded one).
-
-For each stream the gateway opens, a shell calls, in order:
+"""The connector's per-stream decisions, with no I/O, for ``runtimes.connector.serving``
+(the per-stream work both shells drive):
 
 1. :func:`plan_request` with the request path and body -> a :class:`Plan`: either an answer
    to send at once (``plan.immediate``: an error or a count), or an upstream call to make
-   (``plan.call``);
-2. after the upstream answered: :func:`finish_plan` (whole answers); when ``plan.stream`` is
-   true, BEFORE calling the upstream: ``translator = open_stream_translator(plan.context)``,
-   the :data:`STREAM_HEADERS` head and ``translator.open()``, then ``translator.keepalive()``
-   every ``settings.keepalive_interval`` seconds (:data:`KEEPALIVE_INTERVAL`) until
-   ``translator.answering`` or ``translator.done``; an upstream status >= 400 is then
-   ``translator.upstream_error(status, body)`` and an unreachable upstream
-   ``translator.fail(*early_failure(reason))``, each followed by the end of the stream;
-3. on an upstream failure before a whole answer: :func:`upstream_unreachable`.
+   (``plan.call``), streamed (``plan.stream``: ``open_stream_translator(plan.context)``, the
+   :func:`stream_headers` head) or whole;
+2. after a whole upstream answer: :func:`finish_plan`;
+3. when the upstream failed before the response head went out: :func:`failure_answer` (the
+   messages: :data:`UNREACHABLE`, :func:`no_first_byte`, ...), marked with the retryable
+   header (:func:`marked_retryable`) when the model server failed before any byte of its
+   answer.
 
 Also here: the ``--model`` map (:func:`parse_model_map`), the ``--backend auto`` decision
 (:class:`BackendProbe` over :data:`PROBES`) and the reconnect schedule (:class:`Backoff`).
@@ -25,6 +21,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from runtimes.tunnel.headers import RETRYABLE_HEADER
 from tokios_translate import (
     BackendKind,
     ClientFormat,
@@ -53,8 +50,9 @@ __all__ = [
     "Plan",
     "Route",
     "backend_from_probe",
-    "early_failure",
+    "failure_answer",
     "finish_plan",
+    "marked_retryable",
     "parse_model_map",
     "plan_request",
     "refusal",
@@ -187,20 +185,44 @@ def refusal(path: str, kind: ErrorKind, message: str) -> ClientResponse:
     return error_response(client, TranslationError(kind, message))
 
 
-def upstream_unreachable(plan: Plan) -> ClientResponse:
-    """The answer when the upstream could not be reached or failed before its answer."""
-    if plan.route is Route.COUNT_TOKENS:  # the estimate still answers the question
+#: What a client reads when the model server failed (content-free: no request data in them).
+UNREACHABLE = "the model server could not be reached"
+CONNECTION_LOST = "upstream connection lost"
+MALFORMED = "the model server sent a malformed answer"
+
+
+def no_first_byte(seconds: float) -> str:
+    return f"the model server did not start answering within {seconds:g} s"
+
+
+def went_silent(seconds: float) -> str:
+    return f"the model server sent nothing for {seconds:g} s in the middle of its answer"
+
+
+def took_too_long(seconds: float) -> str:
+    return f"the answer took longer than {seconds:g} s"
+
+
+def failure_answer(plan: Plan, kind: ErrorKind, message: str, *,
+                   retryable: bool) -> ClientResponse:
+    """The whole answer when the upstream failed before the response head went out: the
+    error in the client's envelope (``retryable``: marked for another connector, see
+    ``runtimes.tunnel.headers``); a token count still answers with its estimate."""
+    if plan.route is Route.COUNT_TOKENS:
         return count_tokens(plan.body)
-    return error_response(plan.client, TranslationError(
-        ErrorKind.UPSTREAM, "the model server could not be reached"))
+    answer = error_response(plan.client, TranslationError(kind, message))
+    return marked_retryable(answer) if retryable else answer
 
 
-def early_failure(reason: str) -> tuple[str, ErrorKind]:
-    """The in-stream error (content-free message, kind) for an upstream that failed after the
-    early opening of a streamed answer; ``reason`` is the UpstreamError's own text."""
-    if "timed out" in reason:
-        return "the model server did not answer in time", ErrorKind.UPSTREAM
-    return "the model server could not be reached", ErrorKind.UPSTREAM
+def upstream_unreachable(plan: Plan) -> ClientResponse:
+    """The answer when the upstream could not be reached (before any byte of its answer)."""
+    return failure_answer(plan, ErrorKind.UPSTREAM, UNREACHABLE, retryable=True)
+
+
+def marked_retryable(answer: ClientResponse) -> ClientResponse:
+    """``answer`` with the header that lets the gateway try another connector."""
+    return ClientResponse(status=answer.status, body=answer.body,
+                          headers=(*answer.headers, (RETRYABLE_HEADER, "1")))
 
 
 def response_headers(answer: ClientResponse) -> Headers:

@@ -25,18 +25,25 @@ every outcome is an answer in the client's format.
 What the work does, by plan (``handling.plan_request``):
 
 - an answer known at once (``plan.immediate``: a refusal, a count): head, body, end;
-- a whole answer: call, read the whole answer (at most ``MAX_UPSTREAM_BODY``), translate it
-  (``handling.finish_plan``), head, body, end; an upstream that cannot be reached or fails
-  before its answer is whole: ``handling.upstream_unreachable``;
-- a streamed answer: the 200 head and ``translator.open()`` at once, then the call; until the
-  first token a keep-alive every ``timing.keepalive_interval`` (sent only if the credit has
-  room for it); the translated stream, within the credit (no upstream read while the credit
-  is spent: backpressure); the end when the translator is done or the upstream ends. An error
-  status is ``translator.upstream_error``, a failure before the upstream's head
-  ``translator.fail(*early_failure(...))``, after it ``fail("upstream connection lost")``.
+- a whole answer: the call, the whole answer read (at most ``MAX_UPSTREAM_BODY``) and
+  translated (``handling.finish_plan``), then head, body, end;
+- a streamed answer: the call first (connect and write: a refused connection is known before
+  any byte goes to the client), then the 200 head and ``translator.open()`` as soon as the
+  model server's head arrives or ``timing.head_hold`` seconds passed, whichever is first; from
+  then until the first token a keep-alive every ``timing.keepalive_interval`` (sent only if
+  the credit has room for it); the translated stream, within the credit (no upstream read
+  while the credit is spent: backpressure); the end when the translator is done or the
+  upstream ends.
 
-Reading the upstream, ``timing.read_timeout`` is the longest silence accepted; it ends the
-call as a failure above.
+Failures and timeouts. Before the response head went out, the answer is a whole error in the
+client's format (``handling.failure_answer``; an error status of the model server is its own
+error, translated); it carries the retryable header (``runtimes.tunnel.headers``) when the
+model server failed before any byte of its answer - refused or dropped the connection, a 5xx
+status, nothing before ``timing.first_byte_timeout`` - so the gateway may try another
+connector. After the head, it is the format's in-stream error (``translator.fail``). The
+clocks (:class:`Timing`): the first byte of the answer's body within ``first_byte_timeout``
+of the request (for a whole answer, that is when it is generated); then no gap longer than
+``idle_timeout``; the whole answer within ``request_timeout``.
 """
 
 from __future__ import annotations
@@ -57,12 +64,20 @@ from runtimes.upstream_http import (
     WholeAnswer,
 )
 from tokios_proto import ConnectorConnection
-from tokios_translate import ClientResponse, UpstreamCall, open_stream_translator
+from tokios_translate import ClientResponse, ErrorKind, UpstreamCall, open_stream_translator
 from tokios_translate.stream import StreamTranslator
 
-__all__ = ["Step", "StreamWork", "Timing"]
+__all__ = ["FIRST_BYTE_TIMEOUT", "HEAD_HOLD", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "Step",
+           "StreamWork", "Timing"]
 
 logger = logging.getLogger("tokios.connector")
+
+
+#: The defaults of :class:`Timing` (seconds; the connector's options change them).
+HEAD_HOLD = 1.0
+FIRST_BYTE_TIMEOUT = 600.0
+IDLE_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 3600.0
 
 
 class Step(enum.Enum):
@@ -76,20 +91,27 @@ class Step(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timing:
-    """The clocks of one stream's answer, from the connector's settings."""
+    """The clocks of one stream's answer (seconds), from the connector's settings."""
 
-    #: Seconds between keep-alives while a streamed answer waits for its first token.
+    #: Between keep-alives while a streamed answer waits for its first token.
     keepalive_interval: float = handling.KEEPALIVE_INTERVAL
-    #: The longest silence of the upstream accepted while its answer is read.
-    read_timeout: float = 300.0
+    #: How long a streamed answer's head waits for the model server's head.
+    head_hold: float = HEAD_HOLD
+    #: From the request written to the first byte of the answer's body.
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT
+    #: The longest gap between two reads of the answer's body, after its first byte.
+    idle_timeout: float = IDLE_TIMEOUT
+    #: From the request (its body complete) to the end of the answer.
+    request_timeout: float = REQUEST_TIMEOUT
 
 
 class StreamWork:
     """One stream's answer (see the module doc)."""
 
-    __slots__ = ("_called", "_conn", "_ending", "_head", "_keepalive_at", "_outbox",
-                 "_read_deadline", "_started", "_stream_id", "_timing", "_translator", "_whole",
-                 "call", "plan", "step")
+    __slots__ = ("_called", "_conn", "_ending", "_first_byte_at", "_head", "_head_sent",
+                 "_hold_until", "_idle_until", "_keepalive_at", "_outbox", "_request_until",
+                 "_started", "_stream_id", "_timing", "_translator", "_whole", "call", "plan",
+                 "step")
 
     def __init__(self, conn: ConnectorConnection, stream_id: int, plan: Plan, timing: Timing,
                  now: float) -> None:
@@ -103,21 +125,23 @@ class StreamWork:
         self.step = Step.CALL
         self._called = False
         self._outbox = Outbox(conn, stream_id)
+        self._head_sent = False  # our response head (to the gateway)
         self._ending = False  # everything is in the outbox: end the stream once it is sent
-        self._head: ResponseHead | None = None
+        self._head: ResponseHead | None = None  # the model server's
         #: A whole answer (or an error body) being read, at most MAX_UPSTREAM_BODY bytes.
         self._whole = WholeAnswer(handling.MAX_UPSTREAM_BODY)
         self._translator: StreamTranslator | None = None
-        self._keepalive_at: float | None = None
-        self._read_deadline: float | None = None
-        if plan.immediate is not None:
-            self._answer(plan.immediate)
-        elif plan.stream:
+        if plan.stream:
             assert plan.context is not None
             self._translator = open_stream_translator(plan.context)
-            conn.send_response(stream_id, 200, handling.stream_headers(plan))
-            self._outbox.add(self._translator.open())
-            self._keepalive_at = now + timing.keepalive_interval
+        # the deadlines (the shell's clock), None while they do not apply
+        self._request_until = now + timing.request_timeout
+        self._first_byte_at: float | None = None
+        self._idle_until: float | None = None
+        self._hold_until: float | None = None
+        self._keepalive_at: float | None = None
+        if plan.immediate is not None:
+            self._answer(plan.immediate)
         self._advance(now)
 
     @property
@@ -127,70 +151,114 @@ class StreamWork:
     @property
     def deadline(self) -> float | None:
         """When to report ``Received.IDLE`` if the upstream says nothing (None: never)."""
-        keepalive, read = self._keepalive_at, self._read_deadline
-        if keepalive is None:
-            return read
-        return keepalive if read is None else min(keepalive, read)
+        if self.step is Step.DONE:
+            return None
+        deadline = self._request_until
+        for other in (self._first_byte_at, self._idle_until, self._hold_until,
+                      self._keepalive_at):
+            if other is not None and other < deadline:
+                deadline = other
+        return deadline
 
     # ---- the shell's reports ---------------------------------------------------------------
 
     def called(self, now: float) -> None:
         """The request was written to the upstream."""
         self._called = True
-        self._read_deadline = now + self._timing.read_timeout
+        self._first_byte_at = now + self._timing.first_byte_timeout
+        if self._translator is not None:
+            self._hold_until = now + self._timing.head_hold
         self._advance(now)
 
     def received(self, event: UpstreamEvent, now: float) -> None:
         """One event of the upstream's answer (or IDLE: :attr:`deadline` passed)."""
-        if event is Received.IDLE:
-            self._tick(now)
+        if isinstance(event, bytes):
+            self._first_byte_at = None
+            self._idle_until = now + self._timing.idle_timeout
+            self._upstream_data(event, now)
+        elif isinstance(event, ResponseHead):
+            self._upstream_head(event, now)
+        elif event is Received.END:
+            self._upstream_ended(now)
         else:
-            self._read_deadline = now + self._timing.read_timeout
-            if isinstance(event, ResponseHead):
-                self._head = event
-            elif event is Received.END:
-                self._upstream_ended()
-            else:
-                assert isinstance(event, bytes)
-                self._upstream_data(event)
+            self._tick(now)
         self._advance(now)
 
     def upstream_failed(self, error: UpstreamError, now: float) -> None:
         """The upstream call failed (not reached, closed, broken)."""
-        self._fail(error)
+        logger.warning("upstream call failed: %s", error)
+        if self._head is None:  # before any byte of the model server's answer
+            message = handling.UNREACHABLE if error.failure is not Failure.PROTOCOL else \
+                handling.MALFORMED
+            self._fail(ErrorKind.UPSTREAM, message, retryable=True)
+        elif error.failure is Failure.PROTOCOL:
+            self._fail(ErrorKind.UPSTREAM, handling.MALFORMED, retryable=False)
+        else:
+            self._fail(ErrorKind.UPSTREAM, handling.CONNECTION_LOST, retryable=False)
         self._advance(now)
 
     def credit(self, now: float) -> None:
         """The stream's send credit may have grown (a WindowUpdated)."""
         self._advance(now)
+        if self.step is Step.RECEIVE and self._idle_until is not None:
+            # the upstream was not read while the client was slow: its silence counts anew
+            self._idle_until = now + self._timing.idle_timeout
 
     # ---- the algorithm ---------------------------------------------------------------------
 
-    def _fail(self, error: UpstreamError) -> None:
-        logger.warning("upstream call failed: %s", error)
-        translator = self._translator
-        if translator is None:
-            self._answer(handling.upstream_unreachable(self.plan))
-        elif self._head is not None and self._head.status < 400:
-            self._finish_stream(translator.fail("upstream connection lost"))
-        else:
-            self._finish_stream(translator.fail(*handling.early_failure(str(error))))
-
     def _tick(self, now: float) -> None:
-        """The deadline passed: a keep-alive is due, or the upstream was silent too long."""
-        if self._read_deadline is not None and now >= self._read_deadline:
-            self._fail(UpstreamError("upstream read timed out", Failure.LOCAL))
-            return
-        translator = self._translator
-        if self._keepalive_at is not None and now >= self._keepalive_at and translator:
-            data = translator.keepalive()
-            if data and self._conn.available_to_send(self._stream_id) >= len(data):
-                self._conn.send_data(self._stream_id, data)
+        """The deadline passed: a timeout, the end of the head hold, or a keep-alive."""
+        timing = self._timing
+        if now >= self._request_until:
+            self._timeout(handling.took_too_long(timing.request_timeout), retryable=False)
+        elif self._first_byte_at is not None and now >= self._first_byte_at:
+            self._timeout(handling.no_first_byte(timing.first_byte_timeout), retryable=True)
+        elif self._idle_until is not None and now >= self._idle_until:
+            self._timeout(handling.went_silent(timing.idle_timeout), retryable=False)
+        else:
+            if self._hold_until is not None and now >= self._hold_until:
+                self._open_stream(now)  # the model server is slow to answer: start anyway
+            translator = self._translator
+            if self._keepalive_at is not None and now >= self._keepalive_at and translator:
+                data = translator.keepalive()
+                if data and self._conn.available_to_send(self._stream_id) >= len(data):
+                    self._conn.send_data(self._stream_id, data)
+                self._keepalive_at = now + timing.keepalive_interval
+
+    def _timeout(self, message: str, *, retryable: bool) -> None:
+        logger.warning("upstream call timed out: %s", message)
+        self._fail(ErrorKind.TIMEOUT, message, retryable=retryable)
+
+    def _fail(self, kind: ErrorKind, message: str, *, retryable: bool) -> None:
+        """End with an error: a whole answer while no head went out, else in-stream."""
+        if self._head_sent:
+            assert self._translator is not None
+            self._finish_stream(self._translator.fail(message, kind))
+        else:
+            self._answer(handling.failure_answer(self.plan, kind, message,
+                                                 retryable=retryable))
+
+    def _upstream_head(self, head: ResponseHead, now: float) -> None:
+        self._head = head
+        if head.status >= 400:
+            self._hold_until = None  # its error answers the request, whole if still possible
+        elif self._translator is not None and not self._head_sent:
+            self._open_stream(now)
+
+    def _open_stream(self, now: float) -> None:
+        """The 200 head and the format's opening; keep-alives until the first token."""
+        assert self._translator is not None
+        self._hold_until = None
+        self._conn.send_response(self._stream_id, 200, handling.stream_headers(self.plan))
+        self._head_sent = True
+        self._outbox.add(self._translator.open())
+        if not self._translator.answering:
             self._keepalive_at = now + self._timing.keepalive_interval
 
-    def _upstream_data(self, chunk: bytes) -> None:
+    def _upstream_data(self, chunk: bytes, now: float) -> None:
         translator, head = self._translator, self._head
-        if translator is not None and head is not None and head.status < 400:
+        assert head is not None
+        if translator is not None and head.status < 400:
             out = translator.feed(chunk)
             if out:
                 self._keepalive_at = None  # answering: no keep-alive from now on
@@ -201,29 +269,35 @@ class StreamWork:
         try:  # a whole answer, or an error body
             self._whole.add(chunk)
         except UpstreamError as exc:  # too large
-            self._fail(exc)
+            logger.warning("upstream call failed: %s", exc)
+            self._fail(ErrorKind.UPSTREAM, handling.MALFORMED, retryable=False)
 
-    def _upstream_ended(self) -> None:
+    def _upstream_ended(self, now: float) -> None:
         head, translator = self._head, self._translator
         assert head is not None
         body = self._whole.body
-        if translator is None:
-            self._answer(handling.finish_plan(self.plan, head.status, body))
-        elif head.status >= 400:
-            self._finish_stream(translator.upstream_error(head.status, body))
-        else:
-            self._finish_stream(translator.finish())
+        if translator is not None and self._head_sent:
+            if head.status >= 400:
+                self._finish_stream(translator.upstream_error(head.status, body))
+            else:
+                self._finish_stream(translator.finish())
+            return
+        # a whole answer, or the model server's error before the stream's head went out
+        answer = handling.finish_plan(self.plan, head.status, body)
+        if head.status >= 500 and answer.status >= 500:
+            answer = handling.marked_retryable(answer)
+        self._answer(answer)
 
     def _answer(self, answer: ClientResponse) -> None:
         """A whole answer: head, body, end."""
         self._conn.send_response(self._stream_id, answer.status,
                                  handling.response_headers(answer))
+        self._head_sent = True
         self._outbox.add(answer.body)
         self._ending = True
 
     def _finish_stream(self, tail: bytes) -> None:
         self._outbox.add(tail)
-        self._keepalive_at = None
         self._ending = True
 
     def _advance(self, now: float) -> None:
@@ -235,7 +309,6 @@ class StreamWork:
         elif self._ending:
             self._conn.end_stream(self._stream_id)
             self.step = Step.DONE
-            self._keepalive_at = self._read_deadline = None
             logger.info("stream %d %s done in %.3fs", self._stream_id, self.plan.route.value,
                         now - self._started)
         else:

@@ -14,11 +14,18 @@ import socket
 from dataclasses import dataclass, field
 
 from runtimes.connector.handling import KEEPALIVE_INTERVAL
-from runtimes.connector.serving import Timing
+from runtimes.connector.serving import (
+    FIRST_BYTE_TIMEOUT,
+    HEAD_HOLD,
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    Timing,
+)
 from tokios_proto import Config, DeploymentOffer, Hello, Rejected, RejectReason, Secret, Settings
 from tokios_translate import BackendKind
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "EXIT_OK",
     "EXIT_PERMANENT",
     "EXIT_PROBE_FAILED",
@@ -44,6 +51,8 @@ EXIT_PERMANENT = 3
 #: ``--backend auto`` found no known model server at ``--upstream``.
 EXIT_PROBE_FAILED = 4
 
+#: Seconds to connect to the model server (``--connect-timeout``).
+CONNECT_TIMEOUT = 5.0
 #: Largest request body accepted from the gateway per stream.
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 #: The GOAWAY reason the gateway sends when it revokes the token of a live tunnel.
@@ -67,6 +76,12 @@ class ConnectorSettings:
     connection_window: int = Settings().initial_connection_window
     #: Seconds between keep-alives while a streamed answer waits for its first token.
     keepalive_interval: float = KEEPALIVE_INTERVAL
+    #: The clocks of an upstream call (seconds; see runtimes.connector.serving.Timing).
+    connect_timeout: float = CONNECT_TIMEOUT
+    head_hold: float = HEAD_HOLD
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    request_timeout: float = REQUEST_TIMEOUT
     connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
                                                        f"{secrets.token_hex(4)}")
 
@@ -93,7 +108,9 @@ def config_for(settings: ConnectorSettings) -> Config:
 
 def timing_for(settings: ConnectorSettings) -> Timing:
     """The clocks of each stream's answer (``runtimes.connector.serving``)."""
-    return Timing(keepalive_interval=settings.keepalive_interval)
+    return Timing(keepalive_interval=settings.keepalive_interval, head_hold=settings.head_hold,
+                  first_byte_timeout=settings.first_byte_timeout,
+                  idle_timeout=settings.idle_timeout, request_timeout=settings.request_timeout)
 
 
 def session_outcome(rejected: Rejected | None, revoked: bool) -> float | None:

@@ -326,7 +326,8 @@ class ThreadedConnector:
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.pool = UpstreamPool(settings.upstream,
-                                 max_connections=max(4, self.max_workers))
+                                 max_connections=max(4, self.max_workers),
+                                 connect_timeout=settings.connect_timeout)
         self._workers = ThreadPoolExecutor(self.max_workers,
                                            thread_name_prefix="tokios-stream")
         self._stopping = threading.Event()

@@ -31,7 +31,6 @@ import orjson
 
 from runtimes.cluster.forward import (
     INTERNAL_HEADERS,
-    RETRYABLE_HEADER,
     ForwardedStream,
     ForwardFailed,
     RemoteRouting,
@@ -55,6 +54,7 @@ from runtimes.gateway.tunnels import GatewayStream, StreamFailed, Tunnel, Tunnel
 from runtimes.gateway.usage import Account
 from runtimes.netio import BodyTooLarge, ClientDisconnected, HttpRequest, HttpResponse
 from runtimes.store import AuthCache, Store, StoreError, TenantDeployments
+from runtimes.tunnel.headers import RETRYABLE_HEADER
 from tokios_proto import LocalProtocolError, RequestHead, ResetCode
 from tokios_translate import ClientFormat, ErrorKind
 from tokios_translate.clients import ollama_client
@@ -77,11 +77,16 @@ DROPPED_HEADERS = frozenset({
 })
 #: The body of ``GET /`` (the base-URL probe).
 ROOT_BODY = b"Tokios gateway is running\n"
-#: Response headers from the connector that the HTTP layer sets itself.
+#: Response headers from the connector that the HTTP layer sets itself, or that are for the
+#: gateway only (``tokios-retryable``).
 DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
     *INTERNAL_HEADERS,
 })
+#: Connectors a request may be sent to: the first, then up to two others when a connector
+#: fails before any byte of the answer (its tunnel lost, a refused stream, or its model
+#: server refusing or failing first: the ``tokios-retryable`` answer).
+MAX_ATTEMPTS = 3
 _MAX_FORWARDED_HEADERS = 64
 #: Credentials (by digest) and tenants remembered as "just looked up": at most this many.
 _MAX_WARM = 10_000
@@ -517,6 +522,7 @@ class GatewayApi:
 
     async def _open(self, tenant_id: str, deployment: str, head: RequestHead, body: bytes,
                     tried: list[Tunnel], *, account: Account | None = None,
+                    may_retry: bool = False,
                     ) -> tuple[GatewayStream, int, tuple[tuple[str, str], ...]]:
         tunnel = self.tunnels.registry.pick(tenant_id, deployment, exclude=tried)
         if tunnel is None:
@@ -533,23 +539,31 @@ class GatewayApi:
             if stream.failure is None or not stream.failure.retryable:
                 stream.reset(ResetCode.CANCELLED)
             raise
+        if (may_retry and any(name == RETRYABLE_HEADER for name, _ in headers)
+                and self.tunnels.registry.pick(tenant_id, deployment, exclude=tried)):
+            # its model server failed before answering, and another connector can take it
+            stream.reset(ResetCode.CANCELLED)
+            raise StreamFailed("the connector's model server failed before answering",
+                               retryable=True, code=ResetCode.UPSTREAM_FAILED)
         return stream, status, headers
 
     async def _forward(self, request: HttpRequest, response: HttpResponse, *, request_id: str,
                        info: dict[str, object], client: ClientFormat, tenant_id: str,
                        deployment: str, body: bytes, path: str,
                        account: Account | None = None, local_only: bool = False) -> None:
-        """Send the request down a local tunnel (the least busy; once more on another if the
-        first refused it before answering), else, unless ``local_only`` (a request another
-        node forwarded here), to the peer node that serves the deployment."""
+        """Send the request down a local tunnel (the least busy; on another, up to MAX_ATTEMPTS
+        in all, while each fails before any byte of its answer), else, unless ``local_only``
+        (a request another node forwarded here), to the peer node that serves the deployment."""
         head = self._request_head(request, path, deployment, request_id)
         tried: list[Tunnel] = []
         opened: tuple[GatewayStream | ForwardedStream, int,
                       tuple[tuple[str, str], ...]] | None = None
-        for attempt in range(2):
+        failed: StreamFailed | None = None
+        for attempt in range(MAX_ATTEMPTS):
             try:
                 opened = await self._wait_with_client(response, self._open(
-                    tenant_id, deployment, head, body, tried, account=account))
+                    tenant_id, deployment, head, body, tried, account=account,
+                    may_retry=attempt < MAX_ATTEMPTS - 1))
                 break
             except LookupError:
                 if attempt == 0 and not tried:
@@ -560,9 +574,14 @@ class GatewayApi:
                             f"every connector serving {deployment} is at its limit",
                             request_id, retry_after="1")
                         return
+                if failed is not None:  # no other connector: the last one's failure
+                    info["status"] = await self._failed(response, client, failed, request_id)
+                    return
                 break
             except StreamFailed as failure:
-                if failure.retryable and attempt == 0:
+                if failure.retryable and attempt < MAX_ATTEMPTS - 1:
+                    logger.info("retrying on another connector (%s)", failure)
+                    failed = failure
                     continue
                 info["status"] = await self._failed(response, client, failure, request_id)
                 return
@@ -724,6 +743,9 @@ def failure_error(failure: StreamFailed, *, shutting_down: bool) -> tuple[ErrorK
     if failure.code is None:
         return (ErrorKind.UPSTREAM,
                 "the connector serving this deployment disconnected before the answer ended")
+    if failure.silent_for is not None:
+        return ErrorKind.TIMEOUT, (f"the connector serving this deployment sent nothing for "
+                                   f"{failure.silent_for:g} s")
     if failure.code is ResetCode.TIMED_OUT:
         return ErrorKind.TIMEOUT, "the connector timed out the answer"
     if failure.code is ResetCode.REFUSED:

@@ -45,14 +45,17 @@ from runtimes.gateway.options import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_STREAM_SILENCE_TIMEOUT,
     DEFAULT_USAGE_FLUSH_INTERVAL,
     MAX_GRACE_PERIOD,
     MAX_HTTP_TIMEOUT,
     MAX_MAX_BODY_BYTES,
     MAX_MAX_HEADER_BYTES,
+    MAX_STREAM_SILENCE_TIMEOUT,
     MAX_USAGE_FLUSH_INTERVAL,
     MIN_MAX_BODY_BYTES,
     MIN_MAX_HEADER_BYTES,
+    MIN_STREAM_SILENCE_TIMEOUT,
     ListenAddress,
     LoopName,
     ServeOptions,
@@ -181,6 +184,11 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
     if args.workers > 1 and metrics_listen is not None and metrics_listen.port == 0:
         raise UsageError("with --workers, give --metrics-listen a port: worker i serves "
                          "/metrics on that port + i")
+    if not (math.isfinite(args.stream_silence_timeout) and MIN_STREAM_SILENCE_TIMEOUT
+            <= args.stream_silence_timeout <= MAX_STREAM_SILENCE_TIMEOUT):
+        raise UsageError(f"--stream-silence-timeout must be between "
+                         f"{MIN_STREAM_SILENCE_TIMEOUT:g} and {MAX_STREAM_SILENCE_TIMEOUT:g} "
+                         "seconds")
     if not MIN_MAX_BODY_BYTES <= args.max_body_bytes <= MAX_MAX_BODY_BYTES:
         raise UsageError(f"--max-body-bytes must be between {MIN_MAX_BODY_BYTES} and "
                          f"{MAX_MAX_BODY_BYTES}")
@@ -215,6 +223,7 @@ def serve_options(args: argparse.Namespace, data_dir: str | None,
         cluster_secret=cluster_secret,
         header_timeout=float(args.header_timeout), body_timeout=float(args.body_timeout),
         max_header_bytes=args.max_header_bytes,
+        stream_silence_timeout=float(args.stream_silence_timeout),
     )
 
 
@@ -364,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_GRACE_PERIOD,
                        help=f"on SIGTERM, time for in-flight streams to finish "
                             f"(default {DEFAULT_GRACE_PERIOD:g})")
+    serve.add_argument("--stream-silence-timeout", metavar="SECONDS", type=float,
+                       default=DEFAULT_STREAM_SILENCE_TIMEOUT,
+                       help="a request whose connector sends nothing for it (head, body, "
+                            "credit) for this long ends with 504 (default "
+                            f"{DEFAULT_STREAM_SILENCE_TIMEOUT:g}; keep it above the "
+                            "connectors' --first-byte-timeout)")
     serve.add_argument("--max-body-bytes", metavar="N", type=int,
                        default=DEFAULT_MAX_BODY_BYTES,
                        help=f"largest request body accepted, else 413 "

@@ -19,6 +19,11 @@ MIN_MAX_BODY_BYTES = 1024
 MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 MAX_GRACE_PERIOD = 3600.0
 DEFAULT_USAGE_FLUSH_INTERVAL = 10.0
+#: ``--stream-silence-timeout``: seconds a stream waits on a connector that sends nothing for
+#: it before it ends with a timeout; above the connectors' own ``--first-byte-timeout``
+#: (600 s by default), so that their more precise error comes first.
+DEFAULT_STREAM_SILENCE_TIMEOUT = 900.0
+MIN_STREAM_SILENCE_TIMEOUT, MAX_STREAM_SILENCE_TIMEOUT = 1.0, 7 * 86_400.0
 MAX_USAGE_FLUSH_INTERVAL = 3600.0
 #: Seconds a client has to send a whole request head (then 408), and the TLS handshake.
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -109,6 +114,8 @@ class ServeOptions:
             return self.store_url
         assert self.data_dir is not None, "ServeOptions needs a data_dir or a store_url"
         return str(self.data_dir)
+    #: Seconds a stream waits on a connector that sends nothing for it before a 504.
+    stream_silence_timeout: float = DEFAULT_STREAM_SILENCE_TIMEOUT
 
 
 def parse_listen_address(text: str) -> ListenAddress:

@@ -57,7 +57,8 @@ class Gateway:
         logger.info("store: %s (schema version %d%s)", self.store.location, done.to_version,
                     f", migrated from {done.from_version}" if done.migrated else "")
         self.auth = AuthCache(self.store, ttl=auth_ttl)
-        self.tunnels = TunnelManager(self.auth, self.store)
+        self.tunnels = TunnelManager(self.auth, self.store,
+                                     silence_timeout=options.stream_silence_timeout)
         #: With --redis the per-minute limits are shared by every node (else counted here).
         self.redis_limiter = None if options.redis_url is None \
             else RedisLimiter(options.redis_url)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from runtimes.gateway.options import DEFAULT_STREAM_SILENCE_TIMEOUT
 from runtimes.gateway.routing import TunnelRegistry
 from runtimes.netio import WebSocket
 from runtimes.store import AuthCache, ConnectorGrant, Store
@@ -69,6 +70,8 @@ REVOKED_REASON = "revoked"
 #: what one gateway process can hold.
 MAX_STREAMS_PER_TUNNEL = 16_384
 
+#: Seconds between two checks of the streams' silence.
+SILENCE_CHECK_INTERVAL = 1.0
 #: Seconds between the checks that live tunnels' tokens are still active.
 REVOCATION_CHECK_INTERVAL = 1.0
 
@@ -78,13 +81,15 @@ class StreamFailed(Exception):  # noqa: N818
     refused before the response head), so another tunnel may take it."""
 
     def __init__(self, message: str, *, retryable: bool, code: ResetCode | None = None,
-                 shutting_down: bool = False) -> None:
+                 shutting_down: bool = False, silent_for: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         #: The RESET code (None: the tunnel was lost).
         self.code = code
         #: The gateway ended the stream because it drained past its grace period.
         self.shutting_down = shutting_down
+        #: The gateway ended the stream because its connector sent nothing for this long.
+        self.silent_for = silent_for
 
 
 class GatewayStream:
@@ -100,6 +105,9 @@ class GatewayStream:
         self.failure: StreamFailed | None = None
         self.changed = Signal(tunnel.pump.loop)
         self.window = Signal(tunnel.pump.loop)
+        #: Something came from the connector for this stream since the last silence check.
+        self.heard = False
+        self._quiet_since: float | None = None
 
     def _fail(self, failure: StreamFailed) -> None:
         if self.failure is None and not self.ended:
@@ -149,11 +157,31 @@ class GatewayStream:
                                                        acknowledged_size=n)
             self.tunnel.pump.kick()
 
+    def check_silence(self, now: float, limit: float) -> None:
+        """Called about once a second: while the handler waits on the connector (for the
+        head, body bytes or credit) and nothing comes for this stream for ``limit`` seconds,
+        end it with a timeout (a stuck connector must not hold a client forever)."""
+        if self.heard or not (self.changed.waiting or self.window.waiting):
+            self.heard = False
+            self._quiet_since = None
+        elif self._quiet_since is None:
+            self._quiet_since = now
+        elif now - self._quiet_since >= limit:
+            logger.warning("stream %d: the connector sent nothing for %gs: timed out",
+                           self.stream_id, limit)
+            self.reset(ResetCode.TIMED_OUT, StreamFailed(
+                "the connector went silent", retryable=False, code=ResetCode.TIMED_OUT,
+                silent_for=limit))
+
     def reset(self, code: ResetCode = ResetCode.CLIENT_GONE,
               failure: StreamFailed | None = None) -> None:
         """Abort the stream (the client went away, or ``failure`` says why): the connector
-        cancels the upstream; a task waiting in :meth:`next_data` gets the failure."""
+        cancels the upstream; a task waiting in :meth:`next_data` gets the failure. Body
+        bytes received and not yet taken are acknowledged: the tunnel keeps its credit."""
         self._fail(failure or StreamFailed("reset by the gateway", retryable=False, code=code))
+        unread = sum(credit for _, credit in self.chunks)
+        self.chunks.clear()
+        self.acknowledge(unread)
         conn = self.tunnel.conn
         if conn.state is not ConnectionState.CLOSED:
             with contextlib.suppress(Exception):
@@ -239,10 +267,12 @@ class Tunnel:
                     stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
             else:
                 stream.chunks.append((event.data, event.flow_controlled_length))
+                stream.heard = True
                 stream.changed.set()
         elif isinstance(event, ResponseReceived):
             if stream is not None:
                 stream.head = (event.status, event.headers)
+                stream.heard = True
                 stream.changed.set()
         elif isinstance(event, StreamEnded):
             if stream is not None:
@@ -262,6 +292,7 @@ class Tunnel:
                 for each in self.streams.values():
                     each.window.set()
             elif stream is not None:
+                stream.heard = True
                 stream.window.set()
         elif isinstance(event, HelloReceived):
             task = asyncio.create_task(self.manager.authenticate(self, event))
@@ -322,13 +353,18 @@ class Tunnel:
 class TunnelManager:
     """All live tunnels of one gateway, and the registry that routes to them."""
 
-    def __init__(self, auth: AuthCache, store: Store) -> None:
+    def __init__(self, auth: AuthCache, store: Store, *,
+                 silence_timeout: float = DEFAULT_STREAM_SILENCE_TIMEOUT) -> None:
         self.auth = auth
         self.store = store
+        #: Seconds a stream may wait on a connector that sends nothing for it (head, body
+        #: bytes, credit) before it ends with a timeout (``--stream-silence-timeout``).
+        self.silence_timeout = silence_timeout
         self.registry: TunnelRegistry[Tunnel] = TunnelRegistry()
         self.tunnels: set[Tunnel] = set()
         self.draining = False
         self._watcher: asyncio.Task[None] | None = None
+        self._silence_watcher: asyncio.Task[None] | None = None
         #: Handshake tasks in flight (referenced so they are not collected).
         self.tasks: set[asyncio.Task[None]] = set()
         #: Called with a tenant id when its tunnels may take more streams (the queue's
@@ -346,6 +382,16 @@ class TunnelManager:
 
     def start(self) -> None:
         self._watcher = asyncio.create_task(self._watch_revocations())
+        self._silence_watcher = asyncio.create_task(self._watch_silence())
+
+    async def _watch_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SILENCE_CHECK_INTERVAL)
+            now = loop.time()
+            for tunnel in list(self.tunnels):
+                for stream in list(tunnel.streams.values()):
+                    stream.check_silence(now, self.silence_timeout)
 
     async def serve(self, ws: WebSocket) -> None:
         """Run one tunnel until it closes."""
@@ -457,10 +503,11 @@ class TunnelManager:
                     "the gateway is shutting down", retryable=False, shutting_down=True))
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._silence_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         for tunnel in list(self.tunnels):
             tunnel.goaway(ErrorCode.NO_ERROR, "gateway shutting down")
             tunnel.pump.ws.abort()

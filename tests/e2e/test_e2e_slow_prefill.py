@@ -1,10 +1,12 @@
 """End to end: a model slow to its first token (prefill) on both connector runtimes.
 
-The scripted upstream holds each answer ``first_delay`` seconds (head included); the connector
-runs with ``--keepalive-interval 0.2``. A streamed answer must start at once (200 and the
-format's opening), carry keep-alives while the model is silent, then arrive intact through the
-official SDKs; an upstream failing after the opening ends in the format's in-stream error.
-See docs/translation.md, "Slow prefill: early bytes and keep-alives".
+The scripted upstream holds each answer ``first_delay`` seconds (head included, as Ollama
+does); the connector runs with ``--keepalive-interval 0.2 --head-hold 0.3``. A streamed answer
+must start once the head hold is over (200 and the format's opening: the connector first waits
+that long for the model server's own head, so that a model server that refuses or fails at once
+gets a whole, retryable error), carry keep-alives while the model is silent, then arrive intact
+through the official SDKs; an upstream failing after the opening ends in the format's in-stream
+error. See docs/translation.md, "Slow prefill: early bytes and keep-alives".
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.timeout(180)
 pytest.importorskip("runtimes.connector.cli")
 
 INTERVAL = 0.2
+HOLD = 0.3
 DELAY = 1.5
 #: (backend, connector runtime): both runtimes, both upstream codecs.
 STACKS = [("llamacpp", "asyncio"), ("llamacpp", "threaded"), ("ollama", "threaded")]
@@ -36,7 +39,8 @@ def slow(request: pytest.FixtureRequest,
     backend, runtime = request.param
     workdir: Path = tmp_path_factory.mktemp(f"prefill-{backend}-{runtime}")
     built = Stack(workdir=workdir, backend=backend, runtime=runtime,
-                  connector_args=["--keepalive-interval", str(INTERVAL)])
+                  connector_args=["--keepalive-interval", str(INTERVAL),
+                                  "--head-hold", str(HOLD)])
     with built.running():
         assert built.upstream is not None
         built.upstream.first_delay = DELAY
@@ -81,8 +85,10 @@ def test_bytes_arrive_at_once_and_keep_coming_until_the_first_token(slow: Stack,
                 arrivals.append((time.monotonic() - started, chunk))
     whole = b"".join(chunk for _, chunk in arrivals)
     first_byte_after = arrivals[0][0]
-    # The head and the opening long before the model's first token (DELAY): within ~1 interval.
-    assert head_after < INTERVAL + 0.6 and first_byte_after < INTERVAL + 0.6, arrivals[:3]
+    # The head and the opening long before the model's first token (DELAY): once the head
+    # hold is over, within ~1 interval.
+    assert head_after < HOLD + INTERVAL + 0.6, arrivals[:3]
+    assert first_byte_after < HOLD + INTERVAL + 0.6, arrivals[:3]
     assert whole.startswith(opening)
     first_token = whole.index(answer)
     before = whole[:first_token]

@@ -54,7 +54,7 @@ def test_tls_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.Monkey
                      "--tls-key", key, "--tunnel-listen", "[::]:9443", "--loop", "asyncio",
                      "--grace-period", "5", "--max-body-bytes", "2048",
                      "--max-header-bytes", "8192", "--header-timeout", "4.5",
-                     "--body-timeout", "12"])
+                     "--body-timeout", "12", "--stream-silence-timeout", "120"])
     assert code == 7  # the server's exit code is the command's
     [options] = server.calls
     assert options == ServeOptions(
@@ -62,7 +62,8 @@ def test_tls_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.Monkey
         tls_cert=Path(cert), tls_key=Path(key), insecure_http=False,
         allow_insecure_non_loopback=False, tunnel_listen=ListenAddress(host="::", port=9443),
         loop="asyncio", grace_period=5.0, max_body_bytes=2048, max_header_bytes=8192,
-        header_timeout=4.5, body_timeout=12.0, log_level="info")
+        header_timeout=4.5, body_timeout=12.0, log_level="info",
+        stream_silence_timeout=120.0)
     assert capsys.readouterr().err == ""
 
 
@@ -119,6 +120,8 @@ def test_insecure_tunnel_listener_is_checked_too(monkeypatch: pytest.MonkeyPatch
     (["--insecure-http", "--max-header-bytes", "1000000"], "--max-header-bytes"),
     (["--insecure-http", "--header-timeout", "0"], "--header-timeout"),
     (["--insecure-http", "--body-timeout", "inf"], "--body-timeout"),
+    (["--insecure-http", "--stream-silence-timeout", "0"], "--stream-silence-timeout"),
+    (["--insecure-http", "--stream-silence-timeout", "inf"], "--stream-silence-timeout"),
     (["--tls-cert", "{cert}", "--tls-key", "{key}", "--allow-insecure-non-loopback"],
      "only applies with --insecure-http"),
     (["--insecure-http", "--tunnel-listen", "127.0.0.1:8080"], "must differ"),

@@ -1,4 +1,6 @@
-"""``--keepalive-interval`` and the shared decisions of early bytes (runtimes/connector)."""
+"""``--keepalive-interval`` and the clocks of an upstream call (``--connect-timeout``,
+``--first-byte-timeout``, ``--idle-timeout``, ``--request-timeout``, ``--head-hold``):
+defaults, environment variables, flags, bounds and help."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import pytest
 
 from runtimes.connector import handling
 from runtimes.connector.cli import build_parser, settings_from_args
-from tokios_translate import ErrorKind
+from runtimes.connector.settings import timing_for
 
 BASE = ["--gateway", "https://gw.example", "--token", "tkct-x", "--upstream",
         "http://127.0.0.1:11434", "--backend", "ollama", "--model", "coder=qwen3:8b"]
@@ -38,8 +40,33 @@ def test_help_documents_the_option_and_its_variable() -> None:
     assert "first token" in text
 
 
-def test_early_failure_messages_are_content_free_api_errors() -> None:
-    assert handling.early_failure("upstream read timed out") == (
-        "the model server did not answer in time", ErrorKind.UPSTREAM)
-    assert handling.early_failure("upstream connect failed: ConnectionRefusedError") == (
-        "the model server could not be reached", ErrorKind.UPSTREAM)
+TIMEOUTS = {"--connect-timeout": ("TOKIOS_CONNECT_TIMEOUT", "connect_timeout", 5.0),
+            "--first-byte-timeout": ("TOKIOS_FIRST_BYTE_TIMEOUT", "first_byte_timeout", 600.0),
+            "--idle-timeout": ("TOKIOS_IDLE_TIMEOUT", "idle_timeout", 120.0),
+            "--request-timeout": ("TOKIOS_REQUEST_TIMEOUT", "request_timeout", 3600.0),
+            "--head-hold": ("TOKIOS_HEAD_HOLD", "head_hold", 1.0)}
+
+
+@pytest.mark.parametrize("flag", list(TIMEOUTS))
+def test_every_upstream_clock_has_a_default_a_variable_a_flag_and_bounds(
+        flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    variable, field, default = TIMEOUTS[flag]
+    monkeypatch.delenv(variable, raising=False)
+    assert getattr(settings_from_args(build_parser().parse_args(BASE)), field) == default
+    monkeypatch.setenv(variable, "7.5")
+    assert getattr(settings_from_args(build_parser().parse_args(BASE)), field) == 7.5
+    args = build_parser().parse_args([*BASE, flag, "2.5"])  # the flag wins
+    assert getattr(settings_from_args(args), field) == 2.5
+    with pytest.raises(ValueError, match=flag):
+        settings_from_args(build_parser().parse_args([*BASE, flag, "-1"]))
+    text = build_parser().format_help()
+    assert f"{flag} SECONDS" in text and variable in text
+
+
+def test_the_settings_reach_each_streams_clocks() -> None:
+    args = build_parser().parse_args([*BASE, "--first-byte-timeout", "30", "--idle-timeout",
+                                      "20", "--request-timeout", "90", "--head-hold", "0.5",
+                                      "--keepalive-interval", "3"])
+    timing = timing_for(settings_from_args(args))
+    assert (timing.first_byte_timeout, timing.idle_timeout, timing.request_timeout,
+            timing.head_hold, timing.keepalive_interval) == (30, 20, 90, 0.5, 3)

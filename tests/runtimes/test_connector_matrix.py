@@ -17,6 +17,7 @@ import pytest
 import wsproto.events as ws_events
 
 from runtimes.connector.settings import EXIT_PERMANENT
+from runtimes.tunnel.headers import RETRYABLE_HEADER as RETRYABLE
 from tests.e2e.stack import BackgroundLoop, wait_for
 from tests.runtimes.connector_matrix_rig import SHELLS, ScriptedGateway, run_shell
 from tests.upstreams.model_servers import OpenAICompatServer
@@ -142,12 +143,13 @@ def test_a_stream_sends_within_its_credit_and_resumes_when_it_grows(
 
 
 def test_keepalives_flow_while_the_model_prefills(world: World, shell_name: str) -> None:
-    world.model.first_delay = 1.2
-    with run_shell(shell_name, world.gateway, world.model.base_url, keepalive_interval=0.2):
+    world.model.first_delay = 1.2  # nothing at all, not even the head, before the first token
+    with run_shell(shell_name, world.gateway, world.model.base_url, keepalive_interval=0.2,
+                   head_hold=0.3):
         tunnel, stream_id = world.gateway.open("/v1/messages", MESSAGES)
         log = world.gateway.answer(tunnel, stream_id)
     assert log.status == 200 and log.head_at is not None
-    assert log.head_at - log.opened_at < 0.6  # the head and opening at once
+    assert 0.3 <= log.head_at - log.opened_at < 0.3 + 0.4  # the head and opening after the hold
     body = bytes(log.data)
     assert body.startswith(b"event: message_start")
     first_token = body.index(b"event: content_block_start")
@@ -166,13 +168,77 @@ def test_failures_are_answers_in_the_clients_format(world: World, shell_name: st
         for stream_id in (whole, streamed, unserved):
             world.gateway.answer(tunnel, stream_id)
     answer = tunnel.streams[whole]
-    assert answer.status == 502
+    assert answer.status == 502 and answer.headers[RETRYABLE] == "1"
     assert answer.json()["error"]["message"] == "the model server could not be reached"
-    stream = tunnel.streams[streamed]
-    assert stream.status == 200 and stream.ended
-    assert b"event: error" in stream.data and b"could not be reached" in stream.data
+    stream = tunnel.streams[streamed]  # refused before any byte: a whole error, even for a stream
+    assert stream.status == 502 and stream.headers[RETRYABLE] == "1"
+    assert stream.json()["error"]["message"] == "the model server could not be reached"
     refused = tunnel.streams[unserved]
     assert refused.status == 404 and refused.json()["type"] == "error"
+    assert RETRYABLE not in refused.headers
+
+
+@pytest.mark.parametrize("body", [CHAT, {**CHAT, "stream": True}], ids=["whole", "stream"])
+def test_a_5xx_before_any_byte_is_the_models_error_marked_retryable(
+        world: World, shell_name: str, body: dict[str, object]) -> None:
+    world.model.error_status = 503
+    with run_shell(shell_name, world.gateway, world.model.base_url):
+        tunnel, stream_id = world.gateway.open("/v1/chat/completions", body)
+        log = world.gateway.answer(tunnel, stream_id)
+    assert log.status == 503 and log.headers[RETRYABLE] == "1"
+    assert "Loading model" in log.json()["error"]["message"]  # the model server's own words
+
+
+def test_no_first_byte_in_time_is_a_504_marked_retryable_or_an_in_stream_timeout(
+        world: World, shell_name: str) -> None:
+    world.model.first_delay = 30
+    with run_shell(shell_name, world.gateway, world.model.base_url, first_byte_timeout=1.0,
+                   head_hold=0.2, keepalive_interval=0.3):
+        tunnel, whole = world.gateway.open("/v1/chat/completions", CHAT)
+        _, streamed = world.gateway.open("/v1/messages", MESSAGES)
+        for stream_id in (whole, streamed):
+            log = world.gateway.answer(tunnel, stream_id)
+            assert 1.0 <= time.monotonic() - log.opened_at < 1.0 + 1.0
+        wait_for(lambda: len(world.model.disconnects) == 2, 2, "the model to be dropped")
+    answer = tunnel.streams[whole]
+    assert answer.status == 504 and answer.headers[RETRYABLE] == "1"
+    assert "did not start answering within 1 s" in answer.json()["error"]["message"]
+    stream = tunnel.streams[streamed]
+    assert stream.status == 200 and stream.ended  # it had started: the format's error
+    assert b"event: error" in stream.data and b"did not start answering within 1 s" in stream.data
+
+
+def test_a_silence_mid_answer_and_a_too_long_answer_are_timeouts(world: World,
+                                                                 shell_name: str) -> None:
+    world.model.stall_after = 3
+    with run_shell(shell_name, world.gateway, world.model.base_url, idle_timeout=1.0):
+        tunnel, hung = world.gateway.open("/v1/chat/completions", {**CHAT, "stream": True})
+        log = world.gateway.answer(tunnel, hung)
+        wait_for(lambda: bool(world.model.disconnects), 2, "the model to be dropped")
+    assert log.status == 200 and b"sent nothing for 1 s" in log.data
+    assert log.data.rstrip().endswith(b"data: [DONE]")
+    world.model.stall_after, world.model.slow, world.model.events = None, 0.1, 100
+    with run_shell(shell_name, world.gateway, world.model.base_url, request_timeout=1.5):
+        tunnel, slow = world.gateway.open("/v1/chat/completions", {**CHAT, "stream": True})
+        log = world.gateway.answer(tunnel, slow)
+    assert time.monotonic() - log.opened_at >= 1.5
+    assert b"took longer than 1.5 s" in log.data and b'"content":"w' in log.data
+
+
+def test_a_request_timed_out_on_a_reused_connection_is_not_sent_again(
+        world: World, shell_name: str) -> None:
+    with run_shell(shell_name, world.gateway, world.model.base_url, first_byte_timeout=1.0):
+        tunnel, first = world.gateway.open("/v1/chat/completions", CHAT)
+        assert world.gateway.answer(tunnel, first).status == 200  # a kept-alive connection
+        world.model.first_delay = 30
+        _, second = world.gateway.open("/v1/chat/completions", CHAT)
+        assert world.gateway.answer(tunnel, second).status == 504
+        time.sleep(0.5)
+        world.model.first_delay = 0
+        _, third = world.gateway.open("/v1/chat/completions", CHAT)
+        assert world.gateway.answer(tunnel, third).status == 200
+    assert world.model.paths == ["/v1/chat/completions"] * 3  # each reached the model once
+    assert world.model.connections_accepted == 2  # the timed-out one was dropped, not reused
 
 
 def test_a_revoked_token_ends_the_connector_for_good(world: World, shell_name: str) -> None:

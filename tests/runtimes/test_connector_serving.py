@@ -6,12 +6,14 @@ shell matrix (test_connector_matrix.py) checks they drive it the same way over r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
 
 from runtimes.connector import handling
 from runtimes.connector.serving import Step, StreamWork, Timing
+from runtimes.tunnel.headers import RETRYABLE_HEADER as RETRYABLE
 from runtimes.upstream_http import Failure, Received, ResponseHead, UpstreamError, UpstreamEvent
 from tests.proto.pair import Pair
 from tokios_proto import (
@@ -53,6 +55,9 @@ class Rig:
     received: bytearray = field(default_factory=bytearray)
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return orjson.loads(bytes(self.received))
     ended: bool = False
     unacknowledged: list[DataReceived] = field(default_factory=list)
 
@@ -139,33 +144,28 @@ def test_a_whole_answer_is_read_translated_and_sent_after_the_upstream_ended() -
     assert orjson.loads(r.received)["choices"][0]["message"]["content"] == "Hello."
 
 
-@pytest.mark.parametrize("failure", [Failure.CONNECT, Failure.CLOSED])
-def test_a_whole_answer_whose_upstream_fails_is_a_502_in_the_clients_format(
-        failure: Failure) -> None:
+def test_a_whole_answer_cut_by_the_upstream_is_a_502_not_retried() -> None:
     r = rig(CHAT)
-    if failure is Failure.CONNECT:
-        r.work.upstream_failed(UpstreamError("upstream connect failed", failure), r.now)
-    else:
-        called(r)
-        r.feed(JSON_HEAD, WHOLE_CHAT[:10])
-        r.work.upstream_failed(UpstreamError("upstream read failed", failure), r.now)
-    r.pump()
-    assert r.work.step is Step.DONE and r.status == 502
-    assert orjson.loads(r.received)["error"]["message"] == \
-        "the model server could not be reached"
-
-
-def test_a_stream_opens_at_once_keeps_alive_until_the_first_token_then_streams() -> None:
-    r = rig({**CHAT, "stream": True}, timing=Timing(keepalive_interval=1.0))
-    assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
-    opening = bytes(r.received)
-    assert opening.startswith(b":")  # Chat's opening: an SSE comment
     called(r)
-    assert r.work.deadline == 1.0
+    r.feed(JSON_HEAD, WHOLE_CHAT[:10])
+    r.work.upstream_failed(UpstreamError("upstream read failed", Failure.CLOSED), r.now)
+    r.pump()
+    assert r.work.step is Step.DONE and r.status == 502 and RETRYABLE not in r.headers
+    assert r.json()["error"]["message"] == "upstream connection lost"
+
+
+def test_a_stream_starts_with_the_models_head_then_keeps_alive_until_the_first_token() -> None:
+    r = rig({**CHAT, "stream": True}, timing=Timing(keepalive_interval=1.0, head_hold=5.0))
+    called(r)
+    assert r.status is None  # nothing before the model server answered
+    r.feed(SSE_HEAD)  # llama.cpp: its head at once, tokens after the prefill
+    assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
+    assert bytes(r.received).startswith(b":")  # Chat's opening: an SSE comment
+    assert RETRYABLE not in r.headers
     r.at(3.5)  # three keep-alives, at 1, 2 and 3 s
     assert bytes(r.received).count(b": keep-alive") == 3
-    r.feed(SSE_HEAD, sse("Hel"), sse("lo"))
-    assert r.work.deadline == 3.5 + 300.0  # no keep-alive once answering
+    r.feed(sse("Hel"), sse("lo"))
+    assert r.work.deadline == 3.5 + 120.0  # the idle timeout; no keep-alive once answering
     r.feed(sse(None, "stop"), b"data: [DONE]\n\n")
     assert r.work.step is Step.DONE and r.ended
     text = bytes(r.received)
@@ -173,14 +173,51 @@ def test_a_stream_opens_at_once_keeps_alive_until_the_first_token_then_streams()
     assert b'"content":"Hel"' in text and b'"content":"lo"' in text
 
 
+def test_a_stream_starts_after_the_head_hold_when_the_model_says_nothing() -> None:
+    r = rig({**CHAT, "stream": True}, timing=Timing(keepalive_interval=1.0, head_hold=0.5))
+    called(r)
+    r.at(0.4)
+    assert r.status is None
+    r.at(0.5)  # Ollama: no head before the first token; the hold is over
+    assert r.status == 200 and bytes(r.received).startswith(b":")
+    r.at(2.6)
+    assert bytes(r.received).count(b": keep-alive") == 2  # at 1.5 and 2.5 s
+    r.feed(SSE_HEAD, sse("Hi"), sse(None, "stop"), b"data: [DONE]\n\n")
+    assert r.ended and bytes(r.received).count(b"data: {") == 3
+
+
 def test_an_ollama_native_stream_is_labelled_ndjson() -> None:
     r = rig({**CHAT, "stream": True}, path="/api/chat", backend=BackendKind.OLLAMA)
+    called(r)
+    r.feed(ResponseHead(200, "OK", [("content-type", "application/x-ndjson")]))
     assert r.status == 200 and r.headers["content-type"] == "application/x-ndjson"
 
 
-def test_an_error_status_after_the_opening_is_the_formats_in_stream_error() -> None:
+def test_a_5xx_before_the_stream_started_is_a_whole_retryable_error() -> None:
     r = rig({**CHAT, "stream": True})
     called(r)
+    r.feed(ResponseHead(503, "Service Unavailable", []),
+           b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}',
+           Received.END)
+    assert r.work.step is Step.DONE and r.status == 503
+    assert r.headers[RETRYABLE] == "1"  # for the gateway: another connector may serve it
+    assert "Loading model" in r.json()["error"]["message"]  # the model server's own message
+
+
+def test_a_4xx_before_the_stream_started_is_a_whole_error_not_retried() -> None:
+    r = rig({**CHAT, "stream": True})
+    called(r)
+    r.feed(ResponseHead(404, "Not Found", []),
+           b'{"error":{"code":404,"message":"model m not found","type":"not_found_error"}}',
+           Received.END)
+    assert r.status == 404 and RETRYABLE not in r.headers
+
+
+def test_an_error_status_after_the_stream_started_is_the_formats_in_stream_error() -> None:
+    r = rig({**CHAT, "stream": True}, timing=Timing(head_hold=0.5))
+    called(r)
+    r.at(0.5)
+    assert r.status == 200
     r.feed(ResponseHead(503, "Service Unavailable", []),
            b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}',
            Received.END)
@@ -190,13 +227,25 @@ def test_an_error_status_after_the_opening_is_the_formats_in_stream_error() -> N
     assert bytes(r.received).rstrip().endswith(b"data: [DONE]")
 
 
-def test_failures_before_and_after_the_upstreams_head_in_a_stream() -> None:
-    before = rig({**CHAT, "stream": True})
-    before.work.upstream_failed(UpstreamError("upstream connect failed: ConnectionRefusedError",
-                                              Failure.CONNECT), before.now)
-    before.pump()
-    assert before.work.step is Step.DONE
-    assert b"the model server could not be reached" in before.received
+@pytest.mark.parametrize("failure", [Failure.CONNECT, Failure.WRITE, Failure.CLOSED])
+def test_failing_before_the_models_head_is_a_whole_retryable_502(failure: Failure) -> None:
+    for body in (CHAT, {**CHAT, "stream": True}):
+        r = rig(body)
+        if failure is not Failure.CONNECT:
+            called(r)
+        r.work.upstream_failed(UpstreamError("upstream failed", failure), r.now)
+        r.pump()
+        assert r.work.step is Step.DONE and r.status == 502 and r.headers[RETRYABLE] == "1"
+        assert r.json()["error"]["message"] == "the model server could not be reached"
+
+
+def test_failing_after_the_stream_started_is_in_stream_and_not_retryable() -> None:
+    held = rig({**CHAT, "stream": True}, timing=Timing(head_hold=0.2))
+    called(held)
+    held.at(0.2)  # the head went out; the model server has said nothing yet
+    held.work.upstream_failed(UpstreamError("upstream failed", Failure.CLOSED), held.now)
+    held.pump()
+    assert held.status == 200 and b"the model server could not be reached" in held.received
     after = rig({**CHAT, "stream": True})
     called(after)
     after.feed(SSE_HEAD, sse("Hel"))
@@ -205,20 +254,49 @@ def test_failures_before_and_after_the_upstreams_head_in_a_stream() -> None:
     assert after.work.step is Step.DONE and b"upstream connection lost" in after.received
 
 
-def test_a_silent_upstream_times_out_as_the_read_timeout_says() -> None:
-    r = rig({**CHAT, "stream": True}, timing=Timing(keepalive_interval=40.0, read_timeout=100.0))
-    called(r)
-    r.at(99.0)
-    assert r.work.step is Step.RECEIVE and bytes(r.received).count(b": keep-alive") == 2
-    r.at(100.0)
-    assert r.work.step is Step.DONE and b"did not answer in time" in r.received
+def test_no_first_byte_in_time_is_a_retryable_504_or_an_in_stream_timeout() -> None:
+    whole = rig(CHAT, timing=Timing(first_byte_timeout=100.0))
+    called(whole)
+    whole.feed(JSON_HEAD)  # a head alone is not the answer: the first byte of the body is
+    whole.at(100.0)
+    assert whole.status == 504 and whole.headers[RETRYABLE] == "1"
+    assert "did not start answering within 100 s" in whole.json()["error"]["message"]
+    streamed = rig({**CHAT, "stream": True},
+                   timing=Timing(keepalive_interval=40.0, first_byte_timeout=100.0))
+    called(streamed)
+    streamed.feed(SSE_HEAD)
+    streamed.at(99.0)
+    assert streamed.work.step is Step.RECEIVE and bytes(streamed.received).count(
+        b": keep-alive") == 2
+    streamed.at(100.0)
+    assert streamed.work.step is Step.DONE and streamed.status == 200
+    assert b"did not start answering within 100 s" in streamed.received
+
+
+def test_a_silence_mid_answer_and_a_too_long_answer_end_with_timeouts() -> None:
+    silent = rig({**CHAT, "stream": True}, timing=Timing(idle_timeout=10.0))
+    called(silent)
+    silent.feed(SSE_HEAD, sse("Hel"))
+    silent.at(9.9)
+    assert silent.work.step is Step.RECEIVE
+    silent.at(10.0)
+    assert b"sent nothing for 10 s" in silent.received and silent.ended
+    slow = rig({**CHAT, "stream": True}, timing=Timing(idle_timeout=10.0, request_timeout=30.0))
+    called(slow)
+    slow.feed(SSE_HEAD)
+    for second in range(1, 40):  # a token every second: never idle, but too long in all
+        slow.at(float(second))
+        if slow.work.step is Step.DONE:
+            break
+        slow.feed(sse("x"))
+    assert slow.pair.now == 30.0 and b"took longer than 30 s" in slow.received
 
 
 def test_a_slow_reader_stops_the_upstream_reads_until_credit_returns() -> None:
     r = rig({**CHAT, "stream": True}, window=1024)
     called(r)
+    r.feed(SSE_HEAD)
     big = sse("x" * 3000)
-    r.work.received(SSE_HEAD, r.now)
     r.work.received(big, r.now)
     assert r.work.step is Step.CREDIT  # the shell must not read the upstream now
     r.pump(acknowledge=False)

@@ -29,7 +29,12 @@ exact content:
   its last chunk, as a model server that crashes does;
 * ``first_delay`` (seconds) holds every POST before its answer starts, head included, as a big
   model's prompt processing does (an error status then comes after the delay too); a client
-  that goes away meanwhile is recorded in :attr:`disconnects` (with 0 events sent).
+  that goes away meanwhile is recorded in :attr:`disconnects` (with 0 events sent);
+* ``error_status`` answers every POST with that HTTP status and the backend's own error body
+  (a model server that cannot load its model: 503 before any byte of an answer);
+* ``stall_after`` (events) stops a stream after that many events and sends nothing more,
+  without closing (a model hung mid-answer); the client leaving is recorded;
+* every POST's path is in :attr:`paths` as it arrives (a count of what reached the model).
 
 Every request's decoded JSON body is kept in :attr:`requests`. A test may replace the script:
 set :attr:`_BaseServer.script` to a function ``(body, thinking_requested, events) -> Script``
@@ -122,6 +127,10 @@ class _BaseServer:
     first_delay: float = 0.0
     #: After this many events of a stream, the connection is dropped mid-body.
     cut_after: int | None = None
+    #: Answer every POST with this status and the backend's error body.
+    error_status: int | None = None
+    #: After this many events of a stream, send nothing more (and keep the connection).
+    stall_after: int | None = None
     model_names: tuple[str, ...] = ("llama3.2:1b",)
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -183,7 +192,11 @@ class _BaseServer:
                     if self.first_delay and post and not await self._think(
                             reader, request.target.decode(), self.first_delay):
                         return
-                    await self._dispatch(conn, writer, request, body)
+                    if self.error_status is not None and post:
+                        await self._send_json(conn, writer, self.error_status,
+                                              self._error_body(self.error_status))
+                    else:
+                        await self._dispatch(conn, writer, request, body)
                 finally:
                     self.in_flight -= post
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -275,6 +288,9 @@ class _BaseServer:
                 if self.cut_after is not None and sent >= self.cut_after:
                     writer.transport.abort()  # a crashed model server: no last chunk
                     return
+                if self.stall_after is not None and sent >= self.stall_after:
+                    await client_gone  # a hung model: nothing more until the client leaves
+                    raise ConnectionResetError
                 await self._send(writer, conn, h11.Data(data=chunk))
                 sent += 1
                 if error_after_first is not None:
@@ -296,9 +312,16 @@ class _BaseServer:
     ) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _error_body(self, status: int) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
 
 class OllamaServer(_BaseServer):
     """Ollama's native API (``/api/chat``, ``/api/generate``, ``/api/tags``...), byte for byte."""
+
+    def _error_body(self, status: int) -> dict[str, Any]:
+        return {"error": "model runner has unexpectedly stopped" if status >= 500 else
+                "invalid request"}
 
     async def _dispatch(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
@@ -449,6 +472,13 @@ class OpenAICompatServer(_BaseServer):
     """
 
     reasoning_field: str = "reasoning_content"
+
+    def _error_body(self, status: int) -> dict[str, Any]:
+        if status == 503:  # llama-server while it loads its model
+            return {"error": {"code": 503, "message": "Loading model",
+                              "type": "unavailable_error"}}
+        return {"error": {"code": status, "message": "Internal server error",
+                          "type": "server_error"}}
 
     async def _dispatch(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
