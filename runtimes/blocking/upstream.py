@@ -77,13 +77,14 @@ class UpstreamExchange(Exchange[_PooledConnection]):
     """One request, written; its answer read event by event with :meth:`receive` (by one
     thread; :meth:`abort` from any)."""
 
-    __slots__ = ("_aborted", "_pool")
+    __slots__ = ("_aborted", "_closed", "_pool")
 
     def __init__(self, pool: UpstreamPool, method: str, path: str,
                  headers: list[tuple[str, str]], body: bytes) -> None:
         super().__init__(pool.origin, method, path, headers, body)
         self._pool = pool
         self._aborted = False
+        self._closed = False
 
     def _send(self) -> None:
         """Take a connection (an idle one, else a new one) and write the request."""
@@ -155,12 +156,18 @@ class UpstreamExchange(Exchange[_PooledConnection]):
             self.connection.abort()
             self.connection.release()
 
-    def _finish(self) -> None:
+    def close(self) -> None:
+        """Done: a complete answer's connection goes back to the pool, any other is aborted
+        (the upstream stops) and closed; the pool's slot is given back. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self.complete and not self._aborted:
             assert self.connection is not None
             self._pool._checkin(self.connection)
         else:
             self._discard()
+        self._pool._slots.release()
 
 
 class UpstreamPool:
@@ -227,30 +234,39 @@ class UpstreamPool:
                 return
         connection.release()
 
-    @contextlib.contextmanager
-    def exchange(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
-                 body: bytes = b"", *,
-                 on_start: Callable[[UpstreamExchange], None] | None = None,
-                 ) -> Iterator[UpstreamExchange]:
-        """Connect (or reuse a connection), write the request, and yield the exchange.
+    def open(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+             body: bytes = b"", *,
+             on_start: Callable[[UpstreamExchange], None] | None = None) -> UpstreamExchange:
+        """Take a slot, connect (or reuse a connection) and write the request; the exchange.
+        Call its ``close()`` when done (always: it gives the slot back).
 
         ``on_start(exchange)`` is called before connecting, so another thread may
         :meth:`UpstreamExchange.abort` it from then on (even while it connects or writes).
         """
         if self._closed:
             raise UpstreamError("pool is closed", Failure.LOCAL)
-        with self._slots:
-            exchange = UpstreamExchange(self, method, path, list(headers), body)
+        self._slots.acquire()
+        exchange = UpstreamExchange(self, method, path, list(headers), body)
+        try:
             if on_start is not None:
                 on_start(exchange)
-            try:
-                exchange._send()
-                yield exchange
-            except BaseException:
-                exchange.abort()
-                exchange._finish()
-                raise
-            exchange._finish()
+            exchange._send()
+        except BaseException:
+            exchange.close()
+            raise
+        return exchange
+
+    @contextlib.contextmanager
+    def exchange(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
+                 body: bytes = b"", *,
+                 on_start: Callable[[UpstreamExchange], None] | None = None,
+                 ) -> Iterator[UpstreamExchange]:
+        """:meth:`open`, then ``close()`` on leaving the block."""
+        exchange = self.open(method, path, headers, body, on_start=on_start)
+        try:
+            yield exchange
+        finally:
+            exchange.close()
 
     def fetch(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (),
               body: bytes = b"", *, limit: int,

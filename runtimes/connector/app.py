@@ -44,6 +44,7 @@ from runtimes.connector.settings import (
 )
 from runtimes.netio import (
     UpstreamError,
+    UpstreamExchange,
     UpstreamPool,
     WebSocket,
     WebSocketHandshakeError,
@@ -135,7 +136,9 @@ class Session(SessionEvents[_Stream]):
             await stream.body_done.wait()
             work = StreamWork(self.conn, stream_id, plan_for(self.connector, stream),
                               self.connector.timing, self.pump.now())
-            self.pump.kick()
+            if work.wrote:
+                work.wrote = False
+                self.pump.kick()
             await self._drive(work, stream)
         except asyncio.CancelledError:
             pass
@@ -150,8 +153,8 @@ class Session(SessionEvents[_Stream]):
     async def _drive(self, work: StreamWork, stream: _Stream) -> None:
         """Do what the work's step says until it is DONE (see runtimes.connector.serving)."""
         pump, pool = self.pump, self.connector.pool
-        async with contextlib.AsyncExitStack() as upstream:
-            exchange = None
+        exchange: UpstreamExchange | None = None
+        try:
             while (step := work.step) is not Step.DONE:
                 try:
                     if step is Step.RECEIVE:
@@ -164,12 +167,17 @@ class Session(SessionEvents[_Stream]):
                     else:
                         call = work.call
                         assert call is not None
-                        exchange = await upstream.enter_async_context(pool.exchange(
-                            call.method, call.path, call.headers, call.body))
+                        exchange = await pool.open(call.method, call.path, call.headers,
+                                                   call.body)
                         work.called(pump.now())
                 except UpstreamError as exc:
                     work.upstream_failed(exc, pump.now())
-                pump.kick()
+                if work.wrote:
+                    work.wrote = False
+                    pump.kick()
+        finally:
+            if exchange is not None:  # back to the pool if complete, else aborted
+                exchange.close()
 
 
 class Connector:

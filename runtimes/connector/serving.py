@@ -18,7 +18,8 @@ each call, until the step is DONE::
 
 ``now`` is the shell's monotonic clock, the one :attr:`StreamWork.deadline` is on. The work
 writes into the core (``send_response``, ``send_data`` within the credit, ``end_stream``)
-itself; the shell serialises calls (the threaded shell holds its core lock) and stops calling
+itself and sets :attr:`StreamWork.wrote` when it did (the shell flushes then, and clears
+it); the shell serialises calls (the threaded shell holds its core lock) and stops calling
 once the stream is reset or the tunnel is gone. Nothing here raises on a failing upstream:
 every outcome is an answer in the client's format.
 
@@ -111,7 +112,7 @@ class StreamWork:
     __slots__ = ("_called", "_conn", "_ending", "_first_byte_at", "_head", "_head_sent",
                  "_hold_until", "_idle_until", "_keepalive_at", "_outbox", "_request_until",
                  "_started", "_stream_id", "_timing", "_translator", "_whole", "call", "plan",
-                 "step")
+                 "step", "wrote")
 
     def __init__(self, conn: ConnectorConnection, stream_id: int, plan: Plan, timing: Timing,
                  now: float) -> None:
@@ -123,6 +124,8 @@ class StreamWork:
         #: The upstream call to make when :attr:`step` is CALL.
         self.call: UpstreamCall | None = plan.call
         self.step = Step.CALL
+        #: True once the work queued output in the core; the shell resets it when it flushes.
+        self.wrote = False
         self._called = False
         self._outbox = Outbox(conn, stream_id)
         self._head_sent = False  # our response head (to the gateway)
@@ -223,6 +226,7 @@ class StreamWork:
                 data = translator.keepalive()
                 if data and self._conn.available_to_send(self._stream_id) >= len(data):
                     self._conn.send_data(self._stream_id, data)
+                    self.wrote = True
                 self._keepalive_at = now + timing.keepalive_interval
 
     def _timeout(self, message: str, *, retryable: bool) -> None:
@@ -250,7 +254,7 @@ class StreamWork:
         assert self._translator is not None
         self._hold_until = None
         self._conn.send_response(self._stream_id, 200, handling.stream_headers(self.plan))
-        self._head_sent = True
+        self._head_sent = self.wrote = True
         self._outbox.add(self._translator.open())
         if not self._translator.answering:
             self._keepalive_at = now + self._timing.keepalive_interval
@@ -292,7 +296,7 @@ class StreamWork:
         """A whole answer: head, body, end."""
         self._conn.send_response(self._stream_id, answer.status,
                                  handling.response_headers(answer))
-        self._head_sent = True
+        self._head_sent = self.wrote = True
         self._outbox.add(answer.body)
         self._ending = True
 
@@ -304,11 +308,16 @@ class StreamWork:
         """Send what the credit allows, then pick the next step."""
         if self.step is Step.DONE:
             return
-        if not self._outbox.send():
-            self.step = Step.CREDIT
-        elif self._ending:
+        outbox = self._outbox
+        if not outbox.empty:
+            self.wrote = True
+            if not outbox.send():
+                self.step = Step.CREDIT
+                return
+        if self._ending:
             self._conn.end_stream(self._stream_id)
             self.step = Step.DONE
+            self.wrote = True
             logger.info("stream %d %s done in %.3fs", self._stream_id, self.plan.route.value,
                         now - self._started)
         else:

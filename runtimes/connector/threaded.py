@@ -255,35 +255,41 @@ class TunnelSession(SessionEvents[_Stream]):
         Every report to the work is made under the lock, unless the stream is gone; output
         is flushed before each wait (and, while reading the upstream, only when the upstream
         has nothing more ready, so small chunks coalesce)."""
-        with contextlib.ExitStack() as upstream:
-            exchange: UpstreamExchange | None = None
-            while True:
-                with self.lock:
-                    step = self._step(work, stream)
-                if step is Step.DONE:
-                    return
+        exchange: UpstreamExchange | None = None
+        with self.lock:
+            step = self._step(work, stream)
+        try:
+            while step is not Step.DONE:
                 try:
                     if step is Step.RECEIVE:
                         assert exchange is not None
-                        event = exchange.receive(work.deadline, before_wait=self.flush)
-                        self._report(stream, work.received, event)
+                        event = exchange.receive(  # flush before blocking, if it wrote
+                            work.deadline,
+                            before_wait=(lambda: self._flush_for(work)) if work.wrote else None)
+                        step = self._report(work, stream, work.received, event)
                     elif step is Step.CREDIT:
                         self.flush()  # what is queued must leave before the peer grants more
                         with self.lock:
                             while (self._step(work, stream) is Step.CREDIT
                                    and self.conn.available_to_send(work.stream_id) <= 0):
                                 self.credit.wait()
-                        self._report(stream, work.credit)
+                        step = self._report(work, stream, work.credit)
                     else:
-                        self.flush()  # the head and opening go out before the call
                         call = work.call
                         assert call is not None
-                        exchange = upstream.enter_context(self.threaded.pool.exchange(
+                        exchange = self.threaded.pool.open(
                             call.method, call.path, call.headers, call.body,
-                            on_start=lambda ex: self._on_exchange(stream, ex)))
-                        self._report(stream, work.called)
+                            on_start=lambda ex: self._on_exchange(stream, ex))
+                        step = self._report(work, stream, work.called)
                 except UpstreamError as exc:
-                    self._report(stream, work.upstream_failed, exc)
+                    step = self._report(work, stream, work.upstream_failed, exc)
+        finally:
+            if exchange is not None:  # back to the pool if complete, else aborted
+                exchange.close()
+
+    def _flush_for(self, work: StreamWork) -> None:
+        work.wrote = False
+        self.flush()
 
     @staticmethod
     def _step(work: StreamWork, stream: _Stream) -> Step:  # under self.lock
@@ -291,12 +297,15 @@ class TunnelSession(SessionEvents[_Stream]):
             raise _StreamGone
         return work.step
 
-    def _report(self, stream: _Stream, report: Callable[..., None], *args: object) -> None:
-        """Call one of the work's reports under the lock, with the clock (unless gone)."""
+    def _report(self, work: StreamWork, stream: _Stream, report: Callable[..., None],
+                *args: object) -> Step:
+        """Call one of the work's reports under the lock, with the clock (unless the stream
+        is gone); the work's next step."""
         with self.lock:
             if stream.gone:
                 raise _StreamGone
             report(*args, time.monotonic())
+            return work.step
 
     def _on_exchange(self, stream: _Stream, exchange: UpstreamExchange) -> None:
         with self.lock:

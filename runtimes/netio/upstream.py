@@ -8,6 +8,7 @@ asyncio.
                              body) as exchange:          # connected and written
         event = await exchange.receive(deadline)          # ResponseHead, bytes, Received.END,
         ...                                               # or Received.IDLE at the deadline
+    exchange = await pool.open(...); ...; exchange.close()  # the same, without a block
     head, body = await pool.fetch("GET", "/api/version", limit=1 << 20)  # a whole answer
     await pool.aclose()
 
@@ -60,12 +61,13 @@ class _PooledConnection:
 class UpstreamExchange(Exchange[_PooledConnection]):
     """One request, written; its answer read event by event with :meth:`receive`."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_closed", "_pool")
 
     def __init__(self, pool: UpstreamPool, method: str, path: str,
                  headers: list[tuple[str, str]], body: bytes) -> None:
         super().__init__(pool.origin, method, path, headers, body)
         self._pool = pool
+        self._closed = False
 
     async def _send(self) -> None:
         """Take a connection (an idle one, else a new one) and write the request."""
@@ -120,12 +122,18 @@ class UpstreamExchange(Exchange[_PooledConnection]):
         if self.connection is not None:
             self.connection.abort()
 
-    def _finish(self) -> None:
+    def close(self) -> None:
+        """Done: a complete answer's connection goes back to the pool, any other is aborted
+        (the upstream stops); the pool's slot is given back. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self.complete:
             assert self.connection is not None
             self._pool._checkin(self.connection)
         else:
             self.abort()
+        self._pool._slots.release()
 
 
 class UpstreamPool:
@@ -192,6 +200,26 @@ class UpstreamPool:
                 return
         connection.abort()
 
+    async def open(
+        self,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> UpstreamExchange:
+        """Take a slot, connect (or reuse a connection) and write the request; the exchange.
+        Call its ``close()`` when done (always: it gives the slot back)."""
+        if self._closed:
+            raise UpstreamError("pool is closed", Failure.LOCAL)
+        await self._slots.acquire()
+        exchange = UpstreamExchange(self, method, path, list(headers), body)
+        try:
+            await exchange._send()
+        except BaseException:
+            exchange.close()
+            raise
+        return exchange
+
     @asynccontextmanager
     async def exchange(
         self,
@@ -200,18 +228,12 @@ class UpstreamPool:
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> AsyncIterator[UpstreamExchange]:
-        """Connect (or reuse a connection), write the request, and yield the exchange."""
-        if self._closed:
-            raise UpstreamError("pool is closed", Failure.LOCAL)
-        async with self._slots:
-            exchange = UpstreamExchange(self, method, path, list(headers), body)
-            try:
-                await exchange._send()
-                yield exchange
-            except BaseException:
-                exchange.abort()
-                raise
-            exchange._finish()
+        """:meth:`open`, then ``close()`` on leaving the block."""
+        exchange = await self.open(method, path, headers, body)
+        try:
+            yield exchange
+        finally:
+            exchange.close()
 
     async def fetch(
         self,
