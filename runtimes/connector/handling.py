@@ -189,6 +189,7 @@ def refusal(path: str, kind: ErrorKind, message: str) -> ClientResponse:
 UNREACHABLE = "the model server could not be reached"
 CONNECTION_LOST = "upstream connection lost"
 MALFORMED = "the model server sent a malformed answer"
+TOO_LARGE = f"the model server's answer exceeds {MAX_UPSTREAM_BODY} bytes"
 
 
 def no_first_byte(seconds: float) -> str:

@@ -274,7 +274,7 @@ class StreamWork:
             self._whole.add(chunk)
         except UpstreamError as exc:  # too large
             logger.warning("upstream call failed: %s", exc)
-            self._fail(ErrorKind.UPSTREAM, handling.MALFORMED, retryable=False)
+            self._fail(ErrorKind.UPSTREAM, handling.TOO_LARGE, retryable=False)
 
     def _upstream_ended(self, now: float) -> None:
         head, translator = self._head, self._translator

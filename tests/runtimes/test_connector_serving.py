@@ -317,4 +317,5 @@ def test_a_whole_answer_over_the_limit_is_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(r.work._whole, "limit", 100)
     called(r)
     r.feed(JSON_HEAD, WHOLE_CHAT)
-    assert r.work.step is Step.DONE and r.status == 502
+    assert r.work.step is Step.DONE and r.status == 502 and RETRYABLE not in r.headers
+    assert "answer exceeds" in r.json()["error"]["message"]

@@ -3,6 +3,13 @@ request bytes, and reading h11's events for the head and the body."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import h11
 import pytest
 
@@ -145,3 +152,47 @@ def test_a_whole_answer_has_a_limit_and_a_deadline() -> None:
         WholeAnswer(5).add(b"abcdef")
     with pytest.raises(UpstreamError, match="timed out"):
         WholeAnswer(5).add(Received.IDLE)
+
+
+@contextmanager
+def full_backlog() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: connecting hangs (the
+    kernel drops the SYNs), as a model server host that is down or firewalled does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    try:
+        yield port
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+
+
+def test_both_pools_give_up_connecting_after_the_connect_timeout() -> None:
+    with full_backlog() as port:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match="connect timed out") as threaded:
+            blocking.UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout=0.5).fetch(
+                "GET", "/", limit=10)
+        assert threaded.value.failure is Failure.CONNECT
+        assert 0.5 <= time.monotonic() - started < 2
+
+        async def asyncio_pool() -> None:
+            pool = netio.UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout=0.5)
+            with pytest.raises(UpstreamError, match="connect timed out") as caught:
+                await pool.fetch("GET", "/", limit=10)
+            assert caught.value.failure is Failure.CONNECT
+            await pool.aclose()
+
+        started = time.monotonic()
+        asyncio.run(asyncio_pool())
+        assert 0.5 <= time.monotonic() - started < 2

@@ -218,7 +218,8 @@ class _BaseServer:
         try:
             done, _ = await asyncio.wait([gone], timeout=seconds)
         finally:
-            gone.cancel()
+            gone.cancel()  # and wait until it let go of the reader: the next read is ours
+            await asyncio.gather(gone, return_exceptions=True)
         if done:
             self.disconnects.append(Disconnect(path, 0, time.monotonic()))
             return False
@@ -305,7 +306,8 @@ class _BaseServer:
             self.disconnects.append(Disconnect(path, sent, time.monotonic()))
             raise ConnectionResetError from None
         finally:
-            client_gone.cancel()
+            client_gone.cancel()  # and wait until it let go of the reader (keep-alive reads)
+            await asyncio.gather(client_gone, return_exceptions=True)
 
     async def _dispatch(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
