@@ -87,7 +87,8 @@ class ScriptedConnector:
         if isinstance(event, Accepted):
             self.accepted.set()
         elif isinstance(event, DataReceived):
-            self.conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            self.conn.acknowledge_received_data(
+                stream_id=event.stream_id, acknowledged_size=event.flow_controlled_length)
         elif isinstance(event, StreamEnded) and event.stream_id not in self.answered:
             self.answered.append(event.stream_id)
             self.answer(self, event.stream_id)
