@@ -17,15 +17,22 @@ they serve and the stream slots free on them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import ssl
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from runtimes.cluster.directory import NodeDirectory
 from runtimes.cluster.forward import Forwarder, RemoteRouting
-from runtimes.cluster.state import ClusterState, LocalClusterState, RedisClusterState
+from runtimes.cluster.revocations import NoticeFollower
+from runtimes.cluster.state import (
+    ClusterState,
+    LocalClusterState,
+    RedisClusterState,
+    RevocationNotice,
+)
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.workers import WorkerContext
@@ -58,6 +65,9 @@ class Cluster:
                  plain: bool, url: str | None, tunnels: TunnelManager,
                  peer_ssl: ssl.SSLContext | None) -> None:
         self.node_id = secrets.token_hex(8)
+        #: Shared with the other nodes: records, and the revocation notices.
+        self.state = state
+        self.notices: NoticeFollower | None = None
         self.listen = listen
         #: True: the node listener speaks plain HTTP (workers on loopback).
         self.plain = plain
@@ -68,8 +78,15 @@ class Cluster:
                                     secret)
         tunnels.on_served_changed = self.directory.changed
 
-    async def start(self, node_server: HttpServer) -> None:
-        """Listen for forwarded requests, then publish this node and follow the others."""
+    async def start(self, node_server: HttpServer,
+                    on_notice: Callable[[RevocationNotice], None] | None = None) -> None:
+        """Listen for forwarded requests, then publish this node and follow the others (and,
+        with ``on_notice``, the revocation notices: runtimes/cluster/revocations.py)."""
+        if on_notice is not None:
+            self.notices = NoticeFollower(self.state, on_notice)
+            with contextlib.suppress(Exception):  # unreachable now: the follower warns later
+                await self.notices.poll()  # from now on
+            self.notices.start()
         await node_server.start(self.listen.host, self.listen.port)
         port = node_server.port
         if self._url is not None:
@@ -82,6 +99,8 @@ class Cluster:
         self.directory.start()
 
     async def aclose(self) -> None:
+        if self.notices is not None:
+            await self.notices.aclose()
         await self.remote.aclose()
 
 

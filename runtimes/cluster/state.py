@@ -11,7 +11,7 @@ Per node, the gateway's :class:`~runtimes.cluster.directory.NodeDirectory` calls
     records = await state.live_nodes()    # every live node's latest record (this one too)
     await state.withdraw(node_id)         # at shutdown: gone at once, not after the ttl
     await state.announce_revocation(notice)
-    notices = await state.revocations_since(cursor)   # polled; (new notices, next cursor)
+    notices, cursor = await state.revocations_since(cursor)  # polled; None at first
     await state.aclose()
 
 A node that dies stops publishing; its record expires after ``ttl`` seconds and no node routes to
@@ -97,14 +97,35 @@ class ClusterState(Protocol):
 
     async def announce_revocation(self, notice: RevocationNotice) -> None: ...
 
-    async def revocations_since(self, cursor: int) -> tuple[list[RevocationNotice], int]:
-        """Notices after ``cursor`` (0: from now on, none returned) and the next cursor."""
+    async def revocations_since(self, cursor: int | None,
+                                ) -> tuple[list[RevocationNotice], int]:
+        """Notices after ``cursor`` and the next cursor to ask with; ``None``: from now on
+        (none returned, only the cursor). Notices are numbered from 1."""
         ...
 
     async def aclose(self) -> None: ...
 
 
 # -- Redis ----------------------------------------------------------------------------------------
+
+# Each notice is numbered and pushed in one step, and read with the number it goes with, so a
+# reader never sees a number without its notice (two separate commands could interleave with
+# another node's and lose one).
+_ANNOUNCE = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('LPUSH', KEYS[2], cjson.encode({seq = seq, kind = ARGV[1], id = ARGV[2],
+                                           at = tonumber(ARGV[3])}))
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+return seq
+"""
+_SINCE = """
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cursor = tonumber(ARGV[1])
+if cursor < 0 or latest <= cursor then return {latest} end
+local count = math.min(latest - cursor, tonumber(ARGV[2]))
+return {latest, redis.call('LRANGE', KEYS[2], 0, count - 1)}
+"""
+
 
 class RedisClusterState:
     """The cluster state in Redis: ``PREFIX:node:ID`` (the record, with a TTL), the set
@@ -146,27 +167,24 @@ class RedisClusterState:
             await pipe.execute()
 
     async def announce_revocation(self, notice: RevocationNotice) -> None:
-        seq = await self._redis.incr(self._key("revocations", "seq"))
-        entry = orjson.dumps({"seq": seq, "kind": notice.kind, "id": notice.credential_id,
-                              "at": time.time()})
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(self._key("revocations"), entry)
-            pipe.ltrim(self._key("revocations"), 0, MAX_NOTICES - 1)
-            await pipe.execute()
+        await self._redis.eval(_ANNOUNCE, 2, self._key("revocations", "seq"),
+                               self._key("revocations"), notice.kind, notice.credential_id,
+                               repr(time.time()), MAX_NOTICES)
 
-    async def revocations_since(self, cursor: int) -> tuple[list[RevocationNotice], int]:
-        raw = await self._redis.get(self._key("revocations", "seq"))
-        latest = int(raw) if raw is not None else 0
-        if cursor <= 0 or latest <= cursor:
+    async def revocations_since(self, cursor: int | None,
+                                ) -> tuple[list[RevocationNotice], int]:
+        answer = await self._redis.eval(_SINCE, 2, self._key("revocations", "seq"),
+                                        self._key("revocations"),
+                                        -1 if cursor is None else cursor, MAX_NOTICES)
+        latest = int(answer[0])
+        if cursor is None:
             return [], latest
-        entries = await self._redis.lrange(self._key("revocations"), 0,
-                                           min(latest - cursor, MAX_NOTICES) - 1)
         notices = []
-        for entry in reversed(entries):
+        for entry in reversed(answer[1] if len(answer) > 1 else []):
             parsed = orjson.loads(entry)
             if parsed["seq"] > cursor:
                 notices.append(RevocationNotice(parsed["kind"], parsed["id"]))
-        return notices, latest
+        return notices, max(latest, cursor)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -225,13 +243,14 @@ class LocalClusterState:
                         "(SELECT max(seq) FROM revocations) - ?",
                         (now - NOTICE_KEEP_SECONDS, MAX_NOTICES))
 
-    async def revocations_since(self, cursor: int) -> tuple[list[RevocationNotice], int]:
+    async def revocations_since(self, cursor: int | None,
+                                ) -> tuple[list[RevocationNotice], int]:
         rows = await self._run("SELECT coalesce(max(seq), 0) FROM revocations")
         latest = int(rows[0][0])
-        if cursor <= 0 or latest <= cursor:
-            return [], max(latest, cursor)
-        found = await self._run("SELECT kind, id FROM revocations WHERE seq > ? ORDER BY seq",
-                                (cursor,))
+        if cursor is None or latest <= cursor:
+            return [], latest if cursor is None else max(latest, cursor)
+        found = await self._run("SELECT kind, id FROM revocations WHERE seq > ? AND seq <= ? "
+                                "ORDER BY seq", (cursor, latest))
         return [RevocationNotice(kind, cid) for kind, cid in found], latest
 
     async def aclose(self) -> None:

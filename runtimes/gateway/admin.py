@@ -183,11 +183,14 @@ _CREDENTIAL_HEADERS = ("ID", "PREFIX", "NAME", "DEPLOYMENTS", "CREATED", "LAST U
 
 
 class Result:
-    """What a command produced: one JSON object and its human-readable form."""
+    """What a command produced: one JSON object and its human-readable form; ``revoked``: the
+    credential it revoked, as (kind, id), which the CLI announces to the gateway's nodes."""
 
-    def __init__(self, data: dict[str, Any], text: str) -> None:
+    def __init__(self, data: dict[str, Any], text: str, *,
+                 revoked: tuple[str, str] | None = None) -> None:
         self.data = data
         self.text = text
+        self.revoked = revoked
 
 
 # --- tenants and deployments -------------------------------------------------------------------
@@ -302,7 +305,8 @@ def key_list(store: Store, args: argparse.Namespace) -> Result:
 def key_revoke(store: Store, args: argparse.Namespace) -> Result:
     info = store.revoke_key(args.key_id)
     return Result({**credential_json(info), "revoked": True},
-                  f"Revoked API key {info.id} (at {time_text(info.revoked_at)}).")
+                  f"Revoked API key {info.id} (at {time_text(info.revoked_at)}).",
+                  revoked=("key", info.id))
 
 
 def key_set(store: Store, args: argparse.Namespace) -> Result:
@@ -348,7 +352,8 @@ def token_revoke(store: Store, args: argparse.Namespace) -> Result:
     info = store.revoke_connector_token(args.token_id)
     return Result({**credential_json(info), "revoked": True},
                   f"Revoked connector token {info.id} (at {time_text(info.revoked_at)}); "
-                  "the gateway closes its live tunnels within about a second.")
+                  "the gateway closes its live tunnels within about a second.",
+                  revoked=("connector_token", info.id))
 
 
 # --- admin keys --------------------------------------------------------------------------------
@@ -393,7 +398,8 @@ def admin_key_revoke(store: Store, args: argparse.Namespace) -> Result:
     info = store.revoke_admin_key(args.admin_key_id)
     return Result({**admin_key_json(info), "revoked": True},
                   f"Revoked admin key {info.id} (at {time_text(info.revoked_at)}); the "
-                  "gateway refuses it within about a second.")
+                  "gateway refuses it within about a second.",
+                  revoked=("admin_key", info.id))
 
 
 # --- usage -------------------------------------------------------------------------------------

@@ -31,13 +31,15 @@ import argparse
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
+from runtimes.cluster.revocations import CHANGE, notice_for
+from runtimes.cluster.state import RevocationNotice
 from runtimes.gateway import admin
 from runtimes.gateway.health import tunnel_view
 from runtimes.gateway.routing import presented_api_key
@@ -352,6 +354,23 @@ def _tunnels(call: Call) -> dict[str, Any]:
     return {"tenant": tenant, "tunnels": local_tunnels(call.tunnels, tenant)}
 
 
+#: The routes that revoke a credential, and the kind of notice each announces.
+_REVOKING: dict[tuple[str, ...], tuple[str, str]] = {
+    ("keys", "{key_id}", "revoke"): ("key", "key_id"),
+    ("connector-tokens", "{token_id}", "revoke"): ("connector_token", "token_id"),
+}
+
+
+def _notice(route: Route, params: Mapping[str, str]) -> RevocationNotice:
+    """What the other nodes are told after ``route`` changed something: a revocation, or
+    only that they should forget what they cached."""
+    revoking = _REVOKING.get(route.pattern)
+    if revoking is None:
+        return notice_for(CHANGE)
+    kind, param = revoking
+    return notice_for(kind, params[param])
+
+
 def local_tunnels(tunnels: Sequence[Tunnel], tenant: str | None) -> list[dict[str, Any]]:
     """The views of ``tunnels`` (those of ``tenant`` only, unless None)."""
     return [tunnel_view(t) for t in tunnels
@@ -445,12 +464,13 @@ def find_route(method: str, path: str) -> tuple[Route, dict[str, str]] | list[st
 
 
 class AdminApi:
-    """See the module doc. ``on_change`` is called after every successful change, so this
-    gateway forgets the credentials and settings it cached (other processes see the change
-    within their cache's second)."""
+    """See the module doc. ``on_change(notice)`` is awaited after every successful change,
+    before the answer: the gateway forgets the credentials and settings it cached and tells
+    the other nodes (runtimes/cluster/revocations.py); processes that miss the notice see the
+    change within their cache's second."""
 
     def __init__(self, store: Store, auth: AuthCache, tunnels: TunnelManager, *,
-                 on_change: Callable[[], None] | None = None,
+                 on_change: Callable[[RevocationNotice], Awaitable[None]] | None = None,
                  remote: RemoteRouting | None = None) -> None:
         self.store = store
         self.auth = auth
@@ -533,7 +553,7 @@ class AdminApi:
             return route.status, await self._cluster_tunnels(local)
         data = await asyncio.to_thread(route.handler, Call(self.store, grant, params, args))
         if request.method != "GET" and self._on_change is not None:
-            self._on_change()
+            await self._on_change(_notice(route, params))
         return route.status, data
 
     # ---- the tunnel list of every node -------------------------------------------------------

@@ -35,6 +35,8 @@ from runtimes.cluster.forward import (
     ForwardFailed,
     RemoteRouting,
 )
+from runtimes.cluster.revocations import CHANGE, announce
+from runtimes.cluster.state import ClusterState, RevocationNotice
 from runtimes.gateway.admin_api import ADMIN_PREFIX, NODE_TUNNELS_PATH, AdminApi, AdminError
 from runtimes.gateway.health import deployment_health, models_extra, readiness
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
@@ -106,10 +108,13 @@ class GatewayApi:
                  max_body_bytes: int, max_streams_per_key: int = MAX_STREAMS_PER_KEY,
                  auth_ttl: float = 1.0, limiter: Limiter | None = None,
                  metrics: GatewayMetrics | None = None, metrics_token: str | None = None,
-                 metrics_here: bool = True, remote: RemoteRouting | None = None) -> None:
+                 metrics_here: bool = True, remote: RemoteRouting | None = None,
+                 notices_to: ClusterState | None = None) -> None:
         self.store = store
         #: The other nodes of this gateway (None: a gateway of one process).
         self.remote = remote
+        #: Where a change made through this node's admin API is announced to the others.
+        self._notices_to = notices_to
         self.auth = auth
         # A lookup the AuthCache answers from memory takes microseconds: run it inline. Only a
         # lookup that may reach the store (nothing asked for that credential or tenant within
@@ -132,7 +137,7 @@ class GatewayApi:
         self.metrics_here = metrics_here and metrics is not None
         self._metrics_token = metrics_token
         #: ``/admin/v1/...``; a change made there is seen by this process at once.
-        self.admin = AdminApi(store, auth, tunnels, on_change=self._forget_cached,
+        self.admin = AdminApi(store, auth, tunnels, on_change=self._admin_changed,
                               remote=remote)
         #: False once shutdown began: new API requests get 503.
         self.accepting = True
@@ -170,10 +175,23 @@ class GatewayApi:
         return await self._error(response, client, kind, message, request_id, status=status,
                                  retry_after=retry_after)
 
-    def _forget_cached(self) -> None:
-        """Drop cached credentials and tenant settings (an admin API call changed some)."""
+    def apply_notice(self, notice: RevocationNotice) -> None:
+        """A change made through the admin API here, or announced by another node: drop the
+        cached credentials and tenant settings; a revoked connector token's tunnels close at
+        once (runtimes/cluster/revocations.py)."""
+        if notice.kind != CHANGE:
+            logger.info("revocation: %s %s", notice.kind, notice.credential_id[:64])
         self.auth.clear()
         self._warm.clear()
+        if notice.kind == "connector_token":
+            self.tunnels.close_token(notice.credential_id)
+
+    async def _admin_changed(self, notice: RevocationNotice) -> None:
+        """Apply ``notice`` here, then announce it to the other nodes (before the admin API
+        answers, so every node has it within one poll of the notices)."""
+        self.apply_notice(notice)
+        if self._notices_to is not None:
+            await announce(self._notices_to, notice)
 
     async def _lookup(self, warm_key: object, lookup: Callable[[_A], _T], arg: _A) -> _T:
         """``lookup(arg)`` inline if ``warm_key`` was looked up within half the auth ttl (the

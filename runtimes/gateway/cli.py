@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from runtimes.cluster.revocations import announce_once, notice_for
 from runtimes.config import ConfigError, apply_config, read_config, take_config_argument
 from runtimes.gateway import admin, admin_client
 from runtimes.gateway.admin import (
@@ -764,6 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = "--json" in arguments and "serve" not in arguments[:1]
     parser = build_parser()
     config_store: dict[str, str | None] = {}
+    config_redis: object = None
     try:
         arguments, config_path = take_config_argument(arguments, env_var=CONFIG_ENV_VAR)
         if config_path is not None:
@@ -773,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{config_path}: option `{name}` must be a string")
                 config_store[name] = value
+            config_redis = table.get("redis")
             apply_config(table, config_path, [_serve_parser(parser)],
                          environment=ENVIRONMENT)
     except ConfigError as exc:
@@ -800,11 +803,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         exit_code, code = _EXIT_CODES.get(type(exc), (EXIT_FAILURE, exc.code))
         return _fail(code, str(exc), exit_code, as_json=as_json)
+    if result.revoked is not None:
+        _announce_revocation(result.revoked, config_redis)
     if as_json:
         sys.stdout.write(orjson.dumps(result.data).decode() + "\n")
     else:
         sys.stdout.write(result.text.rstrip("\n") + "\n")
     return EXIT_OK
+
+
+def _announce_revocation(revoked: tuple[str, str], config_redis: object) -> None:
+    """With Redis (``TOKIOS_REDIS`` or the config file's ``redis``), tell the running gateway's
+    nodes at once (runtimes/cluster/revocations.py); without, or when Redis cannot be reached
+    (a warning), they see it in the store within about a second."""
+    url = os.environ.get("TOKIOS_REDIS") or (config_redis if isinstance(config_redis, str)
+                                             else None)
+    if not url or not url.startswith(REDIS_SCHEMES) \
+            or importlib.util.find_spec("redis") is None:
+        return
+    announce_once(url, notice_for(*revoked))
 
 
 if __name__ == "__main__":

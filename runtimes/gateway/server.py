@@ -71,7 +71,8 @@ class Gateway:
                               metrics_token=options.metrics_token,
                               metrics_here=options.metrics_listen is None
                               and self.worker is None,
-                              remote=self.cluster.remote if self.cluster else None)
+                              remote=self.cluster.remote if self.cluster else None,
+                              notices_to=self.cluster.state if self.cluster else None)
         self.metrics.watch(self.tunnels, self.api.admission)
         self.usage = UsageRecorder(self.store, flush_interval=options.usage_flush_interval)
         self.accounting = Accounting(self.usage, self.metrics, limiter)
@@ -128,7 +129,7 @@ class Gateway:
                 await server.start(sock=reuse_port_socket(shared))
         if self.cluster is not None:
             assert self.node_server is not None
-            await self.cluster.start(self.node_server)
+            await self.cluster.start(self.node_server, on_notice=self.api.apply_notice)
 
     @property
     def metrics_port(self) -> int:

@@ -453,25 +453,37 @@ class TunnelManager:
         tunnel.pump.dispatch()
 
     async def _watch_revocations(self) -> None:
+        """Every REVOCATION_CHECK_INTERVAL: ask the store which tokens of the live tunnels are
+        still active (a few batched queries, whatever the number of tunnels) and close the
+        others' tunnels. A revocation notice (runtimes/cluster/revocations.py) closes them
+        sooner; this check is what guarantees it."""
         while True:
             await asyncio.sleep(REVOCATION_CHECK_INTERVAL)
-            by_token: dict[str, list[Tunnel]] = {}
-            for tunnel in self.tunnels:
-                if tunnel.grant is not None and tunnel.conn.state is not ConnectionState.CLOSED:
-                    by_token.setdefault(tunnel.grant.token_id, []).append(tunnel)
-            for token_id, tunnels in by_token.items():
-                try:
-                    active = await asyncio.to_thread(self.store.is_connector_token_active,
-                                                     token_id)
-                except Exception as exc:
-                    logger.warning("revocation check failed: %s", type(exc).__name__)
-                    continue
-                if not active:
-                    for tunnel in tunnels:
-                        logger.info("connector token revoked: closing session %s",
-                                    tunnel.session_id)
-                        self.registry.remove(tunnel)
-                        tunnel.goaway(ErrorCode.REJECTED, REVOKED_REASON)
+            in_use = {tunnel.grant.token_id for tunnel in self.tunnels
+                      if tunnel.grant is not None
+                      and tunnel.conn.state is not ConnectionState.CLOSED}
+            if not in_use:
+                continue
+            try:
+                active = await asyncio.to_thread(self.store.active_connector_tokens, in_use)
+            except Exception as exc:
+                logger.warning("revocation check failed: %s", type(exc).__name__)
+                continue
+            for token_id in in_use - active:
+                self.close_token(token_id)
+
+    def close_token(self, token_id: str) -> int:
+        """GOAWAY(REJECTED, "revoked") on every live tunnel of connector token ``token_id``
+        (revoked); how many."""
+        closed = 0
+        for tunnel in list(self.tunnels):
+            if tunnel.grant is not None and tunnel.grant.token_id == token_id \
+                    and tunnel.conn.state is not ConnectionState.CLOSED:
+                logger.info("connector token revoked: closing session %s", tunnel.session_id)
+                self.registry.remove(tunnel)
+                tunnel.goaway(ErrorCode.REJECTED, REVOKED_REASON)
+                closed += 1
+        return closed
 
     def begin_drain(self) -> None:
         """Graceful shutdown: GOAWAY(NO_ERROR) to every connector; no new streams."""

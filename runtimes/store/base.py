@@ -29,7 +29,7 @@ import hashlib
 import math
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -87,6 +87,8 @@ LABEL_MAX_LENGTH = 100
 MAX_DEPLOYMENTS_PER_TENANT = 1000
 MAX_DEPLOYMENTS_PER_CREDENTIAL = 1000
 MAX_TENANTS = 100_000
+#: Token ids per query of :meth:`Store.active_connector_tokens` (under SQLite's 999 variables).
+ACTIVE_CHECK_BATCH = 500
 #: A credential's last_used_at is written at most once per this many seconds.
 LAST_USED_INTERVAL = 60.0
 #: Admin keys not revoked, per scope (the operator's, or one tenant's).
@@ -478,6 +480,12 @@ class Store(Protocol):
 
     def is_connector_token_active(self, token_id: str) -> bool:
         """False once revoked (or unknown): the gateway closes that token's live tunnels."""
+        ...
+
+    def active_connector_tokens(self, token_ids: Collection[str]) -> frozenset[str]:
+        """Which of ``token_ids`` are still active (not revoked, still known): the gateway's
+        once-a-second check of every token its live tunnels use, a few queries of up to
+        ACTIVE_CHECK_BATCH ids each rather than one per token."""
         ...
 
     def record_usage(self, rows: Sequence[UsageRow]) -> None:

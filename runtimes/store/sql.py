@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
 from runtimes.store import sql_usage
 from runtimes.store.base import (
+    ACTIVE_CHECK_BATCH,
     API_KEY_PATTERN,
     API_KEY_PREFIX,
     CONNECTOR_TOKEN_ID_PREFIX,
@@ -522,6 +523,18 @@ class SqlStore(SqlAdminKeys):
             row = db.execute("SELECT revoked_at FROM connector_tokens WHERE id = ?",
                              (token_id,)).fetchone()
         return row is not None and row[0] is None
+
+    def active_connector_tokens(self, token_ids: Collection[str]) -> frozenset[str]:
+        wanted = sorted({t for t in token_ids if isinstance(t, str) and len(t) <= 64})
+        active: set[str] = set()
+        with self._transaction(write=False) as db:
+            for start in range(0, len(wanted), ACTIVE_CHECK_BATCH):
+                batch = wanted[start:start + ACTIVE_CHECK_BATCH]
+                marks = ", ".join("?" * len(batch))
+                active.update(row[0] for row in db.execute(
+                    f"SELECT id FROM connector_tokens WHERE revoked_at IS NULL "  # noqa: S608
+                    f"AND id IN ({marks})", batch))
+        return frozenset(active)
 
     # --- usage ---------------------------------------------------------------------------------
 

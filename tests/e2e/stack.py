@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,15 +57,17 @@ class BackgroundLoop:
         self.thread.join(5)
 
 
-def admin(data: Path | str, *args: str) -> dict[str, Any]:
+def admin(data: Path | str, *args: str, env: Mapping[str, str] | None = None,
+          ) -> dict[str, Any]:
     """Run ``tokios-gateway <args> --json --data DATA`` (``--store DATA`` for a PostgreSQL
-    URL) in its own process; return its JSON."""
+    URL) in its own process (``env``: added to its environment); return its JSON."""
     where = "--store" if str(data).startswith("postgresql://") else "--data"
     result = subprocess.run(
         [sys.executable, "-m", "runtimes.gateway.cli", *args, "--json", where, str(data)],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
         timeout=30,
         check=False,
     )

@@ -229,3 +229,32 @@ def test_a_key_revoked_once_is_refused_by_every_node_within_a_second(cluster: Cl
             return resp.status_code == 401
         wait_for(refused, 3, f"node on port {node.port} to refuse the revoked key")
     assert time.monotonic() - revoked_at < 2.5
+
+
+@SQLITE_ONLY
+def test_revocations_are_announced_to_every_node(cluster: Cluster) -> None:
+    """A revocation made through one node's admin API, or by the CLI given Redis, is
+    announced (runtimes/cluster/revocations.py): every node says it acted on the notice, and
+    the node holding a revoked connector token's tunnel closes it although the revocation was
+    made elsewhere. (The store alone would also make them bite within about a second: the
+    log lines show it was the notice.)"""
+    from tests.e2e.stack import admin
+
+    stack = cluster.stack
+    admin(stack.store, "key", "revoke", stack.key_id, env={"TOKIOS_REDIS": cluster.redis.url})
+    for node in cluster.nodes:
+        wait_for(lambda node=node: f"revocation: key {stack.key_id}" in node.proc.log(), 5,
+                 f"node on port {node.port} to act on the CLI's notice")
+
+    operator = admin(stack.store, "admin-key", "add", "--operator")["key"]
+    with httpx.Client(verify=stack.ssl_context(), timeout=10) as http:
+        resp = http.post(f"{cluster.url(cluster.nodes[2])}/admin/v1/connector-tokens/"
+                         f"{stack.token_id}/revoke",
+                         headers={"authorization": f"Bearer {operator}"})
+    assert resp.status_code == 200, resp.text
+    holder = cluster.nodes[0]  # the connector dialled node 0
+    wait_for(lambda: f"revocation: connector_token {stack.token_id}" in holder.proc.log()
+             and "connector token revoked: closing session" in holder.proc.log(), 5,
+             "node 0 to close the revoked token's tunnel on node 2's notice")
+    wait_for(lambda: f"revocation: connector_token {stack.token_id}"
+             in cluster.nodes[1].proc.log(), 5, "node 1 to act on node 2's notice")

@@ -5,31 +5,16 @@ skipped, and revocation notices reach every reader once, in order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 import redis
 
 from runtimes.cluster.state import (
-    ClusterState,
-    LocalClusterState,
     NodeRecord,
     RedisClusterState,
     RevocationNotice,
 )
+from tests.runtimes.conftest import ClusterStateFactory as Factory
 from tests.services import RedisServer
-
-Factory = Callable[[], ClusterState]
-
-
-@pytest.fixture(params=["redis", "local"])
-def make_state(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.flush()
-        return lambda: RedisClusterState(server.url)
-    return lambda: LocalClusterState(tmp_path / "cluster.db")
 
 
 def record(node: str, **serves: int) -> NodeRecord:
@@ -81,8 +66,12 @@ def test_revocation_notices_reach_each_reader_once_in_order(make_state: Factory)
     async def main() -> None:
         writer, reader = make_state(), make_state()
         try:
+            # a reader that started before any notice existed sees the very first one
+            first_cursor = (await reader.revocations_since(None))[1]
             await writer.announce_revocation(RevocationNotice("key", "key_old"))
-            notices, cursor = await reader.revocations_since(0)  # from now on: not the old one
+            assert (await reader.revocations_since(first_cursor))[0] == [
+                RevocationNotice("key", "key_old")]
+            notices, cursor = await reader.revocations_since(None)  # from now on: not the old
             assert notices == []
             await writer.announce_revocation(RevocationNotice("key", "key_a"))
             await writer.announce_revocation(RevocationNotice("connector_token", "tct_b"))

@@ -27,6 +27,7 @@ from runtimes.store import (
     open_store,
 )
 from runtimes.store.base import (
+    ACTIVE_CHECK_BATCH,
     API_KEY_PATTERN,
     CONNECTOR_TOKEN_PATTERN,
     TENANT_NAME_PATTERN,
@@ -194,6 +195,23 @@ def test_connector_tokens(store_backend: StoreBackend) -> None:
         with pytest.raises(NotFound):
             store.add_connector_token("globex", ["qwen2.5-coder:7b"])
 
+
+
+def test_active_connector_tokens_answers_for_many_ids_in_batches(
+        store_backend: StoreBackend) -> None:
+    """The gateway's once-a-second check of every token its tunnels use: one call, the
+    active ones back; revoked, unknown and malformed ids are not active; more ids than one
+    query's batch are all answered."""
+    with _seeded(store_backend) as store:
+        made = [store.add_connector_token("acme", ["gemma"], name=f"rig-{i}")[0].id
+                for i in range(3)]
+        store.revoke_connector_token(made[1])
+        unknown = [f"tct_{i:012d}" for i in range(ACTIVE_CHECK_BATCH + 7)]
+        asked = [*unknown, *made, "x" * 1000, made[0]]
+        assert store.active_connector_tokens(asked) == {made[0], made[2]}
+        assert store.active_connector_tokens([]) == frozenset()
+        # the last of many batches is read too
+        assert store.active_connector_tokens([*unknown, made[2]]) == {made[2]}
 
 def test_keys_only_name_their_own_tenants_deployments(store_backend: StoreBackend) -> None:
     with _seeded(store_backend) as store:
