@@ -176,7 +176,7 @@ class RedisLimiter:
             return None
         if not self.available:
             return self.fallback.check(limits)
-        args: list[object] = [self._now()]
+        args: list[str | int | float] = [self._now()]
         for limit in limits:
             args += [limit.per_minute, 1 if limit.kind is LimitKind.REQUESTS else 0]
         try:
@@ -206,7 +206,7 @@ class RedisLimiter:
         while self._pending:
             batch, self._pending = self._pending, {}
             if self.available:
-                args: list[object] = [self._now(), MAX_DEBT_MINUTES]
+                args: list[str | int | float] = [self._now(), MAX_DEBT_MINUTES]
                 for limit, tokens in batch.items():
                     args += [limit.per_minute, tokens]
                 try:

@@ -10,7 +10,7 @@ tokens it stores only the SHA-256 of the whole credential, compared in constant 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -128,10 +128,9 @@ def _info(row: Any) -> AdminKeyInfo:
 
 def _one(db: Sql, admin_key_id: str) -> AdminKeyInfo:
     """The admin key ``admin_key_id``, or NotFound (never echoing a pasted secret)."""
-    found: Iterator[Any] = iter(())
+    row = None
     if isinstance(admin_key_id, str) and len(admin_key_id) <= 64:
-        found = db.execute(f"SELECT {_COLUMNS} WHERE a.id = ?", (admin_key_id,))
-    row = next(found, None)
+        row = db.execute(f"SELECT {_COLUMNS} WHERE a.id = ?", (admin_key_id,)).fetchone()
     if row is None:
         raise NotFound(f"no admin key with id "
                        f"{record_id_shown(admin_key_id, ADMIN_KEY_ID_PREFIX)}")

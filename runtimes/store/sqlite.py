@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runtimes.store.base import AlreadyExists, NotFound, StoreError
+from runtimes.store.base import LAST_USED_INTERVAL, AlreadyExists, NotFound, StoreError
 from runtimes.store.schema import SCHEMA_VERSION, SQLITE, Migration, check_not_newer, statements
-from runtimes.store.sql import LAST_USED_INTERVAL, SqlStore
+from runtimes.store.sql import SqlStore
 
 __all__ = ["DB_FILENAME", "LAST_USED_INTERVAL", "SqliteStore", "migrate"]
 
