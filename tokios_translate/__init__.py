@@ -106,6 +106,11 @@ class ClientResponse:
     status: int
     headers: Headers
     body: bytes
+    #: The tokens the backend reported for a successful answer (None: an error, a refusal,
+    #: or an answer that reports none); the connector's usage report.
+    usage: Usage | None = None
+    #: True when ``usage`` is the connector's estimate (the backend reported no count).
+    usage_estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,7 +296,13 @@ def translate_response(ctx: StreamContext, status: int, body: bytes) -> ClientRe
         if err.kind is ErrorKind.INVALID_REQUEST:  # a malformed answer is the backend's fault
             err = _MALFORMED
         return error_response(ctx.client, err)
-    return ClientResponse(status=200, headers=_JSON, body=encoded)
+    usage, estimated = completion.usage, False
+    if not _tokens.reported(usage):
+        usage = _tokens.estimated_usage(ctx.estimated_input_tokens,
+                                        _tokens.completion_chars(completion.parts))
+        estimated = True
+    return ClientResponse(status=200, headers=_JSON, body=encoded, usage=usage,
+                          usage_estimated=estimated)
 
 
 def error_response(client: ClientFormat, err: TranslationError) -> ClientResponse:
@@ -393,8 +404,9 @@ def translate_embeddings_response(ctx: EmbeddingsContext, status: int,
     except TranslationError:
         return error_response(ctx.client, TranslationError(
             ErrorKind.UPSTREAM, "the backend sent malformed embeddings"))
+    usage = Usage(input_tokens=tokens)
     if ctx.client.speaks_ollama:
         return ClientResponse(status=200, headers=_JSON, body=ollama_client.embed_body(
-            vectors, tokens, model=ctx.model))
+            vectors, tokens, model=ctx.model), usage=usage)
     return ClientResponse(status=200, headers=_JSON, body=_embeddings.encode_response(
-        vectors, tokens, model=ctx.model, encoding_format=ctx.encoding_format))
+        vectors, tokens, model=ctx.model, encoding_format=ctx.encoding_format), usage=usage)

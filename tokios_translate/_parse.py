@@ -53,6 +53,15 @@ def load_object(body: bytes | JSONObject, *, what: str = "request body") -> JSON
     return value
 
 
+def object_or_none(body: bytes) -> JSONObject | None:
+    """``body`` as a JSON object, or None when it is not one (for answers read leniently)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def depth(value: object, limit: int = MAX_DEPTH) -> int:
     """Nesting depth of a decoded JSON value, stopping once ``limit`` is exceeded."""
     level = 0

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from ._common import ClientFormat
+from ._common import BackendKind, ClientFormat
+from ._parse import object_or_none
 
 
 def list_body(client: ClientFormat, names: Iterable[str], *, created: int,
@@ -62,3 +63,30 @@ def _rfc3339(unix: int) -> str:
     month = mp + 3 if mp < 10 else mp - 9
     year = yoe + era * 400 + (1 if month <= 2 else 0)
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
+def model_list_path(backend: BackendKind) -> str:
+    """Ollama ``/api/tags``; every OpenAI-compatible server (llama.cpp too) ``/v1/models``."""
+    return "/api/tags" if backend.speaks_ollama else "/v1/models"
+
+
+def upstream_model_names(backend: BackendKind, body: bytes, *,
+                         limit: int = 1000, max_name: int = 256) -> tuple[str, ...] | None:
+    """The model names in a backend's list answer (Ollama ``{"models":[{"name":...}]}``,
+    OpenAI ``{"data":[{"id":...}]}``): at most ``limit`` names of at most ``max_name``
+    characters (longer ones are skipped), or None when the answer is not such a list."""
+    obj = object_or_none(body)
+    if obj is None:
+        return None
+    field, key = ("models", "name") if backend.speaks_ollama else ("data", "id")
+    entries = obj.get(field)
+    if not isinstance(entries, list):
+        return None
+    names: dict[str, None] = {}
+    for entry in entries:
+        name = entry.get(key) if isinstance(entry, dict) else None
+        if isinstance(name, str) and 0 < len(name) <= max_name:
+            names[name] = None
+            if len(names) >= limit:
+                break
+    return tuple(names)

@@ -8,10 +8,12 @@ on the answer -> ``count_tokens(body, tokenizer_tokens=...)`` in the facade.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 
-from ._common import BackendKind
-from ._parse import IMAGE_TOKEN_ESTIMATE
+from ._common import BackendKind, Usage
+from ._parse import CHARS_PER_TOKEN, IMAGE_TOKEN_ESTIMATE, object_or_none
 from .ir import Image, Reasoning, Request, Text, ToolCall, ToolResult
 
 #: The backends with a tokenizer endpoint, and its path.
@@ -57,13 +59,8 @@ def tokenize_body(backend: BackendKind, upstream_model: str, text: str) -> bytes
 def tokenizer_count(status: int, body: bytes) -> int | None:
     """The token count from a ``/tokenize`` answer (``count`` or ``len(tokens)``), or None when
     the answer is an error or unreadable (fall back to the estimate)."""
-    if status != 200:
-        return None
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
+    obj = object_or_none(body) if status == 200 else None
+    if obj is None:
         return None
     count = obj.get("count")
     if isinstance(count, int) and not isinstance(count, bool):
@@ -75,3 +72,27 @@ def tokenizer_count(status: int, body: bytes) -> int | None:
 def with_images(tokens: int, images: int) -> int:
     """A tokenizer count plus the flat per-image estimate."""
     return tokens + images * IMAGE_TOKEN_ESTIMATE
+
+
+def estimated_usage(input_tokens: int, output_chars: int) -> Usage:
+    """The usage to report when the backend reported none (or a stream was cut short):
+    the request's estimated prompt tokens, and the characters generated / 4 (the same rule as
+    the prompt estimate)."""
+    return Usage(input_tokens=input_tokens,
+                 output_tokens=(output_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+
+
+def reported(usage: Usage | None) -> bool:
+    """Whether a backend's usage says anything (a missing or all-zero count is none)."""
+    return usage is not None and (usage.input_tokens > 0 or usage.output_tokens > 0)
+
+
+def completion_chars(parts: Iterable[Text | ToolCall | Reasoning]) -> int:
+    """The characters a whole answer generated (text, reasoning, tool names and arguments)."""
+    chars = 0
+    for part in parts:
+        if isinstance(part, ToolCall):
+            chars += len(part.name) + len(part.arguments_json)
+        else:
+            chars += len(part.text)
+    return chars

@@ -7,9 +7,12 @@ One session at a time: connect_websocket -> ConnectorConnection.start (HELLO) ->
 for each StreamOpened a task that waits for the body, then drives the stream's
 :class:`~runtimes.connector.serving.StreamWork` (the per-stream algorithm, shared with the
 threaded connector): it calls the upstream through an :class:`~runtimes.netio.UpstreamPool`,
-reads it until the work's deadline and waits for credit, as the work says. Between sessions,
+reads it until the work's deadline and waits for credit, as the work says; when the task ends
+(whatever ended it) the session sends the stream's usage report. Between sessions,
 :class:`~runtimes.connector.session.Reconnect` says how long to wait; a permanent rejection
-ends ``run``. The connector never listens on a socket.
+ends ``run``. Beside the sessions, one task checks the model server's health
+(:class:`~runtimes.connector.health.UpstreamHealth`) and the live session reports changes.
+The connector's only listening socket is the optional ``--metrics-listen`` endpoint.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from collections.abc import Callable
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff
+from runtimes.connector.health import MAX_LIST_BODY, UpstreamHealth
+from runtimes.connector.metrics import ConnectorMetrics
 from runtimes.connector.serving import Step, StreamWork, Timing
 from runtimes.connector.session import (
     Reconnect,
     SessionEvents,
     StreamRequest,
+    health_changed,
+    observers_for,
     plan_for,
+    start_metrics,
 )
 from runtimes.connector.settings import (
     EXIT_OK,
@@ -113,7 +121,13 @@ class Session(SessionEvents[_Stream]):
     def _open(self, stream_id: int, head: RequestHead) -> _Stream:
         stream = _Stream(head)
         stream.task = asyncio.create_task(self._serve(stream_id, stream))
+        stream.task.add_done_callback(lambda _: self._finished(stream_id, stream))
         return stream
+
+    def _finished(self, stream_id: int, stream: _Stream) -> None:
+        """The stream's task ended (even one cancelled before it ran): its usage report."""
+        self.finish_stream(stream_id, stream, self.pump.now())
+        self.pump.kick()
 
     def _body_complete(self, stream: _Stream) -> None:
         stream.body_done.set()
@@ -135,7 +149,9 @@ class Session(SessionEvents[_Stream]):
         try:
             await stream.body_done.wait()
             work = StreamWork(self.conn, stream_id, plan_for(self.connector, stream),
-                              self.connector.timing, self.pump.now())
+                              self.connector.timing, self.pump.now(),
+                              request_id=stream.head.request_id)
+            stream.work = work
             if work.wrote:
                 work.wrote = False
                 self.pump.kick()
@@ -143,7 +159,8 @@ class Session(SessionEvents[_Stream]):
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # a bug: reset the stream, keep the tunnel
-            logger.error("stream failed: %s", type(exc).__name__)
+            logger.error("stream failed: %s %s", type(exc).__name__, stream.head.request_id,
+                         extra={"request_id": stream.head.request_id})
             with contextlib.suppress(Exception):
                 self.conn.reset_stream(stream_id, ResetCode.INTERNAL_ERROR)
                 self.pump.kick()
@@ -196,6 +213,9 @@ class Connector:
         #: Sessions accepted so far (for tests).
         self.sessions = 0
         self.current: Session | None = None
+        self.metrics: ConnectorMetrics | None
+        self.health: UpstreamHealth | None
+        self.metrics, self.health = observers_for(settings)
 
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.settings.tunnel_url.startswith("wss://"):
@@ -208,6 +228,10 @@ class Connector:
                                  max_connections=max(4, self.settings.max_concurrent_streams),
                                  connect_timeout=self.settings.connect_timeout)
         loop = asyncio.get_running_loop()
+        if not start_metrics(self):
+            await self.pool.aclose()
+            return EXIT_USAGE
+        checks = asyncio.create_task(self._check_health()) if self.health else None
         try:
             while True:
                 try:
@@ -219,7 +243,34 @@ class Connector:
                     delay = self.reconnect.after_dial_failure(exc, loop.time())
                 await self._sleep(delay)  # type: ignore[misc]
         finally:
+            if checks is not None:
+                checks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checks
+            if self.metrics is not None:
+                self.metrics.close()
             await self.pool.aclose()
+
+    async def _check_health(self) -> None:
+        """Check the model server every ``--health-interval`` (one check at a time, each
+        within the check timeout); the live session reports what changed."""
+        health = self.health
+        assert health is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(health.due_in(loop.time()))
+            health.started(loop.time())
+            try:
+                head, body = await asyncio.wait_for(
+                    self.pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
+                                    timeout=health.timeout), health.timeout)
+            except (UpstreamError, TimeoutError, OSError):
+                changed = health.failed(loop.time())
+            else:
+                changed = health.answered(head.status, body, loop.time())
+            if changed and health_changed(self, self.current):
+                assert self.current is not None
+                self.current.pump.kick()
 
     async def session(self) -> Session:
         """One connection to the gateway, from dial to close."""

@@ -17,6 +17,8 @@ import urllib.parse
 
 from runtimes.config import apply_config, read_config, take_config_argument
 from runtimes.connector.handling import KEEPALIVE_INTERVAL, parse_model_map
+from runtimes.connector.health import HEALTH_INTERVAL
+from runtimes.connector.metrics import parse_listen
 from runtimes.connector.serving import (
     FIRST_BYTE_TIMEOUT,
     HEAD_HOLD,
@@ -67,7 +69,11 @@ ENVIRONMENT = {
     "first_byte_timeout": "TOKIOS_FIRST_BYTE_TIMEOUT",
     "idle_timeout": "TOKIOS_IDLE_TIMEOUT",
     "request_timeout": "TOKIOS_REQUEST_TIMEOUT",
+    "health_interval": "TOKIOS_HEALTH_INTERVAL",
+    "metrics_listen": "TOKIOS_CONNECTOR_METRICS_LISTEN",
 }
+#: Bounds (seconds) of --health-interval (0 turns the checks off).
+MIN_HEALTH_INTERVAL, MAX_HEALTH_INTERVAL = 0.1, 3600.0
 #: Bounds (seconds) of the upstream clocks: --connect-timeout, --head-hold, ...
 TIMEOUT_BOUNDS = {
     "connect_timeout": (0.1, 300.0),
@@ -92,6 +98,17 @@ environment:
   TOKIOS_CONNECT_TIMEOUT, TOKIOS_HEAD_HOLD, TOKIOS_FIRST_BYTE_TIMEOUT, TOKIOS_IDLE_TIMEOUT,
   TOKIOS_REQUEST_TIMEOUT     defaults for the model server's clocks (below)
   TOKIOS_CONNECTOR_CONFIG    default for --config
+  TOKIOS_HEALTH_INTERVAL     default for --health-interval
+  TOKIOS_CONNECTOR_METRICS_LISTEN  default for --metrics-listen
+
+operations:
+  --health-interval      check the model server every SECONDS (Ollama GET /api/tags, others
+                         GET /v1/models; 5 s timeout) and tell the gateway when it turns
+                         healthy or unhealthy, with its model list (default 10; 0: never)
+  --metrics-listen       serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT
+                         listens on 127.0.0.1; off unless given)
+  after every request the connector reports its input and output tokens to the gateway
+  (`tokios-gateway usage`): the model server's count, or an estimate marked as such
 
 model server clocks (each ends the request with an error in the client's own format:
 a whole 502/504 answer before the response began, else the stream's in-stream error; a
@@ -169,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
                             default=os.environ.get(ENVIRONMENT[dest], default),
                             help=f"{what} (default {default:g}, {low:g}..{high:g}; "
                                  f"{ENVIRONMENT[dest]})")
+    parser.add_argument("--health-interval", metavar="SECONDS", type=float,
+                        default=os.environ.get(ENVIRONMENT["health_interval"], HEALTH_INTERVAL),
+                        help="seconds between health checks of the model server (default "
+                             f"{HEALTH_INTERVAL:g}, {MIN_HEALTH_INTERVAL:g}.."
+                             f"{MAX_HEALTH_INTERVAL:g}; 0: no checks)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        default=os.environ.get(ENVIRONMENT["metrics_listen"]),
+                        help="serve Prometheus metrics on HOST:PORT (a bare PORT: 127.0.0.1); "
+                             "off unless given")
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="log verbosity (default info); no level logs a secret, a header "
                              "value, a query string, a prompt or a completion")
@@ -216,6 +242,11 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
         value = float(getattr(args, dest))
         if not low <= value <= high:
             raise ValueError(f"--{dest.replace('_', '-')} must be in {low:g}..{high:g} seconds")
+    health_interval = float(args.health_interval)
+    if health_interval != 0 and not MIN_HEALTH_INTERVAL <= health_interval <= MAX_HEALTH_INTERVAL:
+        raise ValueError(f"--health-interval must be 0 or in {MIN_HEALTH_INTERVAL:g}.."
+                         f"{MAX_HEALTH_INTERVAL:g} seconds")
+    metrics_listen = parse_listen(str(args.metrics_listen)) if args.metrics_listen else None
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
     backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
@@ -227,7 +258,8 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
                              head_hold=float(args.head_hold),
                              first_byte_timeout=float(args.first_byte_timeout),
                              idle_timeout=float(args.idle_timeout),
-                             request_timeout=float(args.request_timeout))
+                             request_timeout=float(args.request_timeout),
+                             health_interval=health_interval, metrics_listen=metrics_listen)
 
 
 async def _main(settings: ConnectorSettings, auto: bool) -> int:

@@ -15,6 +15,8 @@ each call, until the step is DONE::
         elif step is Step.CREDIT:    # wait for WindowUpdated on this stream (or the tunnel)
             ...work.credit(now)
     # leaving: close the exchange (back to the pool if the answer is complete, else aborted)
+    # then, also when the stream was reset: work.usage() for the usage report, and
+    # work.upstream_started / first_byte / failure for the metrics (session.finish_stream)
 
 ``now`` is the shell's monotonic clock, the one :attr:`StreamWork.deadline` is on. The work
 writes into the core (``send_response``, ``send_data`` within the credit, ``end_stream``)
@@ -54,7 +56,7 @@ import logging
 from dataclasses import dataclass
 
 from runtimes.connector import handling
-from runtimes.connector.handling import Plan
+from runtimes.connector.handling import Plan, Route
 from runtimes.tunnel.credit import Outbox
 from runtimes.upstream_http import (
     Failure,
@@ -109,18 +111,32 @@ class Timing:
 class StreamWork:
     """One stream's answer (see the module doc)."""
 
-    __slots__ = ("_called", "_conn", "_ending", "_first_byte_at", "_head", "_head_sent",
-                 "_hold_until", "_idle_until", "_keepalive_at", "_outbox", "_request_until",
-                 "_started", "_stream_id", "_timing", "_translator", "_whole", "call", "plan",
-                 "step", "wrote")
+    __slots__ = ("_answered", "_called", "_conn", "_ending", "_first_byte_at", "_head",
+                 "_head_sent", "_hold_until", "_idle_until", "_keepalive_at", "_log",
+                 "_outbox", "_request_until", "_started", "_stream_id", "_timing",
+                 "_translator", "_whole", "call", "failure", "first_byte", "plan", "step",
+                 "upstream_started", "wrote")
 
     def __init__(self, conn: ConnectorConnection, stream_id: int, plan: Plan, timing: Timing,
-                 now: float) -> None:
+                 now: float, *, request_id: str = "") -> None:
         self._conn = conn
         self._stream_id = stream_id
         self._timing = timing
         self._started = now
+        #: Every log line about this stream carries the gateway's request id (at the end of
+        #: the message, and as the JSON log's ``request_id`` field).
+        self._log = {"request_id": request_id}
         self.plan = plan
+        #: When the request was written to the model server (None: not yet, or never).
+        self.upstream_started: float | None = None
+        #: When the first byte of the model server's answer (its head) arrived.
+        self.first_byte: float | None = None
+        #: Why the upstream call failed (a metrics label: a ``Failure`` value - connect,
+        #: write, closed, protocol, local -, timeout, status, too_large), or None.
+        self.failure: str | None = None
+        #: The usage of a whole answer translated from the model server's (and whether it is
+        #: estimated), once known.
+        self._answered: tuple[int, int, bool] | None = None
         #: The upstream call to make when :attr:`step` is CALL.
         self.call: UpstreamCall | None = plan.call
         self.step = Step.CALL
@@ -168,6 +184,7 @@ class StreamWork:
     def called(self, now: float) -> None:
         """The request was written to the upstream."""
         self._called = True
+        self.upstream_started = now
         self._first_byte_at = now + self._timing.first_byte_timeout
         if self._translator is not None:
             self._hold_until = now + self._timing.head_hold
@@ -189,7 +206,9 @@ class StreamWork:
 
     def upstream_failed(self, error: UpstreamError, now: float) -> None:
         """The upstream call failed (not reached, closed, broken)."""
-        logger.warning("upstream call failed: %s", error)
+        logger.warning("upstream call failed: %s %s", error, self._log["request_id"],
+                       extra=self._log)
+        self.failure = error.failure.value
         if self._head is None:  # before any byte of the model server's answer
             message = handling.UNREACHABLE if error.failure is not Failure.PROTOCOL else \
                 handling.MALFORMED
@@ -230,7 +249,9 @@ class StreamWork:
                 self._keepalive_at = now + timing.keepalive_interval
 
     def _timeout(self, message: str, *, retryable: bool) -> None:
-        logger.warning("upstream call timed out: %s", message)
+        logger.warning("upstream call timed out: %s %s", message, self._log["request_id"],
+                       extra=self._log)
+        self.failure = "timeout"
         self._fail(ErrorKind.TIMEOUT, message, retryable=retryable)
 
     def _fail(self, kind: ErrorKind, message: str, *, retryable: bool) -> None:
@@ -244,7 +265,9 @@ class StreamWork:
 
     def _upstream_head(self, head: ResponseHead, now: float) -> None:
         self._head = head
+        self.first_byte = now
         if head.status >= 400:
+            self.failure = "status"
             self._hold_until = None  # its error answers the request, whole if still possible
         elif self._translator is not None and not self._head_sent:
             self._open_stream(now)
@@ -273,7 +296,9 @@ class StreamWork:
         try:  # a whole answer, or an error body
             self._whole.add(chunk)
         except UpstreamError as exc:  # too large
-            logger.warning("upstream call failed: %s", exc)
+            logger.warning("upstream call failed: %s %s", exc, self._log["request_id"],
+                           extra=self._log)
+            self.failure = "too_large"
             self._fail(ErrorKind.UPSTREAM, handling.TOO_LARGE, retryable=False)
 
     def _upstream_ended(self, now: float) -> None:
@@ -288,6 +313,9 @@ class StreamWork:
             return
         # a whole answer, or the model server's error before the stream's head went out
         answer = handling.finish_plan(self.plan, head.status, body)
+        if answer.usage is not None:
+            self._answered = (answer.usage.input_tokens, answer.usage.output_tokens,
+                              answer.usage_estimated)
         if head.status >= 500 and answer.status >= 500:
             answer = handling.marked_retryable(answer)
         self._answer(answer)
@@ -318,7 +346,34 @@ class StreamWork:
             self._conn.end_stream(self._stream_id)
             self.step = Step.DONE
             self.wrote = True
-            logger.info("stream %d %s done in %.3fs", self._stream_id, self.plan.route.value,
-                        now - self._started)
+            logger.info("stream %d %s done in %.3fs %s", self._stream_id,
+                        self.plan.route.value, now - self._started, self._log["request_id"],
+                        extra=self._log)
         else:
             self.step = Step.RECEIVE if self._called else Step.CALL
+
+    # ---- after the stream ------------------------------------------------------------------
+
+    def usage(self) -> tuple[int, int, bool]:
+        """``(input_tokens, output_tokens, estimated)`` for the stream's usage report, at its
+        end or at any time before (a stream reset mid-answer counts what was generated):
+
+        - no tokens when the model server was never asked (an answer at once, a refused
+          connection) or answered an error status, and for a token count;
+        - a streamed answer: the model server's own count once its stream reported it, else
+          the translator's estimate (prompt estimate, characters generated / 4);
+        - a whole answer: the translated answer's usage, or while it is not complete the
+          prompt estimate and no output, estimated.
+        """
+        plan, head = self.plan, self._head
+        if (not self._called or plan.route is Route.COUNT_TOKENS
+                or (head is not None and head.status >= 400)):
+            return 0, 0, False
+        if self._translator is not None:
+            usage, estimated = self._translator.usage()
+            return usage.input_tokens, usage.output_tokens, estimated
+        if self._answered is not None:
+            return self._answered
+        prompt = plan.context.estimated_input_tokens if plan.context is not None else 0
+        return prompt, 0, True
+

@@ -11,8 +11,12 @@ subclass carrying its wake-up primitives) and implements four hooks:
 
 It calls :meth:`SessionEvents.on_event` for each event of the core, and, in the server,
 :func:`plan_for` once the body is complete (then ``runtimes.connector.serving`` does the
-stream's work). Around the sessions, :class:`Reconnect` says how long to wait before dialling
-again. No event loop and no threads here.
+stream's work, kept in ``stream.work``). When a stream's serving ends - answered, failed,
+reset, or cancelled with the tunnel - the shell calls :meth:`SessionEvents.finish_stream`
+once (its usage report and metrics); when the upstream's health changed,
+:func:`health_changed`. After each call the shell sends the core's output. Around the
+sessions, :class:`Reconnect` says how long to wait before dialling again. No event loop and
+no threads here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Generic, Protocol, TypeVar
 
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff, Plan, Route
+from runtimes.connector.health import UpstreamHealth
+from runtimes.connector.metrics import ConnectorMetrics
+from runtimes.connector.serving import StreamWork
 from runtimes.connector.settings import (
     MAX_REQUEST_BODY,
     ConnectorSettings,
@@ -33,12 +40,14 @@ from runtimes.connector.settings import (
 )
 from tokios_proto import (
     Accepted,
+    ConnectionState,
     ConnectionTerminated,
     ConnectorConnection,
     DataReceived,
     ErrorCode,
     Event,
     GoAwayReceived,
+    LocalProtocolError,
     Rejected,
     RequestHead,
     StreamEnded,
@@ -49,7 +58,7 @@ from tokios_proto import (
 from tokios_translate import BackendKind, ClientFormat, ErrorKind
 
 __all__ = ["ConnectorState", "Reconnect", "SessionEvents", "StreamRequest", "dial_failure",
-           "plan_for"]
+           "health_changed", "observers_for", "plan_for", "start_metrics"]
 
 logger = logging.getLogger("tokios.connector")
 
@@ -59,6 +68,10 @@ logger = logging.getLogger("tokios.connector")
 _response_ids = random.Random()  # noqa: S311 (ids are not secrets)
 
 
+#: The states in which a session may still send REPORTs.
+_LIVE = (ConnectionState.OPEN, ConnectionState.DRAINING)
+
+
 class ConnectorState(Protocol):
     """What a session needs of its connector (both shells' connectors have it)."""
 
@@ -66,12 +79,16 @@ class ConnectorState(Protocol):
     backend: BackendKind
     backoff: Backoff
     sessions: int
+    #: The --metrics-listen series, or None when not asked for.
+    metrics: ConnectorMetrics | None
+    #: The upstream's health checks, or None when turned off (--health-interval 0).
+    health: UpstreamHealth | None
 
 
 class StreamRequest:
     """One stream's request: its head and its body, gathered up to ``limit`` bytes."""
 
-    __slots__ = ("body", "head", "limit", "size", "too_large")
+    __slots__ = ("body", "finished", "head", "limit", "size", "too_large", "work")
 
     def __init__(self, head: RequestHead, *, limit: int = MAX_REQUEST_BODY) -> None:
         self.head = head
@@ -79,6 +96,10 @@ class StreamRequest:
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
+        #: The stream's work once its body is complete (the shell sets it).
+        self.work: StreamWork | None = None
+        #: True once SessionEvents.finish_stream ran for it.
+        self.finished = False
 
     def add(self, data: bytes) -> bool:
         """Keep ``data``; True once the body turned out too large (it is dropped then)."""
@@ -132,6 +153,8 @@ class SessionEvents(Generic[S]):
         """Act on one event of the core (``now``: the shell's monotonic clock)."""
         stream: S | None
         if isinstance(event, StreamOpened):
+            if (metrics := self.connector.metrics) is not None:
+                metrics.stream_started()
             self.streams[event.stream_id] = self._open(event.stream_id, event.head)
         elif isinstance(event, DataReceived):
             self.conn.acknowledge_received_data(stream_id=event.stream_id,
@@ -153,6 +176,9 @@ class SessionEvents(Generic[S]):
                         ", ".join(event.deployments) or "nothing")
             self.connector.backoff.connected(now)
             self.connector.sessions += 1
+            if (metrics := self.connector.metrics) is not None:
+                metrics.tunnel_connected(True)
+            self.send_health()
         elif isinstance(event, Rejected):
             self.rejected = event
         elif isinstance(event, GoAwayReceived):
@@ -162,11 +188,90 @@ class SessionEvents(Generic[S]):
             if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
                     and self.accepted is not None):
                 self.revoked = True
+            if (metrics := self.connector.metrics) is not None:
+                metrics.tunnel_connected(False)
             streams = list(self.streams.values())
             self.streams.clear()
             for stream in streams:
                 self._cancel(stream)
             self._credit(0)
+
+    # ---- after a stream, and health ------------------------------------------------------
+
+    def finish_stream(self, stream_id: int, stream: StreamRequest, now: float) -> None:
+        """A stream's serving ended (answered, failed, reset or cancelled): send its usage
+        report (counted by its work, see ``StreamWork.usage``; zero tokens if it never had
+        work) when the tunnel speaks REPORT and is still up, and count it in the metrics.
+        Once per stream (later calls do nothing); the threaded shell calls it under its lock.
+        """
+        if stream.finished:
+            return
+        stream.finished = True
+        work = stream.work
+        if (metrics := self.connector.metrics) is not None:
+            metrics.stream_done(stream.head.deployment, work, now)
+        conn = self.conn
+        if conn.state is ConnectionState.CLOSED or not conn.reports_supported:
+            return
+        input_tokens, output_tokens, estimated = work.usage() if work else (0, 0, False)
+        try:
+            conn.report_usage(stream_id, input_tokens=input_tokens,
+                              output_tokens=output_tokens, estimated=estimated)
+        except LocalProtocolError as exc:  # the connection closed meanwhile: nothing to count
+            logger.debug("usage of stream %d not reported: %s %s", stream_id, exc,
+                         stream.head.request_id, extra={"request_id": stream.head.request_id})
+
+    def send_health(self) -> bool:
+        """Report the upstream's health (``connector.health``) if this session is accepted,
+        speaks REPORT and a check has answered; True if a REPORT was queued."""
+        health = self.connector.health
+        report = health.report() if health is not None else None
+        if (report is None or self.accepted is None or self.conn.state not in _LIVE
+                or not self.conn.reports_supported):
+            return False
+        self.conn.report_health(report)
+        return True
+
+
+def observers_for(settings: ConnectorSettings) -> tuple[ConnectorMetrics | None,
+                                                         UpstreamHealth | None]:
+    """A connector's metrics (if ``--metrics-listen`` was given) and health checks (unless
+    ``--health-interval`` is 0)."""
+    metrics = ConnectorMetrics() if settings.metrics_listen is not None else None
+    health = None
+    if settings.health_interval > 0:
+        health = UpstreamHealth(settings.backend, settings.models,
+                                interval=settings.health_interval)
+    return metrics, health
+
+
+def start_metrics(connector: ConnectorState) -> bool:
+    """Serve the connector's metrics if asked; False (logged) if the address is not free."""
+    listen = connector.settings.metrics_listen
+    if connector.metrics is None or listen is None:
+        return True
+    try:
+        connector.metrics.serve(*listen)
+    except OSError as exc:
+        logger.error("cannot serve metrics on %s:%d: %s", listen[0], listen[1],
+                     exc.strerror or type(exc).__name__)
+        return False
+    return True
+
+
+def health_changed(connector: ConnectorState, session: SessionEvents[S] | None) -> bool:
+    """The health check's verdict or model list changed: log it, update the metrics, and have
+    the live session (if any) report it; True if a REPORT was queued (send the output)."""
+    health = connector.health
+    assert health is not None
+    if health.healthy:
+        logger.info("the model server answers %s: healthy", health.path)
+    else:
+        logger.warning("the model server does not answer %s: reporting it unhealthy",
+                       health.path)
+    if connector.metrics is not None:
+        connector.metrics.upstream_health(health)
+    return session is not None and session.send_health()
 
 
 def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from runtimes.connector.handling import KEEPALIVE_INTERVAL
+from runtimes.connector.health import HEALTH_INTERVAL
 from runtimes.connector.serving import (
     FIRST_BYTE_TIMEOUT,
     HEAD_HOLD,
@@ -82,6 +83,10 @@ class ConnectorSettings:
     first_byte_timeout: float = FIRST_BYTE_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
     request_timeout: float = REQUEST_TIMEOUT
+    #: Seconds between health checks of the model server (0: no checks, no health reports).
+    health_interval: float = HEALTH_INTERVAL
+    #: ``(host, port)`` to serve Prometheus metrics on, or None (``--metrics-listen``).
+    metrics_listen: tuple[str, int] | None = None
     connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
                                                        f"{secrets.token_hex(4)}")
 

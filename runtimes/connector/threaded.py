@@ -21,7 +21,10 @@ writing it to the socket, so frames leave in the core's order. A worker out of s
 waits on a condition of the core lock until a WindowUpdated (or the stream's end) wakes it: a
 slow client stalls the worker, which stops reading the upstream (real backpressure, bounded
 memory). A StreamReset aborts the worker's upstream socket, so the model stops generating.
-Nothing listens on a socket.
+When a worker leaves its stream (whatever ended it) it sends the stream's usage report. One
+more thread checks the model server's health (:class:`~runtimes.connector.health.
+UpstreamHealth`) and has the live session report changes. Nothing listens on a socket but
+the optional ``--metrics-listen`` endpoint (prometheus-client's own thread).
 """
 
 from __future__ import annotations
@@ -49,12 +52,23 @@ from runtimes.blocking import (
 from runtimes.blocking.upstream import UpstreamExchange
 from runtimes.connector import handling
 from runtimes.connector.handling import Backoff
+from runtimes.connector.health import CHECK_TIMEOUT, MAX_LIST_BODY, UpstreamHealth
+from runtimes.connector.metrics import ConnectorMetrics
 from runtimes.connector.serving import Step, StreamWork, Timing
-from runtimes.connector.session import Reconnect, SessionEvents, StreamRequest, plan_for
+from runtimes.connector.session import (
+    Reconnect,
+    SessionEvents,
+    StreamRequest,
+    health_changed,
+    observers_for,
+    plan_for,
+    start_metrics,
+)
 from runtimes.connector.settings import (
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_PROBE_FAILED,
+    EXIT_USAGE,
     ConnectorSettings,
     PermanentRejection,
     config_for,
@@ -234,12 +248,15 @@ class TunnelSession(SessionEvents[_Stream]):
                 if stream.gone:
                     return
                 work = StreamWork(self.conn, stream_id, plan_for(self.connector, stream),
-                                  self.threaded.timing, time.monotonic())
+                                  self.threaded.timing, time.monotonic(),
+                                  request_id=stream.head.request_id)
+                stream.work = work
             self._drive(work, stream)
         except (_StreamGone, WebSocketClosed):
             pass
         except Exception as exc:  # a bug: reset the stream, keep the tunnel
-            logger.error("stream failed: %s", type(exc).__name__)
+            logger.error("stream failed: %s %s", type(exc).__name__, stream.head.request_id,
+                         extra={"request_id": stream.head.request_id})
             with self.lock:
                 if self.terminated is None:
                     with contextlib.suppress(ProtocolError):
@@ -248,6 +265,7 @@ class TunnelSession(SessionEvents[_Stream]):
             with self.lock:
                 if self.streams.get(stream_id) is stream:
                     del self.streams[stream_id]
+                self.finish_stream(stream_id, stream, time.monotonic())
             self.flush()
 
     def _drive(self, work: StreamWork, stream: _Stream) -> None:
@@ -345,6 +363,9 @@ class ThreadedConnector:
         #: Sessions accepted so far (for tests); the live session, if any.
         self.sessions = 0
         self.current: TunnelSession | None = None
+        self.metrics: ConnectorMetrics | None
+        self.health: UpstreamHealth | None
+        self.metrics, self.health = observers_for(settings)
         self.exit_code: int | None = None
         self._ran = False
 
@@ -393,6 +414,16 @@ class ThreadedConnector:
             raise RuntimeError("a ThreadedConnector runs once; make a new one")
         self._ran = True
         code = EXIT_OK
+        if not start_metrics(self):
+            self._workers.shutdown(wait=False)
+            self.pool.close()
+            self.exit_code = EXIT_USAGE
+            return EXIT_USAGE
+        checks = None
+        if self.health is not None:
+            checks = threading.Thread(target=self._check_health, name="tokios-health",
+                                      daemon=True)
+            checks.start()
         try:
             while not self._stopping.is_set():
                 try:
@@ -410,10 +441,41 @@ class ThreadedConnector:
                 if self._stopping.wait(delay):
                     break
         finally:
+            self._stopping.set()  # ends the health checks too
             self._workers.shutdown(wait=False, cancel_futures=True)
+            if checks is not None:
+                checks.join(self.settings.connect_timeout + 2 * CHECK_TIMEOUT)
+            if self.metrics is not None:
+                self.metrics.close()
             self.pool.close()
             self.exit_code = code
         return code
+
+    def _check_health(self) -> None:
+        """The health thread: check the model server every ``--health-interval`` (one check
+        at a time, each read within the check timeout); the live session reports changes."""
+        health = self.health
+        assert health is not None
+        while not self._stopping.wait(health.due_in(time.monotonic())):
+            health.started(time.monotonic())
+            try:
+                head, body = self.pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
+                                             timeout=health.timeout)
+            except (UpstreamError, OSError):
+                changed = health.failed(time.monotonic())
+            else:
+                changed = health.answered(head.status, body, time.monotonic())
+            if not changed:
+                continue
+            with self._session_lock:
+                session = self.current
+            if session is None:
+                health_changed(self, None)
+                continue
+            with session.lock:
+                queued = health_changed(self, session)
+            if queued:
+                session.flush()
 
     def session(self) -> TunnelSession:
         """One connection to the gateway, from dial to close."""

@@ -43,11 +43,14 @@ def tunnels(stack: Stack) -> int:
 
 @contextmanager
 def second_connector(stack: Stack, upstream: str, *args: str) -> Iterator[Proc]:
-    """Another connector serving the stack's deployment, with its own model server."""
+    """Another connector serving the stack's deployment, with its own model server. Without
+    health checks: they would report the failing model server unhealthy and the gateway would
+    route around it before any request fails over (test_e2e_connector_ops.py tests that)."""
     argv = stack.connector_argv()
     argv[argv.index("--upstream") + 1] = upstream
     n = len(list(stack.workdir.glob("second*.log")))
-    proc = Proc("second", [*argv, *args], stack.workdir / f"second{n}.log")
+    proc = Proc("second", [*argv, "--health-interval", "0", *args],
+                stack.workdir / f"second{n}.log")
     proc.start()
     try:
         wait_for(lambda: tunnels(stack) == 2, 20, "the second connector's tunnel")

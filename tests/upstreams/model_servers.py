@@ -134,6 +134,8 @@ class _BaseServer:
     model_names: tuple[str, ...] = ("llama3.2:1b",)
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    #: The path of every other request (GET: probes, the connector's health checks).
+    gets: list[str] = field(default_factory=list)
     disconnects: list[Disconnect] = field(default_factory=list)
     #: Replaces the default script: ``(body, thinking_requested, events) -> Script``.
     script: Callable[[dict[str, Any], bool, int], _Script] | None = None
@@ -154,6 +156,21 @@ class _BaseServer:
         self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    async def stop_listening(self) -> None:
+        """The model server goes down: its port refuses connections and the connections it
+        had are dropped (until :meth:`listen_again`)."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def listen_again(self) -> None:
+        """Back up, on the same port."""
+        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1",
+                                                  self.port, reuse_address=True)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
@@ -184,8 +201,8 @@ class _BaseServer:
                 request, body = await self._read_request(conn, reader)
                 if request is None:
                     return
-                self.paths.append(request.target.decode())
                 post = request.method == b"POST"
+                (self.paths if post else self.gets).append(request.target.decode())
                 self.in_flight += post
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:

@@ -41,7 +41,7 @@ canonical event order with ``sequence_number`` on every event.
 
 from __future__ import annotations
 
-from tokios_translate._common import ClientFormat, ErrorKind, StreamContext
+from tokios_translate._common import ClientFormat, ErrorKind, StreamContext, Usage
 from tokios_translate.backends import ollama as _ollama
 from tokios_translate.backends import openai_compat as _openai_compat
 from tokios_translate.stream.decoders import (
@@ -59,12 +59,21 @@ from tokios_translate.stream.encoders import (
 from tokios_translate.stream.encoders.completions import CompletionsEncoder
 from tokios_translate.stream.encoders.messages import StreamEncodeError
 from tokios_translate.stream.encoders.ollama import OllamaChatEncoder, OllamaGenerateEncoder
-from tokios_translate.stream.events import Finished, StreamEvent, UpstreamError
+from tokios_translate.stream.events import (
+    Finished,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+    UpstreamError,
+)
 from tokios_translate.stream.prompt_decoders import (
     OllamaGenerateDecoder,
     OpenAICompletionsDecoder,
     open_prompt_decoder,
 )
+from tokios_translate.tokens import estimated_usage, reported
 
 __all__ = [
     "CHAT_OPENING",
@@ -117,13 +126,16 @@ class StreamTranslator:
     :meth:`fail` when the shell sees the upstream die. Check :attr:`done` after each call.
     """
 
-    __slots__ = ("_ctx", "_decoder", "_encoder", "_started", "answering", "done", "opened")
+    __slots__ = ("_chars", "_ctx", "_decoder", "_encoder", "_started", "_usage", "answering",
+                 "done", "opened")
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx
         self._decoder: Decoder = open_prompt_decoder(ctx) if ctx.prompt else open_decoder(ctx)
         self._encoder: Encoder = _open_encoder(ctx)
         self._started = False
+        self._usage: Usage | None = None  # the backend's, from the Finished event
+        self._chars = 0  # characters of the answer translated so far (for the estimate)
         #: True once :meth:`open` (or :meth:`keepalive`) sent the early opening.
         self.opened = False
         #: True once a call returned bytes of the answer itself: stop sending keep-alives.
@@ -187,6 +199,15 @@ class StreamTranslator:
             return b""
         return self._emit([UpstreamError(message=message, kind=kind)])
 
+    def usage(self) -> tuple[Usage, bool]:
+        """``(usage, estimated)`` of the answer so far: the backend's count once it reported
+        one (at the end of its stream), else the estimate (the request's estimated prompt
+        tokens, the characters translated so far / 4) and True. Call at any time, e.g. when the
+        client left mid-stream."""
+        if self._usage is not None and reported(self._usage):
+            return self._usage, False
+        return estimated_usage(self._ctx.estimated_input_tokens, self._chars), True
+
     def _emit(self, events: list[StreamEvent]) -> bytes:
         encoder = self._encoder
         parts: list[bytes] = []
@@ -202,7 +223,15 @@ class StreamTranslator:
                     parts.append(encoder.error(event.message, event.kind))
                     break
                 parts.append(encoder.encode(event))
-                if isinstance(event, Finished):
+                kind = type(event)
+                if kind is TextDelta or kind is ReasoningDelta:
+                    self._chars += len(event.text)  # type: ignore[union-attr]
+                elif kind is ToolCallArgumentsDelta:
+                    self._chars += len(event.fragment)  # type: ignore[union-attr]
+                elif kind is ToolCallStarted:
+                    self._chars += len(event.name)  # type: ignore[union-attr]
+                elif kind is Finished:
+                    self._usage = event.usage  # type: ignore[union-attr]
                     self.done = True
                     break
         except StreamEncodeError as exc:
