@@ -8,8 +8,6 @@ carry the gateway's request id (JSON logs). See docs/operations.md."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.stack import ROOT, Proc, Stack, wait_for
+from tests.e2e.stack import Proc, Stack, admin, wait_for
 from tests.e2e.test_e2e_operations import value
+from tests.services import PostgresServer
+from tests.store_backends import postgres_database
 from tests.upstreams.model_servers import OpenAICompatServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,12 +45,9 @@ def ops(request: pytest.FixtureRequest,
 
 
 def usage(stack: Stack) -> dict[str, Any]:
-    """``tokios-gateway usage acme --json``, in its own process, from the store."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "runtimes.gateway.cli", "usage", "acme", "--json",
-         "--data", str(stack.data)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    total: dict[str, Any] = orjson.loads(shown.stdout)["total"]
+    """``tokios-gateway usage acme --json``, in its own process, from the store (SQLite or
+    PostgreSQL)."""
+    total: dict[str, Any] = admin(stack.store, "usage", "acme")["total"]
     return total
 
 
@@ -64,6 +61,31 @@ def usage_after(stack: Stack, requests: int, timeout: float = 15) -> dict[str, A
 
     wait_for(counted, timeout, f"{requests} requests in the usage")
     return found
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_usage_through_ollama_on_postgresql(runtime: str, postgres_server: PostgresServer,
+                                            tmp_path: Path) -> None:
+    with postgres_database(postgres_server) as url:
+        built = Stack(workdir=tmp_path, backend="ollama", runtime=runtime, store_url=url,
+                      gateway_args=["--usage-flush-interval", "0.2"])
+        with built.running() as stack:
+            before = usage(stack)  # the bring-up's own requests
+            with stack.openai() as client:
+                whole = client.chat.completions.create(
+                    model="coder", messages=[{"role": "user", "content": "on postgres"}])
+            with stack.anthropic() as client, client.messages.stream(
+                    model="coder", max_tokens=50,
+                    messages=[{"role": "user", "content": "streamed on postgres"}]) as stream:
+                final = stream.get_final_message()
+            assert whole.usage is not None and final.usage.output_tokens > 0
+            after = usage_after(stack, int(before.get("requests", 0)) + 2)
+            # Ollama's prompt_eval_count and eval_count, as each client saw them
+            assert after["input_tokens"] - before.get("input_tokens", 0) == (
+                whole.usage.prompt_tokens + final.usage.input_tokens)
+            assert after["output_tokens"] - before.get("output_tokens", 0) == (
+                whole.usage.completion_tokens + final.usage.output_tokens)
+            assert after["estimated_requests"] == before.get("estimated_requests", 0)
 
 
 def connector_metrics(log: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@ HTTP/2 (httpx, and the official OpenAI SDK on an HTTP/2 client), streamed and no
 canaries in the API key, a custom header, the query string and the prompt (which the scripted
 upstream echoes, so the completion carries it too), plus requests with wrong keys (401). No
 canary may appear in any log, while the request lines (method, path, status) must, so the check
-is not vacuous. docs/operations.md, "Logs".
+is not vacuous; the connector (with its health checks and ``--metrics-listen``) logs each
+request's line with the gateway's request id, and its metrics carry no canary either.
+docs/operations.md, "Logs".
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def debug_stack(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     backend, runtime = request.param
     workdir: Path = tmp_path_factory.mktemp(f"logs-{backend}-{runtime}")
-    built = Stack(workdir=workdir, backend=backend, runtime=runtime, log_level="debug")
+    built = Stack(workdir=workdir, backend=backend, runtime=runtime, log_level="debug",
+                  connector_args=["--health-interval", "0.2",
+                                  "--metrics-listen", "127.0.0.1:0"])
     with built.running():
         yield built
 
@@ -128,4 +132,16 @@ def test_no_secret_or_content_in_debug_logs(debug_stack: Stack) -> None:
                  r"GET /v1/models 401 "):
         assert re.search(rf"INFO tokios\.gateway: {line}", gateway), (line, gateway[-4000:])
     assert len(re.findall(r"POST /v1/chat/completions 200 ", gateway)) >= 5
-    assert re.search(r"INFO tokios\.connector: stream \d+ \S+ done in", stack.connector.log())
+    connector = stack.connector.log()
+    assert re.search(r"INFO tokios\.connector: stream \d+ \S+ done in", connector)
+    # each request the gateway forwarded is in the connector's log under the same request id
+    answered = re.findall(r"POST /v1/(?:chat/completions|messages) 200 .* (req_\w+)", gateway)
+    assert len(answered) >= 5
+    for request_id in answered:
+        assert re.search(rf"stream \d+ \S+ done in \S+ {request_id}", connector), request_id
+    port = re.search(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", connector)
+    assert port, connector[-2000:]
+    metrics = httpx.get(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5).text
+    assert "tokios_connector_upstream_request_duration_seconds_count" in metrics
+    leaked = [canary for canary in canaries.all(stack) if canary in metrics]
+    assert not leaked, f"leaked into the connector's metrics: {leaked}"
