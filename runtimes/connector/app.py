@@ -257,20 +257,26 @@ class Connector:
         health = self.health
         assert health is not None
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(health.due_in(loop.time()))
-            health.started(loop.time())
-            try:
-                head, body = await asyncio.wait_for(
-                    self.pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
-                                    timeout=health.timeout), health.timeout)
-            except (UpstreamError, TimeoutError, OSError):
-                changed = health.failed(loop.time())
-            else:
-                changed = health.answered(head.status, body, loop.time())
-            if changed and health_changed(self, self.current):
-                assert self.current is not None
-                self.current.pump.kick()
+        # its own connection: requests holding every slot of the pool must not fail a check
+        pool = UpstreamPool(self.settings.upstream, max_connections=1, read_timeout=health.timeout,
+                            connect_timeout=min(self.settings.connect_timeout, health.timeout))
+        try:
+            while True:
+                await asyncio.sleep(health.due_in(loop.time()))
+                health.started(loop.time())
+                try:
+                    head, body = await asyncio.wait_for(
+                        pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
+                                   timeout=health.timeout), health.timeout)
+                except (UpstreamError, TimeoutError, OSError):
+                    changed = health.failed(loop.time())
+                else:
+                    changed = health.answered(head.status, body, loop.time())
+                if changed and health_changed(self, self.current):
+                    assert self.current is not None
+                    self.current.pump.kick()
+        finally:
+            await pool.aclose()
 
     async def session(self) -> Session:
         """One connection to the gateway, from dial to close."""

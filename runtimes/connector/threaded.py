@@ -444,7 +444,7 @@ class ThreadedConnector:
             self._stopping.set()  # ends the health checks too
             self._workers.shutdown(wait=False, cancel_futures=True)
             if checks is not None:
-                checks.join(self.settings.connect_timeout + 2 * CHECK_TIMEOUT)
+                checks.join(2 * CHECK_TIMEOUT)
             if self.metrics is not None:
                 self.metrics.close()
             self.pool.close()
@@ -456,26 +456,34 @@ class ThreadedConnector:
         at a time, each read within the check timeout); the live session reports changes."""
         health = self.health
         assert health is not None
-        while not self._stopping.wait(health.due_in(time.monotonic())):
-            health.started(time.monotonic())
-            try:
-                head, body = self.pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
-                                             timeout=health.timeout)
-            except (UpstreamError, OSError):
-                changed = health.failed(time.monotonic())
-            else:
-                changed = health.answered(head.status, body, time.monotonic())
-            if not changed:
-                continue
-            with self._session_lock:
-                session = self.current
-            if session is None:
-                health_changed(self, None)
-                continue
-            with session.lock:
-                queued = health_changed(self, session)
-            if queued:
-                session.flush()
+        # its own connection: requests holding every slot of the pool must not fail a check
+        pool = UpstreamPool(self.settings.upstream, max_connections=1, read_timeout=health.timeout,
+                            connect_timeout=min(self.settings.connect_timeout, health.timeout))
+        try:
+            while not self._stopping.wait(health.due_in(time.monotonic())):
+                health.started(time.monotonic())
+                try:
+                    head, body = pool.fetch("GET", health.path, limit=MAX_LIST_BODY,
+                                            timeout=health.timeout)
+                except (UpstreamError, OSError):
+                    changed = health.failed(time.monotonic())
+                else:
+                    changed = health.answered(head.status, body, time.monotonic())
+                if changed:
+                    self._health_changed()
+        finally:
+            pool.close()
+
+    def _health_changed(self) -> None:
+        with self._session_lock:
+            session = self.current
+        if session is None:
+            health_changed(self, None)
+            return
+        with session.lock:
+            queued = health_changed(self, session)
+        if queued:
+            session.flush()
 
     def session(self) -> TunnelSession:
         """One connection to the gateway, from dial to close."""

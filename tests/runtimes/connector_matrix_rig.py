@@ -33,6 +33,7 @@ from tokios_proto import (
     DataReceived,
     Event,
     GatewayConnection,
+    HealthReported,
     HelloReceived,
     RequestHead,
     ResetCode,
@@ -40,6 +41,7 @@ from tokios_proto import (
     Settings,
     StreamEnded,
     StreamReset,
+    UsageReported,
 )
 from tokios_translate import BackendKind
 
@@ -83,6 +85,8 @@ class Tunnel:
         self.accepted = False
         self.streams: dict[int, StreamLog] = {}
         self.pongs: list[bytes] = []
+        #: The connector's REPORTs, in order (UsageReported, HealthReported).
+        self.reports: list[UsageReported | HealthReported] = []
         #: The close code of the connector's close frame (None: none came).
         self.close_code: int | None = None
         self.closed = asyncio.Event()
@@ -196,6 +200,8 @@ class Tunnel:
             log.ended = True
         elif isinstance(event, StreamReset) and log is not None:
             log.reset = event.code
+        elif isinstance(event, UsageReported | HealthReported):
+            self.reports.append(event)
         elif isinstance(event, ConnectionTerminated):
             self.flush()
 

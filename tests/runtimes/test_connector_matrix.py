@@ -21,7 +21,14 @@ from runtimes.tunnel.headers import RETRYABLE_HEADER as RETRYABLE
 from tests.e2e.stack import BackgroundLoop, wait_for
 from tests.runtimes.connector_matrix_rig import SHELLS, ScriptedGateway, run_shell
 from tests.upstreams.model_servers import OpenAICompatServer
-from tokios_proto import ErrorCode, GatewayConnection, RejectReason, ResetCode
+from tokios_proto import (
+    ErrorCode,
+    GatewayConnection,
+    HealthReported,
+    RejectReason,
+    ResetCode,
+    UsageReported,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -227,7 +234,8 @@ def test_a_silence_mid_answer_and_a_too_long_answer_are_timeouts(world: World,
 
 def test_a_request_timed_out_on_a_reused_connection_is_not_sent_again(
         world: World, shell_name: str) -> None:
-    with run_shell(shell_name, world.gateway, world.model.base_url, first_byte_timeout=1.0):
+    with run_shell(shell_name, world.gateway, world.model.base_url, first_byte_timeout=1.0,
+                   health_interval=0):  # (the checks' own connection is not counted here)
         tunnel, first = world.gateway.open("/v1/chat/completions", CHAT)
         assert world.gateway.answer(tunnel, first).status == 200  # a kept-alive connection
         world.model.first_delay = 30
@@ -248,3 +256,34 @@ def test_a_revoked_token_ends_the_connector_for_good(world: World, shell_name: s
                                     tunnel.flush()))
         assert shell.exit_code(10) == EXIT_PERMANENT
         assert len(world.gateway.tunnels) == 1  # it did not dial again
+
+
+def test_each_stream_is_reported_once_and_a_busy_pool_does_not_fail_the_health_check(
+        world: World, shell_name: str) -> None:
+    world.model.slow, world.model.events = 0.05, 80  # 8 answers of about 4 s at once
+    with run_shell(shell_name, world.gateway, world.model.base_url, health_interval=0.2):
+        tunnel = world.gateway.live()
+        ids = [world.gateway.call(lambda: tunnel.open(
+            "/v1/chat/completions", {**CHAT, "stream": True})) for _ in range(8)]
+        wait_for(lambda: world.model.in_flight == 8, 10, "every stream at the model")
+        checks = len(world.model.gets)
+        time.sleep(1.0)  # every pooled connection busy: the checks go on, on their own
+        assert len(world.model.gets) >= checks + 3 and world.model.in_flight == 8
+        world.gateway.call(lambda: (tunnel.conn.reset_stream(ids[0], ResetCode.CLIENT_GONE),
+                                    tunnel.flush()))
+        for stream_id in ids[1:]:
+            world.gateway.answer(tunnel, stream_id, 20)
+
+        def usage() -> dict[int, tuple[int, int, bool]]:
+            return {r.stream_id: (r.input_tokens, r.output_tokens, r.estimated)
+                    for r in list(tunnel.reports) if isinstance(r, UsageReported)}
+
+        wait_for(lambda: len(usage()) == 8, 10, "a usage report per stream")
+        counted = usage()
+        assert sum(isinstance(r, UsageReported) for r in tunnel.reports) == 8  # once each
+        assert counted[ids[0]][2] and 0 < counted[ids[0]][1] < 80  # the one cut short
+        assert {counted[i] for i in ids[1:]} == {(counted[ids[1]][0], 80, False)}
+        health = [r for r in tunnel.reports if isinstance(r, HealthReported)]
+        # reported healthy at connect, never unhealthy while every pooled connection was busy
+        assert [[(d.name, d.healthy, d.models) for d in r.deployments] for r in health] == [
+            [("coder", True, ("m",))]]
