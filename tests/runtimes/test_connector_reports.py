@@ -5,9 +5,12 @@ server's health (runtimes/connector/health.py) from its model-list answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
+from runtimes.connector.cli import build_parser, parse_arguments, settings_from_args
 from runtimes.connector.health import UpstreamHealth
 from runtimes.connector.session import SessionEvents, StreamRequest
 from runtimes.upstream_http import Failure, Received, ResponseHead, UpstreamError
@@ -160,3 +163,53 @@ def test_openai_compatible_servers_are_checked_on_v1_models() -> None:
         assert UpstreamHealth(backend, ["a"]).path == "/v1/models"
     with pytest.raises(ValueError):
         UpstreamHealth(BackendKind.OPENAI, ["a"], interval=0)
+
+
+# ---- the options ---------------------------------------------------------------------------
+
+BASE = ["--gateway", "https://gw.example", "--token", "tkct-x", "--upstream",
+        "http://127.0.0.1:11434", "--backend", "ollama", "--model", "coder=qwen3:8b"]
+
+
+def test_health_and_metrics_options_flags_environment_and_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("TOKIOS_HEALTH_INTERVAL", "TOKIOS_CONNECTOR_METRICS_LISTEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = settings_from_args(build_parser().parse_args(BASE))
+    assert (settings.health_interval, settings.metrics_listen) == (10.0, None)  # no listener
+    args = build_parser().parse_args([*BASE, "--health-interval", "0", "--metrics-listen",
+                                      "9464"])
+    assert (settings_from_args(args).health_interval,
+            settings_from_args(args).metrics_listen) == (0.0, ("127.0.0.1", 9464))
+    monkeypatch.setenv("TOKIOS_HEALTH_INTERVAL", "2.5")
+    monkeypatch.setenv("TOKIOS_CONNECTOR_METRICS_LISTEN", "[::1]:9000")
+    settings = settings_from_args(build_parser().parse_args(BASE))
+    assert (settings.health_interval, settings.metrics_listen) == (2.5, ("::1", 9000))
+    monkeypatch.delenv("TOKIOS_HEALTH_INTERVAL")
+    monkeypatch.delenv("TOKIOS_CONNECTOR_METRICS_LISTEN")
+    config = tmp_path / "connector.toml"
+    config.write_text('health-interval = 30\nmetrics-listen = "0.0.0.0:9464"\n')
+    args = parse_arguments([*BASE, "--config", str(config)])
+    settings = settings_from_args(args)
+    assert (settings.health_interval, settings.metrics_listen) == (30.0, ("0.0.0.0", 9464))
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--health-interval", "-1"), ("--health-interval", "0.01"), ("--health-interval", "4000"),
+    ("--metrics-listen", "host:http"), ("--metrics-listen", "127.0.0.1:70000"),
+    ("--metrics-listen", "")])
+def test_bad_values_are_usage_errors(flag: str, value: str) -> None:
+    args = build_parser().parse_args([*BASE, flag, value])
+    if flag == "--metrics-listen" and not value:
+        assert settings_from_args(args).metrics_listen is None  # empty: off
+        return
+    with pytest.raises(ValueError, match=flag):
+        settings_from_args(args)
+
+
+def test_help_explains_health_usage_and_metrics() -> None:
+    text = build_parser().format_help()
+    for words in ("--health-interval SECONDS", "TOKIOS_HEALTH_INTERVAL", "/api/tags",
+                  "--metrics-listen HOST:PORT", "TOKIOS_CONNECTOR_METRICS_LISTEN",
+                  "tokios-gateway usage"):
+        assert words in text, words
