@@ -51,9 +51,10 @@ def test_tunnels_lists_the_live_connector_of_a_running_gateway(stack: Stack) -> 
     assert tunnel["node"] is None
     assert tunnel["software_version"] == SOFTWARE_VERSION
     assert tunnel["protocol_version"] == 2 and tunnel["connector_token_id"] == stack.token_id
-    assert tunnel["deployments"] == [{"name": "coder", "healthy": True, "reported": False,
+    # the connector checked its model server and reported it (healthy since it connected)
+    assert tunnel["deployments"] == [{"name": "coder", "healthy": True, "reported": True,
                                       "since": tunnel["connected_since"],
-                                      "upstream_models": None}]
+                                      "upstream_models": [stack.upstream_model]}]
     assert tunnel["max_streams"] > 0 and tunnel["draining"] is False
     assert stack.token not in done.stdout and operator not in done.stdout + done.stderr
 
