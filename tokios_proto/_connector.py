@@ -88,7 +88,7 @@ class ConnectorConnection(Connection):
         self._apply_settings(welcome.settings, self._now)
         self._events.append(Accepted(session_id=welcome.session_id, version=welcome.version,
                                      deployments=welcome.deployments,
-                                     settings=welcome.settings))
+                                     settings=welcome.settings, node_id=welcome.node_id))
 
     def _on_reject(self, flags: int, stream_id: int, payload: memoryview) -> None:
         self._handshake_frame(ConnectionInput.RECV_REJECT, stream_id)

@@ -44,12 +44,15 @@ class HelloReceived(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted(Event):
-    """Connector: the gateway accepted; the connection is OPEN."""
+    """Connector: the gateway accepted; the connection is OPEN. ``node_id`` names the gateway
+    node that accepted (``""`` from a gateway of one process or an older gateway): two tunnels
+    with the same non-empty ``node_id`` end on the same node."""
 
     session_id: str
     version: int
     deployments: tuple[str, ...]
     settings: Settings
+    node_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

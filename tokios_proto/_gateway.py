@@ -88,10 +88,13 @@ class GatewayConnection(Connection):
         self._hello, self._proposal, self._version = hello, proposal, max(common)
         self._events.append(HelloReceived(hello=hello, version=self._version))
 
-    def accept(self, session_id: str, deployments: tuple[str, ...], now: float) -> Settings:
+    def accept(self, session_id: str, deployments: tuple[str, ...], now: float, *,
+               node_id: str = "") -> Settings:
         """Accept the HELLO: queue WELCOME with the negotiated settings; the state is OPEN.
 
-        ``deployments`` must be names the connector offered. Returns the :class:`Settings`.
+        ``deployments`` must be names the connector offered; ``node_id`` (at most 64
+        characters) names this gateway node when it is one of several, so a connector can
+        hold tunnels to distinct nodes. Returns the :class:`Settings`.
         """
         self._next_state(ConnectionInput.ACCEPT)
         assert self._hello is not None and self._proposal is not None
@@ -100,7 +103,7 @@ class GatewayConnection(Connection):
             raise LocalProtocolError("granted deployments must be a tuple of offered names")
         settings = self.config.settings.negotiate(self._proposal)
         welcome = Welcome(version=self._version, session_id=session_id,
-                          deployments=deployments, settings=settings)
+                          deployments=deployments, settings=settings, node_id=node_id)
         self._control.append(encode_frame(FrameType.WELCOME, 0, 0, encode_welcome(welcome)))
         self._transition(ConnectionInput.ACCEPT)
         self._granted = deployments

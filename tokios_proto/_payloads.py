@@ -28,6 +28,7 @@ Headers = tuple[tuple[str, str], ...]
 _U32 = struct.Struct(">I")
 _GOAWAY = struct.Struct(">II")
 MAX_NAME = 256  # ids, versions and deployment names are short
+MAX_NODE_ID = 64  # a gateway node's id (WELCOME ``node_id``)
 
 
 class Secret:
@@ -169,12 +170,14 @@ def decode_hello(payload: bytes | memoryview) -> tuple[Hello, Settings]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Welcome:
-    """The gateway's acceptance: chosen version, session id, granted deployments, settings."""
+    """The gateway's acceptance: chosen version, session id, granted deployments, settings,
+    and the id of the gateway node that accepted (``""``: a gateway of one process)."""
 
     version: int
     session_id: str
     deployments: tuple[str, ...]
     settings: Settings
+    node_id: str = ""
 
     def __post_init__(self) -> None:
         if type(self.version) is not int or not 0 < self.version < 2**31:
@@ -184,12 +187,17 @@ class Welcome:
         if not isinstance(self.deployments, tuple) or not all(
                 isinstance(d, str) for d in self.deployments):
             raise LocalProtocolError("deployments must be a tuple of names")
+        if not isinstance(self.node_id, str) or len(self.node_id) > MAX_NODE_ID:
+            raise LocalProtocolError(f"node_id must be at most {MAX_NODE_ID} characters")
 
 
 def encode_welcome(welcome: Welcome) -> bytes:
-    return orjson.dumps({"version": welcome.version, "session_id": welcome.session_id,
-                         "deployments": list(welcome.deployments),
-                         "settings": welcome.settings.to_json()})
+    """WELCOME payload; ``node_id`` only when there is one (a lone gateway's is unchanged)."""
+    obj = {"version": welcome.version, "session_id": welcome.session_id,
+           "deployments": list(welcome.deployments), "settings": welcome.settings.to_json()}
+    if welcome.node_id:
+        obj["node_id"] = welcome.node_id
+    return orjson.dumps(obj)
 
 
 def decode_welcome(payload: bytes | memoryview) -> Welcome:
@@ -199,7 +207,8 @@ def decode_welcome(payload: bytes | memoryview) -> Welcome:
         raise LocalProtocolError("WELCOME deployments must be a list")
     return Welcome(version=obj.get("version"), session_id=short_str(obj, "session_id"),  # type: ignore[arg-type]
                    deployments=tuple(deployments),
-                   settings=Settings.from_json(obj.get("settings", {})))
+                   settings=Settings.from_json(obj.get("settings", {})),
+                   node_id=short_str(obj, "node_id", limit=MAX_NODE_ID))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

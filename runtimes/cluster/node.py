@@ -77,6 +77,7 @@ class Cluster:
         self.remote = RemoteRouting(self.directory, Forwarder(secret, ssl_context=peer_ssl),
                                     secret)
         tunnels.on_served_changed = self.directory.changed
+        tunnels.node_id = self.node_id
 
     async def start(self, node_server: HttpServer,
                     on_notice: Callable[[RevocationNotice], None] | None = None) -> None:

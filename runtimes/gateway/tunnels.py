@@ -363,6 +363,9 @@ class TunnelManager:
         self.registry: TunnelRegistry[Tunnel] = TunnelRegistry()
         self.tunnels: set[Tunnel] = set()
         self.draining = False
+        #: This node's id when the gateway is one of several nodes (runtimes/cluster/node.py
+        #: sets it), told to each connector in WELCOME so it can spread its tunnels.
+        self.node_id = ""
         self._watcher: asyncio.Task[None] | None = None
         self._silence_watcher: asyncio.Task[None] | None = None
         #: Handshake tasks in flight (referenced so they are not collected).
@@ -434,7 +437,8 @@ class TunnelManager:
                                 "this token may serve none of the offered deployments")
                 else:
                     tunnel.session_id = secrets.token_hex(16)
-                    conn.accept(tunnel.session_id, granted, tunnel.pump.now())
+                    conn.accept(tunnel.session_id, granted, tunnel.pump.now(),
+                                node_id=self.node_id)
                     tunnel.grant = grant
                     tunnel.deployments = granted
                     tunnel.connector_id = event.hello.connector_id

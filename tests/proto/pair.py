@@ -92,14 +92,14 @@ class Pair:
         raise AssertionError("the pair never went quiet")
 
     def handshake(self, *, session_id: str = "sess-1",
-                  deployments: tuple[str, ...] = ("llama",)) -> None:
+                  deployments: tuple[str, ...] = ("llama",), node_id: str = "") -> None:
         """Run HELLO -> accept -> WELCOME; both ends are OPEN afterwards."""
         self.gateway.start(self.now)
         self.connector.start(self.now)
         self.flush()
         hellos = [e for e in self.gateway_events if isinstance(e, HelloReceived)]
         assert hellos, f"no HelloReceived: {self.gateway_events}"
-        self.gateway.accept(session_id, deployments, self.now)
+        self.gateway.accept(session_id, deployments, self.now, node_id=node_id)
         self.flush()
 
     def next_timer(self) -> float | None:

@@ -129,6 +129,22 @@ def test_unknown_json_fields_are_ignored() -> None:
     assert decoded == hello()
 
 
+def test_welcome_names_the_gateway_node_only_when_there_is_one() -> None:
+    """An optional field, compatible both ways: a lone gateway's WELCOME is unchanged (an old
+    connector sees the same bytes), a node's WELCOME adds ``node_id``, which an old connector
+    ignores as any unknown field, and a WELCOME without it (an old gateway) decodes to ""."""
+    lone = Welcome(version=2, session_id="s", deployments=("d",), settings=Settings())
+    assert b"node_id" not in payloads.encode_welcome(lone)
+    assert payloads.decode_welcome(payloads.encode_welcome(lone)).node_id == ""
+    node = Welcome(version=2, session_id="s", deployments=("d",), settings=Settings(),
+                   node_id="n" * 64)
+    assert payloads.decode_welcome(payloads.encode_welcome(node)) == node
+    obj = orjson.loads(payloads.encode_welcome(node))
+    assert obj["node_id"] == "n" * 64
+    del obj["node_id"]
+    assert payloads.decode_welcome(orjson.dumps(obj)) == lone
+
+
 def test_welcome_reject_heads_round_trip() -> None:
     welcome = Welcome(version=1, session_id="s", deployments=("d",), settings=Settings())
     assert payloads.decode_welcome(payloads.encode_welcome(welcome)) == welcome
@@ -184,6 +200,9 @@ def test_malformed_hello_is_rejected(raw: bytes) -> None:
     (payloads.decode_welcome, b'{"version": 1, "session_id": "s", "deployments": "d"}'),
     (payloads.decode_welcome, b'{"version": "1", "session_id": "s"}'),
     (payloads.decode_welcome, b'{"version": 1, "session_id": "s", "deployments": [1]}'),
+    (payloads.decode_welcome, b'{"version": 1, "session_id": "s", "node_id": 7}'),
+    (payloads.decode_welcome, b'{"version": 1, "session_id": "s", "node_id": "' + b"n" * 65
+     + b'"}'),
     (payloads.decode_reject, b'{"reason": "revoked", "retryable": "no"}'),
     (payloads.decode_reject, b'{"reason": "revoked", "retryable": false, "retry_after": -1}'),
     (payloads.decode_reject, b'{"reason": "revoked", "retryable": false, "message": 1}'),
@@ -259,6 +278,9 @@ def test_value_type_validation() -> None:
     with pytest.raises(LocalProtocolError):
         Welcome(version=1, session_id="s", deployments=["d"],  # type: ignore[arg-type]
                 settings=Settings())
+    with pytest.raises(LocalProtocolError):
+        Welcome(version=1, session_id="s", deployments=(), settings=Settings(),
+                node_id=None)  # type: ignore[arg-type]
 
 
 def test_events_validate_stream_ids_and_never_show_bodies() -> None:

@@ -51,6 +51,26 @@ def test_full_handshake_negotiates_minimum_settings() -> None:
     assert pair.gateway.state is pair.connector.state is ConnectionState.OPEN
 
 
+def test_a_gateway_node_names_itself_in_welcome() -> None:
+    pair = Pair()
+    pair.handshake(node_id="node-a")
+    (accepted,) = pair.events_of("connector", Accepted)
+    assert isinstance(accepted, Accepted) and accepted.node_id == "node-a"
+    lone = Pair()
+    lone.handshake()
+    (accepted,) = lone.events_of("connector", Accepted)
+    assert isinstance(accepted, Accepted) and accepted.node_id == ""
+
+
+def test_accept_refuses_a_node_id_too_long_and_stays_undecided() -> None:
+    pair = Pair()
+    pair.connector.start(0.0)
+    pair.flush()
+    with pytest.raises(LocalProtocolError, match="node_id"):
+        pair.gateway.accept("s", ("llama",), 0.0, node_id="n" * 65)
+    assert pair.gateway.state is ConnectionState.AWAITING_VERDICT
+
+
 def test_heartbeat_is_capped_at_half_the_idle_timeout() -> None:
     caps = Settings(heartbeat_interval=30.0, idle_timeout=40.0)
     assert caps.negotiate(Settings(heartbeat_interval=25.0, idle_timeout=35.0)) == Settings(

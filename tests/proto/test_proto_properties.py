@@ -91,7 +91,8 @@ def frames(draw: st.DrawFn) -> tuple[Frame, object]:
     elif kind is FrameType.WELCOME:
         value = Welcome(version=draw(st.integers(1, 9)), session_id=draw(names),
                         deployments=tuple(draw(st.lists(names, max_size=3))),
-                        settings=draw(settings_st))
+                        settings=draw(settings_st),
+                        node_id=draw(st.text(max_size=64)))
         payload = payloads.encode_welcome(value)  # type: ignore[arg-type]
     elif kind is FrameType.REJECT:
         value = Reject(reason=draw(st.sampled_from(list(RejectReason))),
