@@ -10,9 +10,9 @@ The entry node (no local tunnel for the deployment) asks :class:`RemoteRouting`:
     stream.reset()                         # the client left: the peer sees it and stops
 
 A node that cannot take the request (connection refused or cut before the request was whole,
-or it answers ``tokios-retryable: 1`` because its tunnel went meanwhile) is left out and the next
-one tried, at most :data:`MAX_NODE_ATTEMPTS` in all. Once a peer has the whole request it is
-never sent elsewhere: a model must not get a request twice.
+or it answers ``tokios-retryable: 1`` because its tunnel went meanwhile or it drains) is left
+out and the next one tried, at most :data:`MAX_NODE_ATTEMPTS` in all. Once a peer has the whole
+request it is never sent elsewhere: a model must not get a request twice.
 
 The peer's forwarding listener verifies a request with :func:`forwarded_request`: the cluster
 secret (``authorization: Bearer ...``, compared in constant time) and what the entry node already
@@ -197,14 +197,13 @@ class Forwarder:
         try:
             exchange = await context.__aenter__()
         except UpstreamError as exc:  # connected or not, the request was not whole there
-            retryable = exc.failure in (Failure.CONNECT, Failure.WRITE, Failure.LOCAL)
-            raise ForwardFailed(f"node {node.node_id} unreachable: {exc}",
-                                retryable=retryable,
-                                unreachable=exc.failure is Failure.CONNECT) from None
+            raise _unreachable(node, exc) from None
         try:
             event = await exchange.receive(None)
-        except UpstreamError:
+        except UpstreamError as exc:
             await context.__aexit__(None, None, None)
+            if exc.failure in _NOT_SENT:  # the pool's resend (the kept-alive connection was
+                raise _unreachable(node, exc) from None  # closed) found the node gone
             raise ForwardFailed(_NODE_LOST, retryable=False) from None
         assert isinstance(event, ResponseHead)
         if any(n == RETRYABLE_HEADER and v == "1" for n, v in event.headers):
@@ -232,6 +231,16 @@ class Forwarder:
         for pool in self._pools.values():
             await pool.aclose()
         self._pools.clear()
+
+
+#: Failures that show a request was never whole at the peer.
+_NOT_SENT = (Failure.CONNECT, Failure.WRITE, Failure.LOCAL)
+
+
+def _unreachable(node: NodeRecord, exc: UpstreamError) -> ForwardFailed:
+    return ForwardFailed(f"node {node.node_id} unreachable: {exc}",
+                         retryable=exc.failure in _NOT_SENT,
+                         unreachable=exc.failure is Failure.CONNECT)
 
 
 class RemoteRouting:

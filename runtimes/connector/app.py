@@ -3,15 +3,18 @@
     connector = Connector(settings)      # ConnectorSettings (built by cli.py)
     code = await connector.run()         # returns an exit code (see EXIT_* below)
 
-One session at a time: connect_websocket -> ConnectorConnection.start (HELLO) -> Accepted ->
-for each StreamOpened a task that waits for the body, then drives the stream's
+One loop per tunnel (``settings.tunnels``, see ``runtimes.connector.tunnels``), each one
+session at a time: connect_websocket -> ConnectorConnection.start (HELLO) -> Accepted -> for
+each StreamOpened a task that waits for the body, then drives the stream's
 :class:`~runtimes.connector.serving.StreamWork` (the per-stream algorithm, shared with the
 threaded connector): it calls the upstream through an :class:`~runtimes.netio.UpstreamPool`,
 reads it until the work's deadline and waits for credit, as the work says; when the task ends
-(whatever ended it) the session sends the stream's usage report. Between sessions,
-:class:`~runtimes.connector.session.Reconnect` says how long to wait; a permanent rejection
-ends ``run``. Beside the sessions, one task checks the model server's health
-(:class:`~runtimes.connector.health.UpstreamHealth`) and the live session reports changes.
+(whatever ended it) the session sends the stream's usage report. A session that lands on a
+gateway node another tunnel holds is closed; one whose node drains (GOAWAY) lets its loop dial
+a replacement at once while it finishes its streams in a task of its own. Between sessions the
+tunnel's plan says how long to wait; a permanent rejection ends ``run``. Beside the sessions,
+one task checks the model server's health
+(:class:`~runtimes.connector.health.UpstreamHealth`) and every live session reports changes.
 The connector's only listening socket is the optional ``--metrics-listen`` endpoint.
 """
 
@@ -25,12 +28,10 @@ import ssl
 from collections.abc import Callable
 
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff
 from runtimes.connector.health import MAX_LIST_BODY, UpstreamHealth
 from runtimes.connector.metrics import ConnectorMetrics
 from runtimes.connector.serving import Step, StreamWork, Timing
 from runtimes.connector.session import (
-    Reconnect,
     SessionEvents,
     StreamRequest,
     health_changed,
@@ -49,7 +50,9 @@ from runtimes.connector.settings import (
     config_for,
     hello_for,
     timing_for,
+    tunnel_urls,
 )
+from runtimes.connector.tunnels import HoldsTunnels, TunnelPlan, TunnelSlot
 from runtimes.netio import (
     UpstreamError,
     UpstreamExchange,
@@ -111,9 +114,14 @@ class Session(SessionEvents[_Stream]):
 
     connector: Connector
 
-    def __init__(self, connector: Connector, ws: WebSocket, conn: ConnectorConnection) -> None:
-        super().__init__(connector, conn)
+    def __init__(self, connector: Connector, ws: WebSocket, conn: ConnectorConnection,
+                 slot: TunnelSlot) -> None:
+        super().__init__(connector, conn, slot)
         self.pump = Pump(ws, conn, self._on_event)
+        self.released = asyncio.Event()
+
+    def _release(self) -> None:
+        self.released.set()
 
     def _on_event(self, event: Event) -> None:
         self.on_event(event, self.pump.now())
@@ -197,52 +205,53 @@ class Session(SessionEvents[_Stream]):
                 exchange.close()
 
 
-class Connector:
-    """The reconnect loop around :class:`Session`."""
+class Connector(HoldsTunnels):
+    """The tunnels' loops around :class:`Session` (``settings.tunnels`` of them)."""
 
     def __init__(self, settings: ConnectorSettings, *,
                  rng: Callable[[], float] = random.random,
                  sleep: Callable[[float], object] | None = None) -> None:
         self.settings = settings
-        self.backoff = Backoff(rng)
-        self.reconnect = Reconnect(self.backoff)
+        self.plan = TunnelPlan(settings.tunnels, tunnel_urls(settings), rng=rng)
         self.timing: Timing = timing_for(settings)
         self.backend = settings.backend
         self.pool: UpstreamPool = None  # type: ignore[assignment]
         self._sleep = sleep or asyncio.sleep
-        #: Sessions accepted so far (for tests).
+        #: Sessions accepted and kept so far (for tests).
         self.sessions = 0
-        self.current: Session | None = None
         self.metrics: ConnectorMetrics | None
         self.health: UpstreamHealth | None
         self.metrics, self.health = observers_for(settings)
+        #: Every session's pump task, live or draining.
+        self._pumps: set[asyncio.Task[None]] = set()
 
-    def _ssl(self) -> ssl.SSLContext | None:
-        if not self.settings.tunnel_url.startswith("wss://"):
+    @property
+    def current(self) -> Session | None:
+        """The first tunnel's live session, if any."""
+        return self.plan.slots[0].current  # type: ignore[return-value]
+
+    def _ssl(self, url: str) -> ssl.SSLContext | None:
+        if not url.startswith("wss://"):
             return None
         return client_context(ca_file=self.settings.ca_file)
 
     async def run(self) -> int:
         """Serve until a permanent rejection (returns EXIT_PERMANENT) or cancellation."""
-        self.pool = UpstreamPool(self.settings.upstream,
-                                 max_connections=max(4, self.settings.max_concurrent_streams),
+        pool_size = max(4, self.settings.max_concurrent_streams * self.settings.tunnels)
+        self.pool = UpstreamPool(self.settings.upstream, max_connections=pool_size,
                                  connect_timeout=self.settings.connect_timeout)
-        loop = asyncio.get_running_loop()
         if not start_metrics(self):
             await self.pool.aclose()
             return EXIT_USAGE
         checks = asyncio.create_task(self._check_health()) if self.health else None
+        holders = [asyncio.create_task(self._hold(slot)) for slot in self.plan.slots]
         try:
-            while True:
-                try:
-                    session = await self.session()
-                    delay = self.reconnect.after_session(session, loop.time())
-                except PermanentRejection:
-                    return EXIT_PERMANENT
-                except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    delay = self.reconnect.after_dial_failure(exc, loop.time())
-                await self._sleep(delay)  # type: ignore[misc]
+            done, _ = await asyncio.wait(holders, return_when=asyncio.FIRST_COMPLETED)
+            return next(iter(done)).result()
         finally:
+            for task in (*holders, *self._pumps):
+                task.cancel()
+            await asyncio.gather(*holders, *self._pumps, return_exceptions=True)
             if checks is not None:
                 checks.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -251,9 +260,22 @@ class Connector:
                 self.metrics.close()
             await self.pool.aclose()
 
+    async def _hold(self, slot: TunnelSlot) -> int:
+        """One tunnel's loop: dial, serve, wait, again (EXIT_PERMANENT ends it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                session = await self.session(slot)
+                delay = self.plan.after_session(slot, session, loop.time())
+            except PermanentRejection:
+                return EXIT_PERMANENT
+            except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
+                delay = slot.reconnect.after_dial_failure(exc, loop.time())
+            await self._sleep(delay)  # type: ignore[misc]
+
     async def _check_health(self) -> None:
         """Check the model server every ``--health-interval`` (one check at a time, each
-        within the check timeout); the live session reports what changed."""
+        within the check timeout); every live session reports what changed."""
         health = self.health
         assert health is not None
         loop = asyncio.get_running_loop()
@@ -272,22 +294,41 @@ class Connector:
                     changed = health.failed(loop.time())
                 else:
                     changed = health.answered(head.status, body, loop.time())
-                if changed and health_changed(self, self.current):
-                    assert self.current is not None
-                    self.current.pump.kick()
+                if changed:
+                    health_changed(self, None)
+                    for slot in self.plan.slots:
+                        if isinstance(slot.current, Session) and slot.current.send_health():
+                            slot.current.pump.kick()
         finally:
             await pool.aclose()
 
-    async def session(self) -> Session:
-        """One connection to the gateway, from dial to close."""
-        ws = await connect_websocket(self.settings.tunnel_url, ssl_context=self._ssl(),
+    async def session(self, slot: TunnelSlot | None = None) -> Session:
+        """One connection to the gateway, from dial until it lets go of its tunnel's loop:
+        it ended, it landed on a node another tunnel holds, or its node drains (then it
+        finishes its streams in its own task)."""
+        slot = slot or self.plan.slots[0]
+        url = self.plan.url_for(slot)
+        ws = await connect_websocket(url, ssl_context=self._ssl(url),
                                      max_message_size=1024 * 1024)
         conn = ConnectorConnection(config_for(self.settings), hello=hello_for(self.settings))
-        session = Session(self, ws, conn)
-        self.current = session
+        session = Session(self, ws, conn, slot)
+        slot.current = session
         conn.start(session.pump.now())
+        pump = asyncio.create_task(self._pump(session))
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        try:
+            await session.released.wait()
+        finally:
+            if slot.current is session:
+                slot.current = None
+        return session
+
+    @staticmethod
+    async def _pump(session: Session) -> None:
         try:
             await session.pump.run()
+        except Exception as exc:  # the socket failed in a way the pump does not expect
+            logger.warning("tunnel %d ended: %s", session.slot.index, type(exc).__name__)
         finally:
-            self.current = None
-        return session
+            session.finish()

@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import urllib.parse
+from collections.abc import Sequence
+from typing import Any
 
 from runtimes.config import apply_config, read_config, take_config_argument
 from runtimes.connector.handling import KEEPALIVE_INTERVAL, parse_model_map
@@ -34,6 +36,7 @@ from runtimes.connector.settings import (
     ConnectorSettings,
 )
 from runtimes.connector.threaded import serve_until_signal
+from runtimes.connector.tunnels import DEFAULT_TUNNELS, MAX_GATEWAYS, MAX_TUNNELS
 from runtimes.logs import LEVELS, LOG_FORMATS, configure_logging
 from tokios_translate import BackendKind
 
@@ -71,6 +74,7 @@ ENVIRONMENT = {
     "request_timeout": "TOKIOS_REQUEST_TIMEOUT",
     "health_interval": "TOKIOS_HEALTH_INTERVAL",
     "metrics_listen": "TOKIOS_CONNECTOR_METRICS_LISTEN",
+    "tunnels": "TOKIOS_TUNNELS",
 }
 #: Bounds (seconds) of --health-interval (0 turns the checks off).
 MIN_HEALTH_INTERVAL, MAX_HEALTH_INTERVAL = 0.1, 3600.0
@@ -91,7 +95,8 @@ config file:
   log-format = "json"); a flag, then its environment variable, win over the file.
 
 environment:
-  TOKIOS_GATEWAY          default for --gateway
+  TOKIOS_GATEWAY          default for --gateway (several: separated by commas)
+  TOKIOS_TUNNELS          default for --tunnels
   TOKIOS_CONNECTOR_TOKEN  default for --token (prefer it: arguments show in `ps`)
   TOKIOS_UPSTREAM         default for --upstream
   TOKIOS_KEEPALIVE_INTERVAL  default for --keepalive-interval
@@ -123,6 +128,14 @@ failure before any byte of the model's answer lets the gateway try another conne
                          answers or after this long, whichever first (default 1 s); until
                          then a failure is a whole error answer the gateway may retry
 
+several tunnels:
+  The connector holds --tunnels tunnels at once (default 2). When the gateway is several
+  nodes (machines or `serve --workers`), each tunnel goes to a different node where it can:
+  one that lands on a node another tunnel holds is closed and dialled again (a few times,
+  then kept). Give --gateway once per node, or once for a load balancer in front of them.
+  When a node shuts down (GOAWAY), a replacement tunnel is dialled at once, before the old
+  one has finished its requests, so a rolling restart never leaves the model unreachable.
+
 exit codes:
   0  stopped by SIGTERM/SIGINT
   2  bad arguments
@@ -135,13 +148,35 @@ example:
       --upstream http://127.0.0.1:11434 --backend ollama --model coder=qwen3:8b"""
 
 
+class _Gateways(argparse._AppendAction):
+    """``--gateway URL``, repeatable: the first flag replaces the addresses of the environment
+    or the config file, the next ones add to it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is self.default:
+            setattr(namespace, self.dest, [])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _gateways_from_env() -> list[str] | None:
+    value = os.environ.get("TOKIOS_GATEWAY", "")
+    return [part for part in value.replace(",", " ").split() if part] or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokios-connector", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gateway", metavar="URL", default=os.environ.get("TOKIOS_GATEWAY"),
+    parser.add_argument("--gateway", metavar="URL", action=_Gateways,
+                        default=_gateways_from_env(),
                         help="the gateway: https://host[:port], wss://host[:port]/v1/tunnel, "
-                             "or http:// / ws:// for loopback tests")
+                             "or http:// / ws:// for loopback tests; repeat for several nodes "
+                             f"(at most {MAX_GATEWAYS})")
+    parser.add_argument("--tunnels", metavar="N", type=int,
+                        default=os.environ.get("TOKIOS_TUNNELS", DEFAULT_TUNNELS),
+                        help=f"tunnels held at once, to distinct gateway nodes where possible "
+                             f"(default {DEFAULT_TUNNELS}, 1..{MAX_TUNNELS}; TOKIOS_TUNNELS)")
     parser.add_argument("--token", metavar="TOKEN",
                         default=os.environ.get("TOKIOS_CONNECTOR_TOKEN"),
                         help="the connector token (from `tokios-gateway connector-token add`)")
@@ -222,11 +257,15 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
     """Validate the arguments; raise ValueError with a readable reason."""
     if not args.gateway:
         raise ValueError("--gateway (or TOKIOS_GATEWAY) is required")
+    if len(args.gateway) > MAX_GATEWAYS:
+        raise ValueError(f"give at most {MAX_GATEWAYS} --gateway addresses")
+    if not 1 <= int(args.tunnels) <= MAX_TUNNELS:
+        raise ValueError(f"--tunnels must be in 1..{MAX_TUNNELS}")
     if not args.token:
         raise ValueError("--token (or TOKIOS_CONNECTOR_TOKEN) is required")
     if not args.upstream:
         raise ValueError("--upstream (or TOKIOS_UPSTREAM) is required")
-    url = tunnel_url(args.gateway)
+    urls = tuple(dict.fromkeys(tunnel_url(gateway) for gateway in args.gateway))
     upstream = urllib.parse.urlsplit(args.upstream)
     if upstream.scheme not in ("http", "https") or not upstream.hostname:
         raise ValueError("--upstream must be http://host:port or https://host:port")
@@ -250,7 +289,8 @@ def settings_from_args(args: argparse.Namespace) -> ConnectorSettings:
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise ValueError(f"--ca-file {args.ca_file!r} does not exist")
     backend = BackendKind.OPENAI if args.backend == "auto" else BackendKind(args.backend)
-    return ConnectorSettings(tunnel_url=url, token=args.token, upstream=args.upstream,
+    return ConnectorSettings(tunnel_url=urls[0], other_tunnel_urls=urls[1:],
+                             tunnels=int(args.tunnels), token=args.token, upstream=args.upstream,
                              backend=backend, models=models, ca_file=args.ca_file,
                              max_concurrent_streams=args.max_concurrent_streams,
                              keepalive_interval=args.keepalive_interval,

@@ -59,6 +59,8 @@ class ConnectorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._server: WSGIServer | None = None
+        #: Tunnels up now (a connector holds several; the gauge says whether any is).
+        self._tunnels = 0
         reg = self.registry
         self.duration = Histogram(
             "tokios_connector_upstream_request_duration_seconds",
@@ -111,7 +113,9 @@ class ConnectorMetrics:
                 self.ttfb.labels(deployment).observe(work.first_byte - started)
 
     def tunnel_connected(self, up: bool) -> None:
-        self.connected.set(1 if up else 0)
+        """A tunnel came up or went (once each): the gauge is 1 while any is up."""
+        self._tunnels = max(0, self._tunnels + (1 if up else -1))
+        self.connected.set(1 if self._tunnels else 0)
 
     def upstream_health(self, health: UpstreamHealth) -> None:
         for entry in health.report() or ():

@@ -9,35 +9,34 @@ subclass carrying its wake-up primitives) and implements four hooks:
 - ``_cancel(stream)``: the stream was reset or the tunnel ended: stop serving it now;
 - ``_credit(stream_id)``: send credit grew (0: the whole connection): wake the senders.
 
+- ``_release()``: the tunnel's loop may dial again now (the session landed on a node another
+  tunnel holds, its node drains, or it ended); a draining session carries on by itself.
+
 It calls :meth:`SessionEvents.on_event` for each event of the core, and, in the server,
 :func:`plan_for` once the body is complete (then ``runtimes.connector.serving`` does the
 stream's work, kept in ``stream.work``). When a stream's serving ends - answered, failed,
 reset, or cancelled with the tunnel - the shell calls :meth:`SessionEvents.finish_stream`
 once (its usage report and metrics); when the upstream's health changed,
-:func:`health_changed`. After each call the shell sends the core's output. Around the
-sessions, :class:`Reconnect` says how long to wait before dialling again. No event loop and
-no threads here.
+:func:`health_changed` for each live session. After each call the shell sends the core's
+output. Around the sessions, ``runtimes.connector.tunnels`` says where each of the
+connector's tunnels dials, which to keep and how long to wait before dialling again. No event
+loop and no threads here.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import ssl
 import time
 from typing import Generic, Protocol, TypeVar
 
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff, Plan, Route
+from runtimes.connector.handling import Plan, Route
 from runtimes.connector.health import UpstreamHealth
 from runtimes.connector.metrics import ConnectorMetrics
 from runtimes.connector.serving import StreamWork
-from runtimes.connector.settings import (
-    MAX_REQUEST_BODY,
-    ConnectorSettings,
-    PermanentRejection,
-    session_outcome,
-)
+from runtimes.connector.settings import MAX_REQUEST_BODY, ConnectorSettings
+from runtimes.connector.tunnels import Reconnect, TunnelPlan, TunnelSlot, Verdict, dial_failure
 from tokios_proto import (
     Accepted,
     ConnectionState,
@@ -59,6 +58,7 @@ from tokios_translate import BackendKind, ClientFormat, ErrorKind
 
 __all__ = ["ConnectorState", "Reconnect", "SessionEvents", "StreamRequest", "dial_failure",
            "health_changed", "observers_for", "plan_for", "start_metrics"]
+# (Reconnect and dial_failure live in runtimes.connector.tunnels)
 
 logger = logging.getLogger("tokios.connector")
 
@@ -77,7 +77,7 @@ class ConnectorState(Protocol):
 
     settings: ConnectorSettings
     backend: BackendKind
-    backoff: Backoff
+    plan: TunnelPlan
     sessions: int
     #: The --metrics-listen series, or None when not asked for.
     metrics: ConnectorMetrics | None
@@ -125,13 +125,22 @@ S = TypeVar("S", bound=StreamRequest)
 class SessionEvents(Generic[S]):
     """The events of one tunnel connection, for either shell (see the module doc)."""
 
-    def __init__(self, connector: ConnectorState, conn: ConnectorConnection) -> None:
+    def __init__(self, connector: ConnectorState, conn: ConnectorConnection,
+                 slot: TunnelSlot) -> None:
         self.connector = connector
         self.conn = conn
+        self.slot = slot
         self.streams: dict[int, S] = {}
         self.accepted: Accepted | None = None
         self.rejected: Rejected | None = None
         self.revoked = False
+        #: Closed because it landed on a gateway node another tunnel holds.
+        self.same_node = False
+        #: The gateway node drains (GOAWAY NO_ERROR after WELCOME).
+        self.drained = False
+        self.ended = False
+        #: Accepted and kept: counted as a connected tunnel until it ends.
+        self.kept = False
 
     # ---- the shell's hooks ---------------------------------------------------------------
 
@@ -146,6 +155,18 @@ class SessionEvents(Generic[S]):
 
     def _credit(self, stream_id: int) -> None:
         raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The connection is over (any way): its node is free, its loop may dial again.
+        Idempotent; the shells call it once the transport is closed, in case no
+        ConnectionTerminated came."""
+        if not self.ended:
+            self.ended = True
+            self.connector.plan.ended(self)
+            self._release()
 
     # ---- dispatch ------------------------------------------------------------------------
 
@@ -171,30 +192,47 @@ class SessionEvents(Generic[S]):
         elif isinstance(event, WindowUpdated):
             self._credit(event.stream_id)
         elif isinstance(event, Accepted):
-            self.accepted = event
-            logger.info("tunnel open: session %s, serving %s", event.session_id,
-                        ", ".join(event.deployments) or "nothing")
-            self.connector.backoff.connected(now)
-            self.connector.sessions += 1
-            if (metrics := self.connector.metrics) is not None:
-                metrics.tunnel_connected(True)
-            self.send_health()
+            self._accepted(event, now)
         elif isinstance(event, Rejected):
             self.rejected = event
         elif isinstance(event, GoAwayReceived):
             logger.info("gateway sent goaway (code %s): finishing streams in flight",
                         int(event.code))
+            if event.code == ErrorCode.NO_ERROR and self.accepted is not None:
+                self.drained = True
+                self._release()  # make before break: a replacement dials now
         elif isinstance(event, ConnectionTerminated):
             if (event.remote and event.code == ErrorCode.REJECTED and self.rejected is None
                     and self.accepted is not None):
                 self.revoked = True
-            if (metrics := self.connector.metrics) is not None:
+            if self.kept and (metrics := self.connector.metrics) is not None:
                 metrics.tunnel_connected(False)
             streams = list(self.streams.values())
             self.streams.clear()
             for stream in streams:
                 self._cancel(stream)
             self._credit(0)
+            self.finish()
+
+    def _accepted(self, event: Accepted, now: float) -> None:
+        self.accepted = event
+        self.slot.backoff.connected(now)
+        node = event.node_id[:16] or "-"
+        if self.connector.plan.accepted(self.slot, self, event.node_id) is Verdict.SAME_NODE:
+            logger.info("tunnel %d reached gateway node %s, which another tunnel holds: "
+                        "closing it to try another node", self.slot.index, node)
+            self.same_node = True
+            self.conn.goaway(ErrorCode.NO_ERROR, "this connector already holds this node")
+            self._release()
+            return
+        logger.info("tunnel %d open: session %s on gateway node %s, serving %s",
+                    self.slot.index, event.session_id, node,
+                    ", ".join(event.deployments) or "nothing")
+        self.connector.sessions += 1
+        self.kept = True
+        if (metrics := self.connector.metrics) is not None:
+            metrics.tunnel_connected(True)
+        self.send_health()
 
     # ---- after a stream, and health ------------------------------------------------------
 
@@ -295,48 +333,3 @@ def plan_for(connector: ConnectorState, stream: StreamRequest) -> Plan:
 def _refused(path: str, kind: ErrorKind, message: str) -> Plan:
     route, client = handling.route_for(path) or (Route.GENERATE, ClientFormat.CHAT)
     return Plan(route=route, client=client, immediate=handling.refusal(path, kind, message))
-
-
-def dial_failure(exc: BaseException) -> str:
-    """Why dialling the gateway failed, for the log (no secret in it)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"cannot reach the gateway: its TLS certificate is not trusted "
-                f"({exc.verify_message}); check --ca-file")
-    strerror = getattr(exc, "strerror", None) or ""
-    return f"cannot reach the gateway: {type(exc).__name__} {strerror}".rstrip()
-
-
-class Reconnect:
-    """When to dial the gateway again, for both shells.
-
-    After a session (:meth:`after_session`) or a dial that failed (:meth:`after_dial_failure`)
-    the shell waits the returned number of seconds, then dials. The wait is the gateway's
-    ``retry_after`` when its rejection carried one, PLUS the full-jitter back-off delay
-    (:class:`~runtimes.connector.handling.Backoff`): the gateway's figure is a minimum, and
-    the jitter on top spreads the connectors it turned away so they do not all come back at
-    the same instant. A permanent rejection (bad or revoked token, deployments not allowed,
-    another protocol version) raises PermanentRejection instead: retrying cannot help.
-    """
-
-    def __init__(self, backoff: Backoff) -> None:
-        self.backoff = backoff
-
-    def after_session(self, session: SessionEvents[S], now: float) -> float:
-        """Seconds to wait after ``session`` ended (PermanentRejection: stop for good)."""
-        try:
-            retry_after = session_outcome(session.rejected, session.revoked)
-        except PermanentRejection as exc:
-            logger.error("%s", exc)
-            raise
-        return self._delay(retry_after or 0.0, now)
-
-    def after_dial_failure(self, exc: BaseException, now: float) -> float:
-        """Seconds to wait after dialling failed with ``exc`` (logged without secrets)."""
-        logger.warning("%s", dial_failure(exc))
-        return self._delay(0.0, now)
-
-    def _delay(self, retry_after: float, now: float) -> float:
-        self.backoff.disconnected(now)
-        delay = retry_after + self.backoff.next_delay()
-        logger.info("reconnecting in %.2fs", delay)
-        return delay

@@ -41,6 +41,7 @@ __all__ = [
     "rejection_text",
     "session_outcome",
     "timing_for",
+    "tunnel_urls",
 ]
 
 SOFTWARE_VERSION = "0.1.0"
@@ -87,6 +88,13 @@ class ConnectorSettings:
     health_interval: float = HEALTH_INTERVAL
     #: ``(host, port)`` to serve Prometheus metrics on, or None (``--metrics-listen``).
     metrics_listen: tuple[str, int] | None = None
+    #: Tunnels held at once, to distinct gateway nodes where the gateway names its nodes
+    #: (``tokios-connector --tunnels``, whose default is 2; a library connector holds 1
+    #: unless told).
+    tunnels: int = 1
+    #: More gateway tunnel URLs after ``tunnel_url`` (``--gateway`` repeated): tunnel i dials
+    #: address i first, then the next on each dial.
+    other_tunnel_urls: tuple[str, ...] = ()
     connector_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}-"
                                                        f"{secrets.token_hex(4)}")
 
@@ -101,6 +109,11 @@ def hello_for(settings: ConnectorSettings) -> Hello:
                    for name, model in settings.models.items())
     return Hello(credential=Secret(settings.token), connector_id=settings.connector_id,
                  software_version=SOFTWARE_VERSION, deployments=offers)
+
+
+def tunnel_urls(settings: ConnectorSettings) -> tuple[str, ...]:
+    """Every gateway address the connector's tunnels dial, ``tunnel_url`` first."""
+    return (settings.tunnel_url, *settings.other_tunnel_urls)
 
 
 def config_for(settings: ConnectorSettings) -> Config:

@@ -4,27 +4,30 @@ For hosts that cannot or will not run an event loop (an application that embeds 
 connector, a frozen build, a platform without uvloop). It drives the very same sans-IO core
 (``tokios_proto.ConnectorConnection``), the same per-stream work
 (``runtimes.connector.serving``), the same WebSocket message layer and HTTP exchange and the
-same reconnect policy (``runtimes.connector.session.Reconnect``) with the stdlib's socket,
+same reconnect policy (``runtimes.connector.tunnels``) with the stdlib's socket,
 ssl and threading; it never imports asyncio. Library use (see docs/embedding.md)::
 
     connector = ThreadedConnector(settings).start()   # returns at once; serves in a thread
     ...
     code = connector.stop()                            # closes the tunnel, joins the thread
 
-Threads. Per tunnel, ONE reader thread (the connector's own thread) reads WebSocket messages,
-feeds the core, handles its events and fires its timer (``get_timer()``: the reader's read
-timeout). Per stream, one worker from a bounded pool (``max_workers``) waits for the request
-body, then does what the stream's work says (call the upstream, read it until the work's
-deadline: keep-alives are sent from that wait, wait for credit). One lock guards the core, the
-stream table and the works; ONE writer lock serialises taking output from the core and
-writing it to the socket, so frames leave in the core's order. A worker out of send credit
-waits on a condition of the core lock until a WindowUpdated (or the stream's end) wakes it: a
-slow client stalls the worker, which stops reading the upstream (real backpressure, bounded
-memory). A StreamReset aborts the worker's upstream socket, so the model stops generating.
-When a worker leaves its stream (whatever ended it) it sends the stream's usage report. One
-more thread checks the model server's health (:class:`~runtimes.connector.health.
-UpstreamHealth`) and has the live session report changes. Nothing listens on a socket but
-the optional ``--metrics-listen`` endpoint (prometheus-client's own thread).
+Threads. Per tunnel (``settings.tunnels``, see ``runtimes.connector.tunnels``), one thread runs
+the tunnel's loop (dial, wait until the session lets go, wait, again), and each session has ONE
+reader thread that reads WebSocket messages, feeds the core, handles its events and fires its
+timer (``get_timer()``: the reader's read timeout); a session whose gateway node drains goes on
+reading until its streams are done while its loop dials a replacement. Per stream, one worker
+from a bounded pool (``max_workers``) waits for the request body, then does what the stream's
+work says (call the upstream, read it until the work's deadline: keep-alives are sent from that
+wait, wait for credit). One lock guards the core, the stream table and the works; ONE writer
+lock serialises taking output from the core and writing it to the socket, so frames leave in
+the core's order. A worker out of send credit waits on a condition of the core lock until a
+WindowUpdated (or the stream's end) wakes it: a slow client stalls the worker, which stops
+reading the upstream (real backpressure, bounded memory). A StreamReset aborts the worker's
+upstream socket, so the model stops generating. When a worker leaves its stream (whatever
+ended it) it sends the stream's usage report. One more thread checks the model server's
+health (:class:`~runtimes.connector.health.UpstreamHealth`) and has every live session report
+changes. Nothing listens on a socket but the optional ``--metrics-listen`` endpoint
+(prometheus-client's own thread).
 """
 
 from __future__ import annotations
@@ -51,12 +54,10 @@ from runtimes.blocking import (
 )
 from runtimes.blocking.upstream import UpstreamExchange
 from runtimes.connector import handling
-from runtimes.connector.handling import Backoff
 from runtimes.connector.health import CHECK_TIMEOUT, MAX_LIST_BODY, UpstreamHealth
 from runtimes.connector.metrics import ConnectorMetrics
 from runtimes.connector.serving import Step, StreamWork, Timing
 from runtimes.connector.session import (
-    Reconnect,
     SessionEvents,
     StreamRequest,
     health_changed,
@@ -74,7 +75,9 @@ from runtimes.connector.settings import (
     config_for,
     hello_for,
     timing_for,
+    tunnel_urls,
 )
+from runtimes.connector.tunnels import HoldsTunnels, TunnelPlan, TunnelSlot
 from tokios_proto import (
     ConnectionState,
     ConnectionTerminated,
@@ -129,9 +132,11 @@ class TunnelSession(SessionEvents[_Stream]):
     Events are handled (``SessionEvents.on_event``) under :attr:`lock`."""
 
     def __init__(self, connector: ThreadedConnector, ws: WebSocket,
-                 conn: ConnectorConnection) -> None:
-        super().__init__(connector, conn)
+                 conn: ConnectorConnection, slot: TunnelSlot) -> None:
+        super().__init__(connector, conn, slot)
         self.threaded = connector
+        #: Set when the tunnel's loop may dial again (see SessionEvents._release).
+        self.released = threading.Event()
         self.ws = ws
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
@@ -200,6 +205,9 @@ class TunnelSession(SessionEvents[_Stream]):
 
     def _credit(self, stream_id: int) -> None:
         self.credit.notify_all()
+
+    def _release(self) -> None:
+        self.released.set()
 
     def flush(self, *, wait: bool = False) -> None:
         """Write what the core queued, in order (any thread; serialised by the writer lock).
@@ -333,23 +341,24 @@ class TunnelSession(SessionEvents[_Stream]):
             exchange.abort()
 
 
-class ThreadedConnector:
-    """The reconnect loop around :class:`TunnelSession`, in one thread of its own.
+class ThreadedConnector(HoldsTunnels):
+    """The tunnels' loops around :class:`TunnelSession`, each in a thread of its own.
 
     ``start()`` runs it in a daemon thread and returns ``self``; ``stop()`` ends it and returns
     the exit code; ``run()`` runs it in the calling thread instead (returns EXIT_PERMANENT on a
     permanent rejection, EXIT_OK once stopped). ``max_workers`` bounds the threads serving
-    streams at once (default: the settings' ``max_concurrent_streams``); more streams wait.
+    streams at once (default: the settings' ``max_concurrent_streams`` times its ``tunnels``);
+    more streams wait.
     """
 
     def __init__(self, settings: ConnectorSettings, *, max_workers: int | None = None,
                  rng: Callable[[], float] = random.random) -> None:
         self.settings = settings
         self.backend = settings.backend
-        self.backoff = Backoff(rng)
-        self.reconnect = Reconnect(self.backoff)
+        self.plan = TunnelPlan(settings.tunnels, tunnel_urls(settings), rng=rng,
+                               guard=threading.Lock())
         self.timing: Timing = timing_for(settings)
-        self.max_workers = max_workers or settings.max_concurrent_streams
+        self.max_workers = max_workers or settings.max_concurrent_streams * settings.tunnels
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.pool = UpstreamPool(settings.upstream,
@@ -360,14 +369,21 @@ class ThreadedConnector:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._session_lock = threading.Lock()
-        #: Sessions accepted so far (for tests); the live session, if any.
+        #: Every session's reader thread, live or draining (under _session_lock).
+        self._readers: dict[TunnelSession, threading.Thread] = {}
+        #: Sessions accepted and kept so far (for tests).
         self.sessions = 0
-        self.current: TunnelSession | None = None
         self.metrics: ConnectorMetrics | None
         self.health: UpstreamHealth | None
         self.metrics, self.health = observers_for(settings)
         self.exit_code: int | None = None
+        self._permanent = False
         self._ran = False
+
+    @property
+    def current(self) -> TunnelSession | None:
+        """The first tunnel's live session, if any."""
+        return self.plan.slots[0].current  # type: ignore[return-value]
 
     # ---- library API ---------------------------------------------------------------------
 
@@ -380,14 +396,17 @@ class ThreadedConnector:
         return self
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Close the tunnel, abort the streams in flight and wait up to ``timeout`` seconds
+        """Close the tunnels, abort the streams in flight and wait up to ``timeout`` seconds
         for the connector thread; the exit code, or None if it is still running."""
         self._stopping.set()
-        with self._session_lock:
-            session = self.current
-        if session is not None:
-            session.stop()
+        self._drop_sessions()
         return self.wait(timeout)
+
+    def _drop_sessions(self) -> None:
+        with self._session_lock:
+            sessions = list(self._readers)
+        for session in sessions:
+            session.stop()
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the connector thread to end; its exit code, or None on timeout."""
@@ -401,7 +420,7 @@ class ThreadedConnector:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    # ---- the loop ------------------------------------------------------------------------
+    # ---- the loops -----------------------------------------------------------------------
 
     def submit(self, work: Callable[[int, _Stream], None], stream_id: int,
                stream: _Stream) -> None:
@@ -413,7 +432,6 @@ class ThreadedConnector:
         if self._ran:
             raise RuntimeError("a ThreadedConnector runs once; make a new one")
         self._ran = True
-        code = EXIT_OK
         if not start_metrics(self):
             self._workers.shutdown(wait=False)
             self.pool.close()
@@ -424,36 +442,34 @@ class ThreadedConnector:
             checks = threading.Thread(target=self._check_health, name="tokios-health",
                                       daemon=True)
             checks.start()
+        holders = [threading.Thread(target=self._hold, args=(slot,), daemon=True,
+                                    name=f"tokios-tunnel-{slot.index}")
+                   for slot in self.plan.slots]
         try:
-            while not self._stopping.is_set():
-                try:
-                    session = self.session()
-                    if self._stopping.is_set():
-                        break
-                    delay = self.reconnect.after_session(session, time.monotonic())
-                except PermanentRejection:
-                    code = EXIT_PERMANENT
-                    break
-                except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
-                    if self._stopping.is_set():
-                        break
-                    delay = self.reconnect.after_dial_failure(exc, time.monotonic())
-                if self._stopping.wait(delay):
-                    break
+            for holder in holders:
+                holder.start()
+            self._stopping.wait()
         finally:
             self._stopping.set()  # ends the health checks too
+            self._drop_sessions()
+            for holder in holders:
+                holder.join(5.0)
+            with self._session_lock:
+                readers = list(self._readers.values())
+            for reader in readers:
+                reader.join(5.0)
             self._workers.shutdown(wait=False, cancel_futures=True)
             if checks is not None:
                 checks.join(2 * CHECK_TIMEOUT)
             if self.metrics is not None:
                 self.metrics.close()
             self.pool.close()
-            self.exit_code = code
-        return code
+            self.exit_code = EXIT_PERMANENT if self._permanent else EXIT_OK
+        return self.exit_code
 
     def _check_health(self) -> None:
         """The health thread: check the model server every ``--health-interval`` (one check
-        at a time, each read within the check timeout); the live session reports changes."""
+        at a time, each read within the check timeout); every live session reports changes."""
         health = self.health
         assert health is not None
         # its own connection: requests holding every slot of the pool must not fail a check
@@ -475,36 +491,70 @@ class ThreadedConnector:
             pool.close()
 
     def _health_changed(self) -> None:
+        health_changed(self, None)
         with self._session_lock:
-            session = self.current
-        if session is None:
-            health_changed(self, None)
-            return
-        with session.lock:
-            queued = health_changed(self, session)
-        if queued:
-            session.flush()
+            sessions = [s.current for s in self.plan.slots
+                        if isinstance(s.current, TunnelSession)]
+        for session in sessions:
+            with session.lock:
+                queued = session.send_health()
+            if queued:
+                session.flush()
 
-    def session(self) -> TunnelSession:
-        """One connection to the gateway, from dial to close."""
-        context = None
-        if self.settings.tunnel_url.startswith("wss://"):
-            context = client_context(ca_file=self.settings.ca_file)
-        ws = connect_websocket(self.settings.tunnel_url, ssl_context=context,
-                               max_message_size=1024 * 1024)
+    def _hold(self, slot: TunnelSlot) -> None:
+        """One tunnel's loop: dial, serve, wait, again (a permanent rejection stops all)."""
+        while not self._stopping.is_set():
+            try:
+                session = self.session(slot)
+                if self._stopping.is_set():
+                    break
+                delay = self.plan.after_session(slot, session, time.monotonic())
+            except PermanentRejection:
+                self._permanent = True
+                self._stopping.set()
+                break
+            except (OSError, TimeoutError, WebSocketHandshakeError) as exc:
+                if self._stopping.is_set():
+                    break
+                delay = slot.reconnect.after_dial_failure(exc, time.monotonic())
+            if self._stopping.wait(delay):
+                break
+
+    def session(self, slot: TunnelSlot | None = None) -> TunnelSession:
+        """One connection to the gateway, from dial until it lets go of its tunnel's loop:
+        it ended, it landed on a node another tunnel holds, or its node drains (then its
+        reader thread finishes its streams)."""
+        slot = slot or self.plan.slots[0]
+        url = self.plan.url_for(slot)
+        context = client_context(ca_file=self.settings.ca_file) if url.startswith(
+            "wss://") else None
+        ws = connect_websocket(url, ssl_context=context, max_message_size=1024 * 1024)
         conn = ConnectorConnection(config_for(self.settings), hello=hello_for(self.settings))
-        session = TunnelSession(self, ws, conn)
+        session = TunnelSession(self, ws, conn, slot)
+        reader = threading.Thread(target=self._read, args=(session,), daemon=True,
+                                  name=f"tokios-tunnel-{slot.index}-reader")
         with self._session_lock:
-            self.current = session
+            slot.current = session
+            self._readers[session] = reader
         if self._stopping.is_set():
             session.stop()
+        reader.start()
+        try:
+            session.released.wait()
+        finally:
+            with self._session_lock:
+                if slot.current is session:
+                    slot.current = None
+        return session
+
+    def _read(self, session: TunnelSession) -> None:
         try:
             session.run()
         finally:
+            session.ws.release()
             with self._session_lock:
-                self.current = None
-            ws.release()
-        return session
+                self._readers.pop(session, None)
+            session.finish()
 
 
 def serve_until_signal(settings: ConnectorSettings, *, auto: bool = False) -> int:

@@ -310,10 +310,13 @@ class GatewayApi:
                 response, client, ErrorKind.REQUEST_TOO_LARGE,
                 f"request body exceeds {self.max_body_bytes} bytes", request_id)
         except QueueRefused as refused:
+            # this node drains: the request never reached a tunnel here, so the entry node
+            # may try another node
             info["status"] = await self._error(
                 response, client, ErrorKind.RATE_LIMITED if refused.status == 429
                 else ErrorKind.OVERLOADED, str(refused), request_id, status=refused.status,
-                retry_after=refused.retry_after)
+                retry_after=refused.retry_after,
+                extra=((RETRYABLE_HEADER, "1"),) if refused.reason == "shutting_down" else ())
         except ClientDisconnected:
             pass
         finally:

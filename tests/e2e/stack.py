@@ -143,6 +143,9 @@ class Stack:
     upstream_model: str = "qwen3:8b"
     #: Extra ``tokios-connector`` arguments (e.g. ``["--keepalive-interval", "0.2"]``).
     connector_args: list[str] = field(default_factory=list)
+    #: ``tokios-connector --tunnels`` (None: the command's default). The suites written for
+    #: one tunnel per connector keep 1; the cluster tests hold several.
+    tunnels: int | None = 1
     deployment: str = "coder"
     #: ``--log-level`` of the gateway and the connector (None: their default, info).
     log_level: str | None = None
@@ -306,6 +309,7 @@ class Stack:
             str(self.ca_file),
             "--runtime",
             self.runtime,
+            *(() if self.tunnels is None else ("--tunnels", str(self.tunnels))),
             *self.connector_args,
         ]
 

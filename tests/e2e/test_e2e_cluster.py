@@ -10,7 +10,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,14 +41,16 @@ class Cluster:
     redis: RedisServer
     nodes: list[Node] = field(default_factory=list)
 
-    def start_node(self, index: int) -> Node:
+    def start_node(self, index: int, port: int = 0) -> Node:
+        """Start node ``index`` listening on ``port`` (0: any; give its old port to restart
+        it where connectors dial it)."""
         stack = self.stack
         secret_file = stack.workdir / "cluster-secret"
         secret_file.write_text(SECRET)
         store = ["--store", stack.store_url] if stack.store_url else ["--data", str(stack.data)]
         proc = Proc(f"node{index}", [
             sys.executable, "-m", "runtimes.gateway.cli", "serve", *store,
-            "--listen", "127.0.0.1:0", "--tls-cert", str(stack.workdir / "cert.pem"),
+            "--listen", f"127.0.0.1:{port}", "--tls-cert", str(stack.workdir / "cert.pem"),
             "--tls-key", str(stack.workdir / "key.pem"), "--grace-period", "3",
             "--node-listen", "127.0.0.1:0", "--node-ca", str(stack.ca_file),
             "--cluster-secret-file", str(secret_file), "--redis", self.redis.url,
@@ -107,7 +109,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path,
                             redis_server)
 
 
-def _cluster(stack: Stack, redis_server: RedisServer) -> Iterator[Cluster]:
+def _cluster(stack: Stack, redis_server: RedisServer, *, dial_every_node: bool = False,
+             ready: Callable[[Cluster], None] | None = None) -> Iterator[Cluster]:
+    """Three nodes and the stack's connector, given node 0's address (and, with
+    ``dial_every_node``, the others' too); ``ready`` waits for what the test needs first."""
     with stack.running():  # gateway (node 0's place is taken by the stack's own gateway)
         assert stack.gateway is not None and stack.connector is not None
         stack.connector.stop()
@@ -115,9 +120,13 @@ def _cluster(stack: Stack, redis_server: RedisServer) -> Iterator[Cluster]:
         built = Cluster(stack, redis_server)
         try:
             built.nodes = [built.start_node(i) for i in range(3)]
-            # the connector dials node 0 only
             stack.port = built.nodes[0].port
+            if dial_every_node:
+                stack.connector_args = [*stack.connector_args, *(
+                    arg for node in built.nodes[1:] for arg in ("--gateway", built.url(node)))]
             stack.start_connector()
+            if ready is not None:
+                ready(built)
             built.served_everywhere()
             yield built
         finally:

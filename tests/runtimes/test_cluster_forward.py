@@ -5,6 +5,7 @@ whole path runs for real in tests/e2e/test_e2e_cluster.py and test_e2e_workers.p
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from runtimes.cluster.directory import NodeDirectory
 from runtimes.cluster.forward import (
     ACCOUNT_HEADER,
+    Forwarder,
     ForwardFailed,
     RemoteRouting,
     _account_header,
@@ -129,3 +131,50 @@ def test_when_every_node_fails_before_starting_the_answer_is_a_retry_later(
 
     (tmp_path / "x").mkdir()
     asyncio.run(main())
+
+
+def test_a_peer_closing_its_kept_alive_connection_as_it_shuts_down_did_not_start_it() -> None:
+    """A draining node closes its listener, then its idle kept-alive connections, crossing a
+    request on the wire: the pool's resend (allowed, nothing was answered) finds no listener.
+    The request never reached that node, so the entry node may try another (a rolling
+    restart lost requests to this before)."""
+
+    async def main() -> None:
+        seen = 0
+        server: asyncio.Server | None = None
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal seen
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                seen += 1
+                if seen == 1:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    await writer.drain()
+                    continue
+                assert server is not None
+                server.close()  # the listener first, then the connection, unanswered
+                writer.close()
+                return
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        forwarder = Forwarder(SECRET)
+        node = NodeRecord(node_id="peer", forward_url=f"http://127.0.0.1:{port}",
+                          started_at=0.0)
+        head = RequestHead(method="POST", path="/v1/chat/completions", request_id="req_1")
+        try:
+            stream = await forwarder.open(node, head, b"{}", account=ACCOUNT)
+            assert stream.status == 200
+            while await stream.next_data() is not None:
+                pass
+            with pytest.raises(ForwardFailed) as failed:
+                await forwarder.open(node, head, b"{}", account=ACCOUNT)
+            assert failed.value.retryable and seen == 2
+        finally:
+            await forwarder.aclose()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -69,7 +69,8 @@ def test_connector_options_from_a_file(tmp_path: Path, monkeypatch: pytest.Monke
     args = connector_args(tmp_path, CONNECTOR_BASE + 'max_concurrent_streams = 8\n'
                           'keepalive-interval = 2.5\nlog-format = "json"\nbackend = "ollama"\n'
                           'model = ["coder=qwen3:8b", "small"]\n')
-    assert args.gateway == "https://gw" and args.max_concurrent_streams == 8
+    assert args.gateway == ["https://gw"] and args.max_concurrent_streams == 8
+    assert args.tunnels == 2  # the command's default
     assert args.keepalive_interval == 2.5 and args.log_format == "json"
     assert args.backend == "ollama" and args.model == ["coder=qwen3:8b", "small"]
 
@@ -80,13 +81,44 @@ def test_precedence_flag_then_environment_then_file_then_default(
         monkeypatch.delenv(name, raising=False)
     text = 'gateway = "https://file"\nupstream = "http://file:1"\nmodel = "a"\n'
     args = connector_args(tmp_path, text)
-    assert (args.gateway, args.upstream, args.runtime) == ("https://file", "http://file:1",
+    assert (args.gateway, args.upstream, args.runtime) == (["https://file"], "http://file:1",
                                                           "asyncio")
     monkeypatch.setenv("TOKIOS_GATEWAY", "https://env")
     args = connector_args(tmp_path, text)
-    assert (args.gateway, args.upstream) == ("https://env", "http://file:1")
+    assert (args.gateway, args.upstream) == (["https://env"], "http://file:1")
     args = connector_args(tmp_path, text, "--gateway", "https://flag")
-    assert args.gateway == "https://flag"
+    assert args.gateway == ["https://flag"]
+
+
+def test_several_gateways_and_tunnels_from_flags_environment_or_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in connector_cli.ENVIRONMENT.values():
+        monkeypatch.delenv(name, raising=False)
+    text = ('gateway = ["https://a", "https://b"]\ntunnels = 3\nupstream = "http://u:1"\n'
+            'model = "m"\ntoken = "t"\n')
+    args = connector_args(tmp_path, text)
+    assert args.gateway == ["https://a", "https://b"] and args.tunnels == 3
+    settings = connector_cli.settings_from_args(args)  # type: ignore[arg-type]
+    assert settings.tunnels == 3
+    assert (settings.tunnel_url, settings.other_tunnel_urls) == ("wss://a/v1/tunnel",
+                                                                 ("wss://b/v1/tunnel",))
+    # the first flag replaces the file's list, the next ones add to it; duplicates go
+    args = connector_args(tmp_path, text, "--gateway", "https://c", "--gateway", "https://d",
+                          "--gateway", "https://c/", "--tunnels", "1")
+    settings = connector_cli.settings_from_args(args)  # type: ignore[arg-type]
+    assert (settings.tunnel_url, settings.other_tunnel_urls, settings.tunnels) == (
+        "wss://c/v1/tunnel", ("wss://d/v1/tunnel",), 1)
+    monkeypatch.setenv("TOKIOS_GATEWAY", "https://e, https://f")
+    monkeypatch.setenv("TOKIOS_TUNNELS", "4")
+    args = connector_args(tmp_path, text)
+    assert args.gateway == ["https://e", "https://f"] and args.tunnels == 4
+    for bad in ("0", "9"):
+        args = connector_args(tmp_path, text, "--tunnels", bad)
+        with pytest.raises(ValueError, match=r"--tunnels must be in 1\.\.8"):
+            connector_cli.settings_from_args(args)  # type: ignore[arg-type]
+    many = " ".join(f"--gateway https://g{i}" for i in range(17)).split()
+    with pytest.raises(ValueError, match="at most 16"):
+        connector_cli.settings_from_args(connector_args(tmp_path, text, *many))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("line", "message"), [

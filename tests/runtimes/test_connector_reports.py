@@ -13,6 +13,7 @@ import pytest
 from runtimes.connector.cli import build_parser, parse_arguments, settings_from_args
 from runtimes.connector.health import UpstreamHealth
 from runtimes.connector.session import SessionEvents, StreamRequest
+from runtimes.connector.tunnels import TunnelPlan
 from runtimes.upstream_http import Failure, Received, ResponseHead, UpstreamError
 from tests.runtimes.test_connector_serving import (
     CHAT,
@@ -90,10 +91,14 @@ def test_no_tokens_when_the_model_was_not_asked_or_refused() -> None:
     assert loading.work.failure == "status" and unreachable.work.failure == "connect"
 
 
+#: The one tunnel of these sessions (its plan is not consulted: no handshake here).
+SLOT = TunnelPlan(1, ("wss://gw/v1/tunnel",), rng=lambda: 0.5).slots[0]
+
+
 class _Connector:
     settings = None
     backend = BackendKind.LLAMACPP
-    backoff = None
+    plan = None
     sessions = 0
     metrics = None
     health = None
@@ -107,7 +112,7 @@ def test_the_session_reports_each_streams_usage_once() -> None:
     r = rig({**CHAT, "stream": True})
     called(r)
     r.feed(SSE_HEAD, sse("Hello", finish="stop"), USAGE_CHUNK, b"data: [DONE]\n\n")
-    session = _Session(_Connector(), r.pair.connector)  # type: ignore[arg-type]
+    session = _Session(_Connector(), r.pair.connector, SLOT)  # type: ignore[arg-type]
     stream = StreamRequest(RequestHead(method="POST", path="/v1/chat/completions",
                                        deployment="llama", request_id="rid-1"))
     stream.work = r.work
