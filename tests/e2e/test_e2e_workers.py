@@ -6,6 +6,7 @@ started again; SIGTERM drains every worker and the parent exits 0."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -60,3 +61,22 @@ def test_workers_share_the_port_and_forward_to_the_tunnel(tmp_path: Path) -> Non
         assert stack.gateway.stop(signal.SIGTERM, timeout=30) == 0
         assert time.monotonic() - started < 15
         assert all(not Path(f"/proc/{pid}").exists() for pid in _children(stack.gateway.pid))
+
+
+def test_a_connectors_tunnels_land_on_distinct_workers(tmp_path: Path) -> None:
+    """One address, the kernel spreading connections over the workers: each worker names itself
+    in WELCOME, so a tunnel that lands on the worker the other holds is dialled again."""
+    stack = Stack(workdir=tmp_path, backend="ollama", gateway_args=["--workers", "3"],
+                  tunnels=2)
+    opened = re.compile(r"tunnel (\d) open: session \w+ on gateway node (\S+),")
+    with stack.running():
+        assert stack.connector is not None
+        connector = stack.connector
+
+        def where() -> dict[str, str]:
+            return dict(opened.findall(connector.log()))  # the last node of each tunnel
+
+        wait_for(lambda: len(where()) == 2, 20, "both tunnels open")
+        nodes = where()
+        assert nodes["0"] != nodes["1"] and "-" not in nodes.values(), nodes
+        stack.wait_served(10)
