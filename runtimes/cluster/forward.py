@@ -260,11 +260,14 @@ class RemoteRouting:
         deployment; ForwardFailed when the peers tried all failed (see module doc)."""
         tried: list[str] = []
         failure: ForwardFailed | None = None
+        refreshed = False
         while len(tried) < MAX_NODE_ATTEMPTS:
             node = self.directory.pick(account.tenant_id, account.deployment, exclude=tried)
-            if node is None and not tried:  # perhaps a tunnel just came up elsewhere
-                await self.directory.refresh()
-                node = self.directory.pick(account.tenant_id, account.deployment)
+            if node is None and not refreshed:  # none, or none left: perhaps a tunnel just
+                refreshed = True                # came up elsewhere (one moved off a node
+                await self.directory.refresh()  # that drains)
+                node = self.directory.pick(account.tenant_id, account.deployment,
+                                           exclude=tried)
             if node is None:
                 break
             tried.append(node.node_id)

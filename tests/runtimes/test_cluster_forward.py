@@ -67,6 +67,8 @@ class StubForwarder:
                    account: Account) -> Any:
         self.tried.append(node.node_id)
         outcome = self.script[node.node_id]
+        if callable(outcome):
+            outcome = await outcome()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -130,6 +132,28 @@ def test_when_every_node_fails_before_starting_the_answer_is_a_retry_later(
         assert await remote2.open(HEAD, b"{}", account=ACCOUNT) is None  # nobody serves it
 
     (tmp_path / "x").mkdir()
+    asyncio.run(main())
+
+
+def test_a_tunnel_that_moved_since_the_last_read_is_found_when_the_known_nodes_refuse(
+        tmp_path: Path) -> None:
+    """The only node this node knows to serve the deployment drains (its tunnel went), and the
+    connector's replacement tunnel came up on node b after this node last read the records:
+    one more read finds b, rather than a 503."""
+
+    async def main() -> None:
+        async def moved() -> Exception:
+            peer = NodeDirectory(LocalClusterState(tmp_path / "cluster.db"), node_id="b",
+                                 forward_url="https://b",
+                                 serves=lambda: {"ten_1": {"coder": 4}})
+            await peer.beat()
+            await asyncio.sleep(0.15)  # older than the refresh's minimum age
+            return ForwardFailed("draining", retryable=True)
+
+        remote, stub = await routing(tmp_path, {"a": moved, "b": "the stream"}, {"a": 9})
+        assert await remote.open(HEAD, b"{}", account=ACCOUNT) == "the stream"
+        assert stub.tried == ["a", "b"]
+
     asyncio.run(main())
 
 
