@@ -42,7 +42,13 @@ from runtimes.gateway.health import deployment_health, models_extra, readiness
 from runtimes.gateway.limits import Limiter, LocalLimiter, limits_of, tokens_limits
 from runtimes.gateway.metrics import METRICS_PATH, NONE, GatewayMetrics, endpoint_label, scrape
 from runtimes.gateway.problems import error_answer
-from runtimes.gateway.queue import Admission, QueuePolicy, QueueRefused, policy_of
+from runtimes.gateway.queue import (
+    Admission,
+    ClusterSlots,
+    QueuePolicy,
+    QueueRefused,
+    policy_of,
+)
 from runtimes.gateway.routing import (
     KNOWN_PATHS,
     EndpointKind,
@@ -109,7 +115,8 @@ class GatewayApi:
                  auth_ttl: float = 1.0, limiter: Limiter | None = None,
                  metrics: GatewayMetrics | None = None, metrics_token: str | None = None,
                  metrics_here: bool = True, remote: RemoteRouting | None = None,
-                 notices_to: ClusterState | None = None) -> None:
+                 notices_to: ClusterState | None = None,
+                 cluster_slots: ClusterSlots | None = None) -> None:
         self.store = store
         #: The other nodes of this gateway (None: a gateway of one process).
         self.remote = remote
@@ -129,8 +136,9 @@ class GatewayApi:
         self.max_streams_per_key = max_streams_per_key
         self._per_key: dict[str, int] = {}
         self.limiter: Limiter = limiter if limiter is not None else LocalLimiter()
-        #: The per-deployment caps and queues; told when tunnels gain room.
-        self.admission = Admission(tunnels.free_streams)
+        #: The per-deployment caps and queues; told when tunnels gain room. With
+        #: ``cluster_slots`` (--redis) a deployment's cap holds across every node.
+        self.admission = Admission(tunnels.free_streams, cluster=cluster_slots)
         tunnels.on_capacity = self.admission.capacity_changed
         self.metrics = metrics
         #: ``GET /metrics``: served on this port (else on --metrics-listen), behind this token.

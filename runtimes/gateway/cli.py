@@ -433,10 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", metavar="URL",
                        help="Redis shared by the gateway's nodes (redis://HOST:PORT/DB, "
                             "rediss:// for TLS; prefer $TOKIOS_REDIS when it holds a "
-                            "password): which node serves what, and the per-minute limits of "
-                            "keys and tenants across all nodes together (default: a file in "
-                            "the data dir for the workers of one machine; limits counted in "
-                            "each process)")
+                            "password): which node serves what, the per-minute limits of keys "
+                            "and tenants and each deployment's --max-in-flight, across all "
+                            "nodes together (default: a file in the data dir for the workers "
+                            "of one machine; limits and caps counted in each process)")
     serve.set_defaults(handler=None)
 
     def group(name: str, help_text: str) -> Any:
@@ -479,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--max-in-flight", metavar="N", default=argparse.SUPPRESS,
             type=parse_limit, help="requests forwarded at once at most, whatever the "
-            f"connectors take (default: their own limits only; or {word})")
+            "connectors take; per gateway node, or across all nodes when the gateway runs "
+            f"with --redis (default: their own limits only; or {word})")
         command.add_argument(
             "--queue", metavar="N", default=argparse.SUPPRESS, type=parse_count_or_default,
             help="requests that may wait for a free connector, fairly between keys (default "

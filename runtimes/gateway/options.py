@@ -94,8 +94,9 @@ class ServeOptions:
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
     #: The PostgreSQL store (``postgresql://...``); None: SQLite in ``data_dir``.
     store_url: str | None = None
-    #: Redis shared by the nodes (``--redis``): the per-minute limits and the cluster state
-    #: live there. None: limits in this process, the cluster state in a local file.
+    #: Redis shared by the nodes (``--redis``): the per-minute limits, the deployments'
+    #: in-flight slots and the cluster state live there. None: limits and caps in this
+    #: process, the cluster state in a local file.
     redis_url: str | None = None
     #: Gateway processes on the same ports (runtimes/gateway/workers.py).
     workers: int = 1

@@ -22,16 +22,24 @@ full, a key with fewer requests waiting than the key with the most takes the pla
 key's newest request (which gets 429); so one key can never hold the whole queue against
 others. :class:`FairQueue` is that logic alone, without asyncio.
 
-The cap and the queue are per gateway process (a multi-node gateway keeps a queue per node).
+The queue is per gateway process (a multi-node gateway keeps a queue per node). The cap is
+too, unless Admission is given ``cluster`` slots (:class:`~runtimes.gateway.redis_inflight.
+RedisInFlight`, ``serve --redis``): then a request that fits here also takes one of the
+deployment's ``max_in_flight`` slots shared by every node before it goes ahead. The next waiter
+of a gate (in the queue's own order) is served only once a cluster slot is taken for it: a
+task per busy gate asks again whenever a request ends here or a tunnel gains room, and every
+``cluster_retry`` seconds (other nodes' releases are not seen here), until the waiter's
+queue timeout. The slot is given back in :meth:`Admission.leave`, with the local one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Hashable, Iterator
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from runtimes.store import Deployment
 
@@ -42,7 +50,20 @@ __all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_QUEUE_TIMEOUT", "Admission", "FairQueu
 DEFAULT_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT = 30.0
 
+#: Seconds between asking the cluster again for a slot while a gate's next waiter waits.
+CLUSTER_RETRY = 0.25
+
 T = TypeVar("T")
+
+
+class ClusterSlots(Protocol):
+    """In-flight slots shared by every node (see :mod:`runtimes.gateway.redis_inflight`)."""
+
+    def acquire(self, tenant_id: str, deployment: str, cap: int) -> Awaitable[Any]:
+        """A lease on one of ``cap`` slots, or None when every slot is taken."""
+
+    def release(self, lease: Any) -> None:
+        """Give the slot of ``lease`` back (once; a second call does nothing)."""
 
 
 class FairQueue(Generic[T]):
@@ -153,7 +174,7 @@ def _full(deployment: str) -> QueueRefused:
 class _Waiter:
     __slots__ = ("future", "key_id")
 
-    def __init__(self, key_id: str, future: asyncio.Future[None]) -> None:
+    def __init__(self, key_id: str, future: asyncio.Future[object | None]) -> None:
         self.key_id = key_id
         self.future = future
 
@@ -161,7 +182,8 @@ class _Waiter:
 class _Gate:
     """One deployment: requests holding a slot and requests waiting for one."""
 
-    __slots__ = ("deployment", "in_flight", "policy", "queue", "tenant_id")
+    __slots__ = ("asking", "deployment", "in_flight", "policy", "pump", "queue", "tenant_id",
+                 "wake")
 
     def __init__(self, tenant_id: str, deployment: str, policy: QueuePolicy) -> None:
         self.tenant_id = tenant_id
@@ -169,13 +191,20 @@ class _Gate:
         self.policy = policy
         self.in_flight = 0
         self.queue: FairQueue[_Waiter] = FairQueue(policy.queue_size)
+        #: With cluster slots: the task serving the queue, and what wakes it early.
+        self.pump: asyncio.Task[None] | None = None
+        #: A request is asking the cluster for a slot now (later ones queue behind it).
+        self.asking = False
+        self.wake: asyncio.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """A request's place at its deployment; hand it back to :meth:`Admission.leave`."""
+    """A request's place at its deployment; hand it back to :meth:`Admission.leave`.
+    ``lease``: its cluster slot (None: counted in this process only)."""
 
     gate: _Gate | None
+    lease: object | None = None
 
 
 _BYPASS = Ticket(None)
@@ -185,10 +214,15 @@ class Admission:
     """The gates of every deployment of one gateway process (see module doc).
 
     ``free_streams(tenant_id, deployment)`` says how many more streams the live tunnels
-    serving the deployment take now (0: all full), or None when none serves it."""
+    serving the deployment take now (0: all full), or None when none serves it. ``cluster``:
+    the slots every node shares (None: the cap holds per process)."""
 
-    def __init__(self, free_streams: Callable[[str, str], int | None]) -> None:
+    def __init__(self, free_streams: Callable[[str, str], int | None], *,
+                 cluster: ClusterSlots | None = None,
+                 cluster_retry: float = CLUSTER_RETRY) -> None:
         self._free_streams = free_streams
+        self._cluster = cluster
+        self._cluster_retry = cluster_retry
         self._gates: dict[tuple[str, str], _Gate] = {}
         #: Per tenant: requests given a slot from the queue whose task has not run yet (their
         #: stream is not open, so the tunnels' free streams still count their place).
@@ -219,10 +253,20 @@ class Admission:
         elif gate.policy != policy:
             gate.policy = policy
             gate.queue.size = policy.queue_size
-        if not gate.queue and self._has_room(gate, free):
-            gate.in_flight += 1
-            return Ticket(gate)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        clustered = self._clustered(gate)
+        if not gate.queue and self._has_room(gate, free) \
+                and not (clustered and self._asking(gate)):
+            if not clustered:
+                gate.in_flight += 1
+                return Ticket(gate)
+            try:
+                lease = await self._cluster_slot(gate)
+            except asyncio.CancelledError:
+                self._forget_if_idle(gate)
+                raise
+            if lease is not None:
+                return Ticket(gate, lease)
+        future: asyncio.Future[object | None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(key_id, future)
         accepted, pushed_out = gate.queue.push(key_id, waiter)
         if not accepted:
@@ -232,12 +276,14 @@ class Admission:
             pushed_out.future.set_exception(_full(deployment))
         timer = asyncio.get_running_loop().call_later(
             policy.queue_timeout, self._expire, gate, waiter)
+        if clustered:
+            self._start_pump(gate)
         try:
-            await future
+            lease = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._ungrant(tenant_id)
-                self.leave(Ticket(gate))  # the slot came just as the client left
+                self.leave(Ticket(gate, future.result()))  # the slot came as the client left
             elif gate.queue.remove(key_id, waiter):
                 self._forget_if_idle(gate)
             raise
@@ -247,13 +293,16 @@ class Admission:
         finally:
             timer.cancel()
         self._ungrant(tenant_id)
-        return Ticket(gate)
+        return Ticket(gate, lease)
 
     def leave(self, ticket: Ticket) -> None:
-        """The request holding ``ticket`` is done: its slot goes to the next waiter."""
+        """The request holding ``ticket`` is done: its slot (and its cluster slot) goes to the
+        next waiter. Call it exactly once per ticket."""
         gate = ticket.gate
         if gate is None:
             return
+        if ticket.lease is not None and self._cluster is not None:
+            self._cluster.release(ticket.lease)
         gate.in_flight -= 1
         self.capacity_changed(gate.tenant_id)
         self._forget_if_idle(gate)
@@ -261,6 +310,9 @@ class Admission:
     def capacity_changed(self, tenant_id: str) -> None:
         """Tunnels of ``tenant_id`` may take more streams now: serve the waiters that fit."""
         for gate in [g for g in self._gates.values() if g.tenant_id == tenant_id and g.queue]:
+            if self._clustered(gate):
+                self._start_pump(gate)  # the pump takes a cluster slot before it serves
+                continue
             free = self._free_streams(tenant_id, gate.deployment)
             while gate.queue and free is not None and self._has_room(gate, free):
                 waiter = gate.queue.pop()
@@ -278,6 +330,74 @@ class Admission:
                 if not waiter.future.done():
                     waiter.future.set_exception(
                         QueueRefused(message, status=503, reason="shutting_down"))
+
+    # ---- the cluster's slots --------------------------------------------------------------
+
+    def _clustered(self, gate: _Gate) -> bool:
+        return self._cluster is not None and gate.policy.max_in_flight is not None
+
+    @staticmethod
+    def _asking(gate: _Gate) -> bool:
+        """Someone asks the cluster for this gate now: a new request must queue, to keep
+        its order."""
+        return gate.asking or (gate.pump is not None and not gate.pump.done())
+
+    async def _cluster_slot(self, gate: _Gate) -> object | None:
+        """Hold a local slot (and stream) while asking the cluster for one: the lease, with the
+        local slot kept, or None with the local slot given back."""
+        assert self._cluster is not None and gate.policy.max_in_flight is not None
+        gate.in_flight += 1
+        self._granted[gate.tenant_id] = self._granted.get(gate.tenant_id, 0) + 1
+        gate.asking = True
+        lease: object | None = None
+        try:
+            lease = await self._cluster.acquire(gate.tenant_id, gate.deployment,
+                                                gate.policy.max_in_flight)
+        finally:
+            gate.asking = False
+            self._ungrant(gate.tenant_id)
+            if lease is None:
+                gate.in_flight -= 1
+        return lease
+
+    def _start_pump(self, gate: _Gate) -> None:
+        if gate.pump is None or gate.pump.done():
+            gate.wake = asyncio.Event()
+            gate.pump = asyncio.get_running_loop().create_task(self._pump(gate))
+        elif gate.wake is not None:
+            gate.wake.set()
+
+    async def _pump(self, gate: _Gate) -> None:
+        """Serve ``gate``'s waiters in the queue's order, each once a cluster slot is taken for
+        it; ends when the queue is empty."""
+        assert gate.wake is not None
+        try:
+            await self._serve_queue(gate, gate.wake)
+        finally:
+            self._forget_if_idle(gate)
+
+    async def _serve_queue(self, gate: _Gate, wake: asyncio.Event) -> None:
+        while gate.queue and self._closed is None:
+            if not self._clustered(gate):  # its cap was removed: served as any other gate
+                self.capacity_changed(gate.tenant_id)
+                return
+            wake.clear()
+            free = self._free_streams(gate.tenant_id, gate.deployment)
+            lease = None
+            if free is not None and self._has_room(gate, free):
+                lease = await self._cluster_slot(gate)
+            if lease is None:  # full here or in the cluster: wait for a change, or retry
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._cluster_retry)
+                continue
+            waiter = gate.queue.pop()
+            while waiter is not None and waiter.future.done():
+                waiter = gate.queue.pop()
+            if waiter is None:  # every waiter left while the slot was being taken
+                self.leave(Ticket(gate, lease))
+                break
+            self._granted[gate.tenant_id] = self._granted.get(gate.tenant_id, 0) + 1
+            waiter.future.set_result(lease)
 
     # ---- inside --------------------------------------------------------------------------
 

@@ -31,21 +31,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from runtimes.gateway.limits import MAX_DEBT_MINUTES, Limit, LimitKind, LocalLimiter, RateLimited
+from runtimes.gateway.redis_link import (
+    DEFAULT_PREFIX,
+    DEFAULT_TIMEOUT,
+    RETRY_AFTER_FAILURE,
+    RedisLink,
+)
 
 __all__ = ["RedisLimiter"]
 
 logger = logging.getLogger("tokios.gateway.limits")
 
-DEFAULT_PREFIX = "tokios"
-#: Seconds a call to Redis may take before the node counts locally instead.
-DEFAULT_TIMEOUT = 0.5
-#: Seconds between attempts to reach Redis again after a failure.
-RETRY_AFTER_FAILURE = 2.0
 #: A bucket's key expires this long after the bucket would be full again (a full bucket is the
 #: same as none; the margin keeps one that is still being used from vanishing mid-burst).
 EXPIRY_MARGIN_MS = 10_000
@@ -116,7 +115,7 @@ return 0
 """
 
 
-class RedisLimiter:
+class RedisLimiter(RedisLink):
     """Token buckets in Redis, shared by every node using the same Redis and ``prefix``."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
@@ -124,22 +123,14 @@ class RedisLimiter:
                  retry_after_failure: float = RETRY_AFTER_FAILURE) -> None:
         """``url``: redis://, rediss:// or unix://. ``clock``: None for Redis's own time (what
         a gateway uses), else a function of Unix seconds (tests)."""
-        import redis.asyncio as aioredis  # noqa: PLC0415 (optional dependency)
-        from redis.exceptions import RedisError  # noqa: PLC0415
-
-        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=timeout,
-                                                   socket_connect_timeout=timeout)
+        super().__init__(url, what="per-minute limits", logger=logger, timeout=timeout,
+                         retry_after_failure=retry_after_failure)
         self._admit_script = self._redis.register_script(_ADMIT)
         self._charge_script = self._redis.register_script(_CHARGE)
-        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError,
-                                                         asyncio.TimeoutError)
         self._prefix = prefix
         self._clock = clock
-        self._timeout = timeout
-        self._retry_after_failure = retry_after_failure
         #: Where the node counts while Redis is out of reach.
         self.fallback = LocalLimiter()
-        self._down_until = 0.0
         #: Tokens not yet sent, by tokens limit (one entry per bucket and cap).
         self._pending: dict[Limit, int] = {}
         self._sender: asyncio.Task[None] | None = None
@@ -150,26 +141,6 @@ class RedisLimiter:
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
-
-    @property
-    def available(self) -> bool:
-        """False while the node counts locally after a failure to reach Redis."""
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        if self.available:
-            logger.warning("redis unavailable (%s): per-minute limits count in this process "
-                           "until it is back", type(exc).__name__)
-        self._down_until = time.monotonic() + self._retry_after_failure
-
-    async def ping(self) -> bool:
-        """Whether Redis answers now (the gateway checks once at start, to warn early)."""
-        try:
-            await asyncio.wait_for(self._redis.ping(), self._timeout * 2)
-        except self._errors as exc:
-            self._failed(exc)
-            return False
-        return True
 
     async def admit(self, limits: Sequence[Limit]) -> RateLimited | None:
         if not limits:

@@ -27,6 +27,7 @@ from runtimes.gateway.limits import Limiter, LocalLimiter
 from runtimes.gateway.metrics import GatewayMetrics
 from runtimes.gateway.options import ListenAddress, ServeOptions
 from runtimes.gateway.problems import problem_answer
+from runtimes.gateway.redis_inflight import RedisInFlight
 from runtimes.gateway.redis_limits import RedisLimiter
 from runtimes.gateway.tunnels import TunnelManager
 from runtimes.gateway.usage import Accounting, UsageRecorder
@@ -63,6 +64,9 @@ class Gateway:
         self.redis_limiter = None if options.redis_url is None \
             else RedisLimiter(options.redis_url)
         limiter: Limiter = self.redis_limiter or LocalLimiter()
+        #: With --redis a deployment's --max-in-flight holds across every node (else per node).
+        self.redis_in_flight = None if options.redis_url is None \
+            else RedisInFlight(options.redis_url)
         self.metrics = GatewayMetrics()
         self.cluster: Cluster | None = cluster_for(options, self.worker, self.tunnels)
         self.api = GatewayApi(self.store, self.auth, self.tunnels,
@@ -72,7 +76,8 @@ class Gateway:
                               metrics_here=options.metrics_listen is None
                               and self.worker is None,
                               remote=self.cluster.remote if self.cluster else None,
-                              notices_to=self.cluster.state if self.cluster else None)
+                              notices_to=self.cluster.state if self.cluster else None,
+                              cluster_slots=self.redis_in_flight)
         self.metrics.watch(self.tunnels, self.api.admission)
         self.usage = UsageRecorder(self.store, flush_interval=options.usage_flush_interval)
         self.accounting = Accounting(self.usage, self.metrics, limiter)
@@ -104,13 +109,15 @@ class Gateway:
                                              config=config, error_responder=problem_answer)
 
     async def start(self) -> None:
-        if self.redis_limiter is not None and self.options.redis_url is not None:
+        if self.redis_limiter is not None and self.redis_in_flight is not None \
+                and self.options.redis_url is not None:
             where = redact_url(self.options.redis_url)
-            if await self.redis_limiter.ping():
-                logger.info("limits: shared in %s", where)
+            if all(await asyncio.gather(self.redis_limiter.ping(),
+                                        self.redis_in_flight.ping())):
+                logger.info("limits and in-flight caps: shared in %s", where)
             else:
-                logger.warning("limits: %s does not answer; counting in this process until it "
-                               "does", where)
+                logger.warning("limits and in-flight caps: %s does not answer; counting in "
+                               "this process until it does", where)
         self.tunnels.start()
         self.usage.start()
         for server, address, name in (
@@ -185,6 +192,8 @@ class Gateway:
         await self.usage.close()
         if self.redis_limiter is not None:
             await self.redis_limiter.aclose()
+        if self.redis_in_flight is not None:
+            await self.redis_in_flight.aclose()
         self.store.close()
 
 

@@ -31,7 +31,8 @@ def test_two_gateways_share_one_budget_through_redis(redis_server: RedisServer,
         assert first is not None
         try:
             log = first.log()
-            assert f"limits: shared in redis://127.0.0.1:{redis_server.port}/0" in log
+            where = f"redis://127.0.0.1:{redis_server.port}/0"
+            assert f"limits and in-flight caps: shared in {where}" in log
             limited = admin(stack.store, "key", "add", "acme", "--rpm", "3")
             stack.start_gateway()  # a second node: same store, same Redis, no connector
             second_port = stack.port
