@@ -1,9 +1,13 @@
 """Two real gateway processes on one store and one Redis (``serve --redis URL``): a key's
 requests-per-minute budget is one budget whichever gateway its requests reach, answered with 429
-and Retry-After in the client's format; without Redis each gateway would count on its own."""
+and Retry-After in the client's format; without Redis each gateway would count on its own. And
+a deployment's --max-in-flight holds across both gateways, each with its own connector: the
+model server never sees more than the cap at once."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from pathlib import Path
 
 import httpx
@@ -57,4 +61,32 @@ def test_two_gateways_share_one_budget_through_redis(redis_server: RedisServer,
             # another key is not affected
             assert _post(stack, first_port, stack.key).status_code == 200
         finally:
+            first.stop()
+
+
+def test_two_gateways_share_a_deployments_max_in_flight_through_redis(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    stack = Stack(workdir=tmp_path, backend="llamacpp",
+                  gateway_args=["--redis", redis_server.url])
+    with stack.running():
+        first, first_connector, first_port = stack.gateway, stack.connector, stack.port
+        assert first is not None and first_connector is not None
+        assert stack.upstream is not None
+        try:
+            admin(stack.store, "deployment", "set", "acme", "coder", "--max-in-flight", "1")
+            stack.start_gateway()  # a second node with a connector of its own: two tunnels
+            second_port = stack.port
+            stack.start_connector()  # (to the same model server) on two nodes
+            stack.wait_served()
+            time.sleep(1.5)  # both nodes see the new cap (their store caches last 1 s)
+            stack.upstream.max_in_flight = stack.upstream.in_flight = 0
+            stack.upstream.first_delay = 0.3
+            ports = [first_port, second_port] * 3
+            with concurrent.futures.ThreadPoolExecutor(len(ports)) as pool:
+                answers = list(pool.map(lambda port: _post(stack, port, stack.key), ports))
+            assert [answer.status_code for answer in answers] == [200] * len(ports)
+            assert len(stack.upstream.requests) >= len(ports)
+            assert stack.upstream.max_in_flight == 1  # not 1 per node
+        finally:
+            first_connector.stop()
             first.stop()
