@@ -255,7 +255,7 @@ class Admission:
             gate.queue.size = policy.queue_size
         clustered = self._clustered(gate)
         if not gate.queue and self._has_room(gate, free) \
-                and not (clustered and self._asking(gate)):
+                and not (clustered and self._asking(gate) and policy.queue_size > 0):
             if not clustered:
                 gate.in_flight += 1
                 return Ticket(gate)
@@ -339,7 +339,7 @@ class Admission:
     @staticmethod
     def _asking(gate: _Gate) -> bool:
         """Someone asks the cluster for this gate now: a new request must queue, to keep
-        its order."""
+        its order (unless nobody may queue: then it asks too)."""
         return gate.asking or (gate.pump is not None and not gate.pump.done())
 
     async def _cluster_slot(self, gate: _Gate) -> object | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis
 
-from tests.e2e.stack import Stack, admin
+from tests.e2e.stack import Stack, admin, wait_for
 from tests.services import RedisServer
 
 CHAT = {"model": "coder", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -87,6 +88,16 @@ def test_two_gateways_share_a_deployments_max_in_flight_through_redis(
             assert [answer.status_code for answer in answers] == [200] * len(ports)
             assert len(stack.upstream.requests) >= len(ports)
             assert stack.upstream.max_in_flight == 1  # not 1 per node
+            # a client that gives up mid-request gives its slot back, as every request did
+            with stack.http(timeout=0.1) as client, pytest.raises(httpx.TimeoutException):
+                client.post(f"https://127.0.0.1:{second_port}/v1/chat/completions",
+                            headers={"authorization": f"Bearer {stack.key}"}, json=CHAT)
+            with redis.Redis.from_url(redis_server.url) as control:
+                def slots_taken() -> int:
+                    return sum(int(control.zcard(key))
+                               for key in control.scan_iter("tokios:inflight:*"))
+                wait_for(lambda: slots_taken() == 0, 10, "every slot to be given back")
+            assert _post(stack, first_port, stack.key).status_code == 200
         finally:
             first_connector.stop()
             first.stop()

@@ -8,6 +8,7 @@ nothing behind in Redis on any path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -219,6 +220,37 @@ def test_a_waiter_times_out_or_leaves_and_every_path_gives_its_slot_back(
             node_b.leave(ticket)
             await eventually(lambda: nodes.taken() == 0)
             assert list(node_a.depths()) == [] and list(node_b.depths()) == []
+        finally:
+            await nodes.aclose()
+
+    run(main())
+
+
+def test_a_client_that_leaves_while_its_node_asks_redis_leaves_nothing_behind(
+        redis_server: RedisServer) -> None:
+    async def main() -> None:
+        nodes = Nodes(redis_server.url)
+        node = Admission(free_streams, cluster=nodes.a, cluster_retry=0.05)
+        policy = QueuePolicy(max_in_flight=1, queue_size=5, queue_timeout=5)
+        try:
+            for _ in range(5):
+                asking = asyncio.create_task(node.enter("ten", "dep", "k", policy))
+                await asyncio.sleep(0)  # it has sent its script and waits for the answer
+                asking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    node.leave(await asking)  # the answer came first: an ordinary end
+                await eventually(lambda: nodes.taken() == 0)
+                assert list(node.depths()) == [] and nodes.a.held == set()
+            # and a cap of 2 with no queue still admits two at once (nobody waits in order)
+            no_queue = QueuePolicy(max_in_flight=2, queue_size=0)
+            both = await asyncio.gather(*(node.enter("ten", "dep", k, no_queue)
+                                          for k in ("a", "b")))
+            with pytest.raises(QueueRefused) as full:
+                await node.enter("ten", "dep", "c", no_queue)
+            assert full.value.status == 429
+            for ticket in both:
+                node.leave(ticket)
+            await eventually(lambda: nodes.taken() == 0)
         finally:
             await nodes.aclose()
 
