@@ -43,8 +43,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from runtimes.store import Deployment
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_QUEUE_TIMEOUT", "Admission", "FairQueue",
-           "QueuePolicy", "QueueRefused", "Ticket", "policy_of"]
+__all__ = ["CLUSTER_RETRY", "DEFAULT_QUEUE_SIZE", "DEFAULT_QUEUE_TIMEOUT", "Admission",
+           "ClusterSlots", "FairQueue", "QueuePolicy", "QueueRefused", "Ticket", "policy_of"]
 
 #: Requests that may wait per deployment, and for how long, unless the deployment says else.
 DEFAULT_QUEUE_SIZE = 32
@@ -83,8 +83,10 @@ class FairQueue(Generic[T]):
         for line in self._lines.values():
             yield from line
 
-    def push(self, key: Hashable, item: T) -> tuple[bool, T | None]:
-        """Add ``item`` for ``key``: (accepted, the item pushed out to make room or None)."""
+    def push(self, key: Hashable, item: T, *, first: bool = False) -> tuple[bool, T | None]:
+        """Add ``item`` for ``key``: (accepted, the item pushed out to make room or None).
+        ``first``: it came before every item waiting (it goes first, and its key's turn is
+        next)."""
         pushed_out = None
         if self._count >= self.size:
             longest_key, longest = max(self._lines.items(), key=lambda kv: len(kv[1]),
@@ -99,7 +101,11 @@ class FairQueue(Generic[T]):
         line = self._lines.get(key)
         if line is None:
             line = self._lines[key] = collections.deque()
-        line.append(item)
+        if first:
+            line.appendleft(item)
+            self._lines.move_to_end(key, last=False)
+        else:
+            line.append(item)
         self._count += 1
         return True, pushed_out
 
@@ -266,9 +272,16 @@ class Admission:
                 raise
             if lease is not None:
                 return Ticket(gate, lease)
+            if self._closed is not None:  # shutdown began while Redis was asked
+                self._forget_if_idle(gate)
+                raise QueueRefused(self._closed, status=503, reason="shutting_down")
+            asked = True
+        else:
+            asked = False
         future: asyncio.Future[object | None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(key_id, future)
-        accepted, pushed_out = gate.queue.push(key_id, waiter)
+        # a request refused by the cluster came before those that queued while it asked
+        accepted, pushed_out = gate.queue.push(key_id, waiter, first=asked)
         if not accepted:
             self._forget_if_idle(gate)
             raise _full(deployment)
@@ -384,7 +397,8 @@ class Admission:
             wake.clear()
             free = self._free_streams(gate.tenant_id, gate.deployment)
             lease = None
-            if free is not None and self._has_room(gate, free):
+            # a request asking on its own (it found no queue) goes first: wait for its answer
+            if not gate.asking and free is not None and self._has_room(gate, free):
                 lease = await self._cluster_slot(gate)
             if lease is None:  # full here or in the cluster: wait for a change, or retry
                 with contextlib.suppress(asyncio.TimeoutError):

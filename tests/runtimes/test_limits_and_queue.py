@@ -202,6 +202,14 @@ def test_a_full_queue_makes_room_for_a_key_with_fewer_waiting() -> None:
     assert [queue.pop() for _ in range(4)] == ["a0", "b0", "c0", "c1"]
 
 
+def test_an_item_pushed_first_is_served_next_and_its_key_goes_first() -> None:
+    queue: FairQueue[str] = FairQueue(5)
+    for key, item in (("a", "a1"), ("b", "b1"), ("a", "a2")):
+        queue.push(key, item)
+    assert queue.push("b", "b0", first=True) == (True, None)
+    assert [queue.pop() for _ in range(4)] == ["b0", "a1", "b1", "a2"]
+
+
 def test_a_queue_of_size_zero_takes_nobody() -> None:
     queue: FairQueue[str] = FairQueue(0)
     assert queue.push("a", "a0") == (False, None)
