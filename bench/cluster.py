@@ -6,9 +6,9 @@ process and one machine).
 Everything on loopback, each part its own process, as ``bench tunnel`` does (the raw uvloop
 upstream, TLS from a trustme CA, wrk with HTTP/1.1 keep-alive POSTing a small chat). Two tables:
 
-- **workers**: ``serve --workers N`` with N connectors (their tunnels land on the workers the
-  kernel picks; a request that reaches a worker without a tunnel is forwarded to one that has
-  it): req/s and p50 at concurrency 32, and at 1;
+- **workers**: ``serve --workers N`` with one connector holding N tunnels (``--tunnels N``: they
+  land on distinct workers, so every worker serves from its own tunnel): req/s and p50 at
+  concurrency 32, and at 1;
 - **one hop**: two gateway nodes (``--node-listen``, the local cluster file), one connector on
   node A; wrk against A (its own tunnel) and against B (every request forwarded to A): the
   latency one hop adds at concurrency 1, and req/s at 32.
@@ -46,11 +46,12 @@ def workers_row(workers: int, seconds: float) -> list[str]:
         stack.up()
         connectors: list[Proc] = []
         try:
-            for i in range(workers):
-                proc = Proc(f"connector{i}", stack.connector_argv(),
-                            stack.workdir / f"connector{i}.log")
-                proc.start()
-                connectors.append(proc)
+            # one connector with a tunnel per worker: the workers name themselves in WELCOME,
+            # so its tunnels land on distinct workers and no request needs a hop
+            stack.tunnels = workers
+            proc = Proc("connector", stack.connector_argv(), stack.workdir / "connector.log")
+            proc.start()
+            connectors.append(proc)
             stack.wait_served()
             wait_for(lambda: all(stack.served() for _ in range(6)), 20, "every worker routing")
             _run_wrk(stack, stack.port, 32, 2)  # warm up
@@ -115,7 +116,7 @@ def main() -> None:
     seconds = 3.0 if args.quick else args.seconds
     counts = args.workers or ([1, 2] if args.quick else [1, 2, 4])
     print(f"# bench cluster ({machine()})\n")
-    print("## serve --workers N (N connectors), wrk POST small chat\n")
+    print("## serve --workers N (one connector, --tunnels N), wrk POST small chat\n")
     print(table(["workers", "req/s c=32", "p50 ms c=32", "p50 ms c=1", "errors"],
                 [workers_row(n, seconds) for n in counts]))
     print("\n## one forwarding hop between two nodes\n")
